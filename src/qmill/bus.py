@@ -1,0 +1,203 @@
+"""The task queue: a NATS JetStream work-queue stream and the workers' durable pull consumer.
+
+Only task ids travel on the bus. A publish carries ``Nats-Msg-Id: <task_id>``, so a
+publish retried after a lost ack is stored once. Workers ack only after the result
+is in Redis, with a confirmed ack; a task nobody acks is redelivered after
+``ack_wait``, at most ``max_deliver`` times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import NotFoundError
+
+from qmill import constants
+from qmill.config import Settings
+from qmill.errors import DependencyUnavailable
+from qmill.models import TaskMessage
+
+log = logging.getLogger(__name__)
+
+_NATS_FAILURES = (NatsError, TimeoutError, OSError, ConnectionError)
+
+
+def stream_config(settings: Settings) -> js_api.StreamConfig:
+    return js_api.StreamConfig(
+        name=constants.STREAM_NAME,
+        subjects=list(constants.STREAM_SUBJECTS),
+        retention=js_api.RetentionPolicy.WORK_QUEUE,
+        storage=js_api.StorageType.FILE,
+        duplicate_window=settings.nats.duplicate_window_seconds,
+        num_replicas=settings.nats.stream_replicas,
+    )
+
+
+def consumer_config(settings: Settings) -> js_api.ConsumerConfig:
+    # One delivery more than the attempts: the last one only marks the task failed, so a
+    # task that kills every worker that runs it still ends `failed` instead of hanging.
+    return js_api.ConsumerConfig(
+        name=constants.WORKER_CONSUMER,
+        durable_name=constants.WORKER_CONSUMER,
+        ack_policy=js_api.AckPolicy.EXPLICIT,
+        deliver_policy=js_api.DeliverPolicy.ALL,
+        ack_wait=settings.ack_wait_seconds,
+        max_deliver=settings.worker.max_attempts + 1,
+        filter_subject=constants.TASK_SUBJECT,
+        max_ack_pending=-1,
+    )
+
+
+class Bus:
+    """One NATS connection per process, connected lazily and reconnecting by itself."""
+
+    def __init__(self, settings: Settings, *, name: str) -> None:
+        self._settings = settings
+        self._name = name
+        self._nc: NATS | None = None
+        self._js: JetStreamContext | None = None
+        self._lock = asyncio.Lock()
+        self._closing = False
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def connect(self) -> JetStreamContext:
+        """Connect (once) and make sure the stream exists; raises DependencyUnavailable."""
+        if self._js is not None and self._nc is not None and not self._nc.is_closed:
+            return self._js
+        async with self._lock:
+            if self._js is not None and self._nc is not None and not self._nc.is_closed:
+                return self._js
+            timeout = self._settings.nats.connect_timeout_seconds
+            nc = NATS()
+            try:
+                # With unlimited reconnects nats-py retries the *first* connect forever
+                # too; bound it, so a function answers 503 instead of hanging.
+                await asyncio.wait_for(
+                    nc.connect(
+                        self._settings.nats.url,
+                        name=self._name,
+                        connect_timeout=max(1, round(timeout)),
+                        allow_reconnect=True,
+                        max_reconnect_attempts=-1,
+                        reconnect_time_wait=1,
+                        # A publish made while disconnected must fail now (503), not be
+                        # buffered and sent later for a task the caller was told we refused.
+                        pending_size=0,
+                        error_cb=self._on_error,
+                        disconnected_cb=self._on_disconnected,
+                        reconnected_cb=self._on_reconnected,
+                    ),
+                    timeout * 2,
+                )
+            except (*_NATS_FAILURES, asyncio.CancelledError) as exc:
+                with contextlib.suppress(*_NATS_FAILURES):
+                    await nc.close()
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                raise DependencyUnavailable("nats", str(exc) or type(exc).__name__) from exc
+            js = nc.jetstream(timeout=timeout)
+            try:
+                await self._ensure_stream(js)
+            except _NATS_FAILURES as exc:
+                await nc.close()
+                raise DependencyUnavailable("nats", f"JetStream: {exc}") from exc
+            self._nc, self._js = nc, js
+            return js
+
+    async def _ensure_stream(self, js: JetStreamContext) -> None:
+        config = stream_config(self._settings)
+        try:
+            await js.stream_info(constants.STREAM_NAME)
+        except NotFoundError:
+            await js.add_stream(config)
+            return
+        await js.update_stream(config)
+
+    async def ensure_consumer(self) -> None:
+        js = await self.connect()
+        try:
+            await js.add_consumer(constants.STREAM_NAME, consumer_config(self._settings))
+        except _NATS_FAILURES as exc:
+            raise DependencyUnavailable("nats", f"consumer: {exc}") from exc
+
+    async def publish(self, task_id: str) -> None:
+        """Queue a task; returns once JetStream has stored it, else DependencyUnavailable."""
+        js = await self.connect()
+        if not self.connected:
+            raise DependencyUnavailable("nats", "not connected (reconnecting)", retry_after=2)
+        payload = TaskMessage(task_id=task_id).model_dump_json().encode()
+        try:
+            await js.publish(
+                constants.TASK_SUBJECT,
+                payload,
+                timeout=self._settings.nats.publish_timeout_seconds,
+                headers={"Nats-Msg-Id": task_id},
+            )
+        except _NATS_FAILURES as exc:
+            raise DependencyUnavailable("nats", f"publish: {exc}", retry_after=2) from exc
+
+    async def pull_subscription(self) -> JetStreamContext.PullSubscription:
+        js = await self.connect()
+        await self.ensure_consumer()
+        return await js.pull_subscribe_bind(
+            consumer=constants.WORKER_CONSUMER, stream=constants.STREAM_NAME
+        )
+
+    async def ping(self) -> bool:
+        """True if the server answers a round trip and JetStream is on."""
+        try:
+            js = await self.connect()
+            if self._nc is None or not self._nc.is_connected:
+                return False
+            await js.stream_info(constants.STREAM_NAME)
+            return True
+        except (DependencyUnavailable, *_NATS_FAILURES):
+            return False
+
+    async def pending(self) -> int:
+        """Tasks queued or held unacked by workers (what KEDA scales on)."""
+        js = await self.connect()
+        info = await js.consumer_info(constants.STREAM_NAME, constants.WORKER_CONSUMER)
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+    async def close(self) -> None:
+        # close() flushes what is buffered; drain() would wait out its 30 s timeout on
+        # the pull subscription, and every ack we care about was already confirmed.
+        self._closing = True
+        if self._nc is not None:
+            with contextlib.suppress(*_NATS_FAILURES):
+                await self._nc.close()
+        self._nc = self._js = None
+
+    async def _on_error(self, exc: Exception) -> None:
+        if self._closing:
+            return
+        log.warning("nats error", extra={"error": str(exc) or type(exc).__name__})
+
+    async def _on_disconnected(self) -> None:
+        if not self._closing:
+            log.warning("nats disconnected")
+
+    async def _on_reconnected(self) -> None:
+        log.info("nats reconnected")
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """The stream and consumer names and limits, for `qmill config` and infra parity tests."""
+    return {
+        "stream": constants.STREAM_NAME,
+        "subject": constants.TASK_SUBJECT,
+        "consumer": constants.WORKER_CONSUMER,
+        "ack_wait_seconds": settings.ack_wait_seconds,
+        "max_deliver": settings.worker.max_attempts + 1,
+    }

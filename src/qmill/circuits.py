@@ -1,0 +1,159 @@
+"""OpenQASM 3 and 2 parsing with errors that name line and column.
+
+Both the submit function (to reject bad programs before anything is queued) and the
+worker (to build the circuit it simulates) call `parse`, so what was accepted is
+exactly what runs. Parser quirks are normalised here:
+
+* ``openqasm3.parse`` bails on the first syntax error with an empty message; we parse
+  with ANTLR's default strategy and an error listener that keeps line and column.
+* qiskit's importers report ``"3,0: ..."`` with 0-based columns; we report 1-based.
+* Both importers can raise plain ``IndexError``/``AttributeError``/``RecursionError``
+  on hostile input; every such failure becomes `InvalidCircuit`, never a 500.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from qmill.errors import InvalidCircuit
+
+if TYPE_CHECKING:
+    from qiskit import QuantumCircuit
+
+# Include files a program may name. Both are built into the parsers; nothing is ever
+# read from the server's filesystem.
+ALLOWED_INCLUDES = {3: frozenset({"stdgates.inc"}), 2: frozenset({"qelib1.inc"})}
+
+_COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/", re.DOTALL)
+_VERSION = re.compile(r"\s*OPENQASM\s+([0-9]+)(?:\.[0-9]+)?\s*;")
+_INCLUDE = re.compile(r'\binclude\s+"([^"]*)"')
+# "<input>:3,0: msg" (qasm2) or "3,0: msg" (qasm3 importer)
+_POSITION = re.compile(r"^(?:<input>:)?(\d+),(\d+):\s*(.*)$", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedCircuit:
+    circuit: QuantumCircuit
+    version: int
+    qubits: int
+    clbits: int
+    depth: int
+    size: int
+
+
+def parse(source: str) -> ParsedCircuit:
+    """Parse an OpenQASM 3 (default) or 2 program; raise InvalidCircuit on any problem."""
+    stripped = _COMMENTS.sub(_blank_comment, source)
+    if not stripped.strip():
+        raise InvalidCircuit("the program is empty", 1, 1)
+    match = _VERSION.match(stripped)
+    version = int(match.group(1)) if match else 3
+    if version not in ALLOWED_INCLUDES:
+        raise InvalidCircuit(f"unsupported OpenQASM version {version}; use 3 or 2", 1, 1)
+    _check_includes(stripped, version)
+    try:
+        circuit = _parse_qasm2(source) if version == 2 else _parse_qasm3(source)
+    except InvalidCircuit:
+        raise
+    except RecursionError:
+        raise InvalidCircuit("program is nested too deeply") from None
+    except Exception as exc:  # importer bugs on hostile input: still the caller's input
+        _raise_positioned(exc)
+    if circuit.num_clbits == 0 or not any(
+        inst.operation.name == "measure" for inst in circuit.data
+    ):
+        raise InvalidCircuit("the program measures nothing, so there are no counts to return")
+    return ParsedCircuit(
+        circuit=circuit,
+        version=version,
+        qubits=circuit.num_qubits,
+        clbits=circuit.num_clbits,
+        depth=circuit.depth(),
+        size=circuit.size(),
+    )
+
+
+def _blank_comment(match: re.Match[str]) -> str:
+    # Keep newlines so positions found in the stripped text stay right.
+    return re.sub(r"[^\n]", " ", match.group(0))
+
+
+def _check_includes(stripped: str, version: int) -> None:
+    allowed = ALLOWED_INCLUDES[version]
+    for match in _INCLUDE.finditer(stripped):
+        if match.group(1) not in allowed:
+            line, column = _line_col(stripped, match.start())
+            raise InvalidCircuit(
+                f'include "{match.group(1)}" is not allowed; OpenQASM {version} programs '
+                f"may include only {', '.join(sorted(allowed))}",
+                line,
+                column,
+            )
+
+
+def _line_col(text: str, offset: int) -> tuple[int, int]:
+    line = text.count("\n", 0, offset) + 1
+    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    return line, column
+
+
+def _parse_qasm2(source: str) -> QuantumCircuit:
+    from qiskit import qasm2
+
+    return qasm2.loads(
+        source, include_path=(), custom_instructions=qasm2.LEGACY_CUSTOM_INSTRUCTIONS
+    )
+
+
+def _parse_qasm3(source: str) -> QuantumCircuit:
+    from qiskit_qasm3_import import convert
+
+    return convert(_qasm3_ast(source))
+
+
+def _qasm3_ast(source: str) -> Any:
+    """``openqasm3.parse`` with an error listener that keeps the first error's position."""
+    from antlr4 import CommonTokenStream, InputStream
+    from antlr4.error.ErrorListener import ErrorListener
+    from openqasm3._antlr.qasm3Lexer import qasm3Lexer
+    from openqasm3._antlr.qasm3Parser import qasm3Parser
+    from openqasm3.parser import QASMNodeVisitor
+
+    class _Raise(ErrorListener):  # type: ignore[misc]
+        def syntaxError(
+            self,
+            recognizer: object,
+            offending: object,
+            line: int,
+            column: int,
+            msg: str,
+            exc: object,
+        ) -> None:
+            raise InvalidCircuit(msg, line, column + 1)
+
+    lexer = qasm3Lexer(InputStream(source))
+    lexer.removeErrorListeners()
+    lexer.addErrorListener(_Raise())
+    parser = qasm3Parser(CommonTokenStream(lexer))
+    parser.removeErrorListeners()
+    parser.addErrorListener(_Raise())
+    return QASMNodeVisitor().visitProgram(parser.program())  # type: ignore[no-untyped-call]
+
+
+def _raise_positioned(exc: Exception) -> NoReturn:
+    text = _unquote(str(exc).strip())
+    match = _POSITION.match(text)
+    if match:
+        line, column, message = int(match.group(1)), int(match.group(2)) + 1, match.group(3)
+        raise InvalidCircuit(message.strip(), line, column) from None
+    detail = str(exc) or type(exc).__name__
+    raise InvalidCircuit(f"could not be parsed ({type(exc).__name__}: {detail})") from None
+
+
+def _unquote(text: str) -> str:
+    """QiskitError's str() is the repr of its message: drop one pair of outer quotes."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text

@@ -1,0 +1,210 @@
+"""One settings tree for every qmill process.
+
+Sources, lowest precedence first: the defaults below, then ``config.toml`` (path
+from ``QMILL_CONFIG``, default ``./config.toml`` if present), then environment
+variables ``QMILL_<SECTION>__<KEY>`` (for example ``QMILL_WORKER__MAX_CONCURRENT_TASKS=4``).
+This module is the only place that reads the environment, so a deployment can
+see every knob by reading it.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from qmill.errors import ConfigError
+
+ENV_PREFIX = "QMILL_"
+ENV_NESTED_DELIMITER = "__"
+CONFIG_PATH_ENV = "QMILL_CONFIG"
+
+
+class _Section(BaseModel):
+    # A typo in config.toml or an env var must stop start-up, not be ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    """The one public address of the system (the gateway in front of the functions)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    # Upper bound for ``GET /tasks/{id}?wait=``, so a client cannot pin a connection forever.
+    max_wait_seconds: float = Field(30.0, ge=0, le=300)
+
+
+class NatsSettings(_Section):
+    url: str = "nats://127.0.0.1:4222"
+    connect_timeout_seconds: float = Field(2.0, gt=0)
+    # How long a publish waits for JetStream's ack before the submit answers 503.
+    publish_timeout_seconds: float = Field(2.0, gt=0)
+    # JetStream deduplicates publishes with the same Nats-Msg-Id inside this window.
+    duplicate_window_seconds: float = Field(120.0, gt=0)
+    # Replicas of the task stream: 1 on a single server, 3 on a cluster.
+    stream_replicas: int = Field(1, ge=1, le=5)
+
+    @field_validator("url")
+    @classmethod
+    def _nats_scheme(cls, value: str) -> str:
+        return _check_url(value, ("nats", "tls"))
+
+
+class RedisSettings(_Section):
+    url: str = "redis://127.0.0.1:6379"
+    # How long a finished task (and its result) is kept.
+    result_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
+    # Bounds every Redis call made by a function, so a dead Redis answers 503 quickly.
+    socket_timeout_seconds: float = Field(2.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        return _check_url(value, ("redis", "rediss", "unix"))
+
+
+class WorkerSettings(_Section):
+    # 0 means "one per CPU core", as in the seed.
+    max_concurrent_tasks: int = Field(0, ge=0, le=1024)
+    # Where simulations run: "thread" (in the worker process) or "process" (killable children).
+    executor: Literal["thread", "process"] = "thread"
+    # Worker processes started by the embedded run (`make run`).
+    processes: int = Field(1, ge=1, le=64)
+    # On SIGTERM: how long running tasks may take to finish before they are released.
+    grace_period_seconds: float = Field(20.0, ge=0)
+    # Attempts per task; a task whose attempts all failed or crashed ends `failed`.
+    max_attempts: int = Field(3, ge=1, le=20)
+    # Aer's OpenMP threads per simulation; 0 lets Aer use every core.
+    aer_threads: int = Field(0, ge=0, le=1024)
+
+    @property
+    def concurrency(self) -> int:
+        return self.max_concurrent_tasks or (os.cpu_count() or 1)
+
+
+class LimitsSettings(_Section):
+    min_shots: int = Field(1, ge=1)
+    max_shots: int = Field(100_000, ge=1)
+    max_qubits: int = Field(28, ge=1, le=64)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    # A simulation that runs longer is stopped (process executor) and fails with `timeout`.
+    max_execution_seconds: float = Field(120.0, gt=0)
+
+
+class EmbeddedSettings(_Section):
+    """How `make run` / `qmill up` starts the system on one machine."""
+
+    data_dir: Path = Path(".qmill")
+    # First of three consecutive loopback ports for the submit, result and health functions.
+    functions_base_port: int = Field(18001, ge=1, le=65533)
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+
+class Settings(BaseSettings):
+    """Every setting qmill reads; nothing reads the environment anywhere else."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        extra="forbid",
+        frozen=True,
+    )
+
+    server: ServerSettings = ServerSettings()
+    nats: NatsSettings = NatsSettings()
+    redis: RedisSettings = RedisSettings()
+    worker: WorkerSettings = WorkerSettings()
+    limits: LimitsSettings = LimitsSettings()
+    embedded: EmbeddedSettings = EmbeddedSettings()
+    log: LogSettings = LogSettings()
+
+    @property
+    def ack_wait_seconds(self) -> float:
+        """JetStream redelivers a task nobody acked within this: the longest run plus slack.
+
+        It must cover a whole run because with the thread executor the worker's event loop
+        is frozen while Aer simulates, so no in-progress heartbeat can extend it.
+        """
+        run = self.limits.max_execution_seconds
+        return run + max(5.0, 0.25 * run)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_path())
+        return (init_settings, env_settings, toml)
+
+
+def config_path() -> Path | None:
+    """The TOML file to read: ``$QMILL_CONFIG``, else ``./config.toml`` when it exists."""
+    explicit = os.environ.get(CONFIG_PATH_ENV)
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"{CONFIG_PATH_ENV}={explicit}: no such file")
+        return path
+    default = Path("config.toml")
+    return default if default.is_file() else None
+
+
+def env_name(*keys: str) -> str:
+    """The environment variable that sets a key: ``env_name("worker", "processes")``."""
+    return ENV_PREFIX + ENV_NESTED_DELIMITER.join(k.upper() for k in keys)
+
+
+def load_settings() -> Settings:
+    """Read and validate every source; a bad value raises ConfigError naming the key."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            keys = [str(part) for part in err["loc"]]
+            where = f"[{keys[0]}] {'.'.join(keys[1:])}" if len(keys) > 1 else ".".join(keys)
+            problems.append(f"{where} (env {env_name(*keys)}): {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+    except ValueError as exc:  # a malformed TOML file
+        raise ConfigError(f"invalid configuration file: {exc}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
+
+
+def is_local_url(url: str) -> bool:
+    """True when a URL points at this machine, so the embedded run may start a server for it."""
+    host = urlsplit(url).hostname or ""
+    return host in {"localhost", "127.0.0.1", "::1", "0.0.0.0"} or host.startswith("127.")
+
+
+def url_port(url: str, default: int) -> int:
+    return urlsplit(url).port or default
+
+
+def _check_url(value: str, schemes: tuple[str, ...]) -> str:
+    scheme = urlsplit(value).scheme
+    if scheme not in schemes:
+        raise ValueError(f"URL scheme must be one of {', '.join(schemes)}, got {value!r}")
+    return value

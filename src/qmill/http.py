@@ -1,0 +1,93 @@
+"""What every HTTP function shares: routing checks, body reading, and the one error mapping.
+
+A function is ``serve(request, route)``: method and path are checked here (the
+functions-framework sends every path to the one handler), QmillErrors become JSON
+4xx/503 through `errors.http_status`, and anything unexpected is logged and becomes a
+JSON 500 (a bug, never a normal answer).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from qmill.errors import (
+    DependencyUnavailable,
+    InvalidRequest,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    QmillError,
+    http_status,
+)
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def error_response(exc: QmillError) -> JSONResponse:
+    status = http_status(exc)
+    detail: Any = exc.message
+    if isinstance(exc, InvalidRequest):
+        detail = exc.detail
+    body: dict[str, Any] = {"detail": detail}
+    for attr in ("line", "column", "limit", "allowed", "service"):
+        value = getattr(exc, attr, None)
+        if value is not None:
+            body[attr] = value
+    headers: dict[str, str] = {}
+    if isinstance(exc, DependencyUnavailable):
+        headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, MethodNotAllowed):
+        headers["Allow"] = ", ".join(exc.allowed)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def not_found() -> JSONResponse:
+    return JSONResponse({"detail": "Not Found"}, status_code=404)
+
+
+async def serve(
+    request: Request, routes: dict[str, Handler], *, match: Callable[[str], bool]
+) -> Response:
+    """Dispatch on method for a path this function owns; map every error in one place."""
+    if not match(request.url.path):
+        return not_found()
+    handler = routes.get(request.method)
+    if handler is None and request.method == "HEAD":
+        handler = routes.get("GET")
+    try:
+        if handler is None:
+            raise MethodNotAllowed(request.method, tuple(routes))
+        return await handler(request)
+    except QmillError as exc:
+        if http_status(exc) >= 500:
+            log.warning("dependency unavailable", extra={"error": exc.message})
+        return error_response(exc)
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    """Read a JSON body, refusing (413) before reading more than ``max_bytes``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(max_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(max_bytes)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidRequest(f"body is not valid JSON: {exc}") from None

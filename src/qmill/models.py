@@ -1,0 +1,86 @@
+"""Wire models: what crosses HTTP, NATS and Redis. JSON only, never pickle.
+
+Readers ignore unknown fields, so a function and a worker of different versions can
+run side by side during a rollout.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED})
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class SubmitRequest(_Open):
+    """``POST /tasks`` body, as the seed's clients send it."""
+
+    quantum_circuit: str
+    shots: int = 1024
+
+
+class SubmitResponse(_Open):
+    task_id: str
+    status: TaskStatus = TaskStatus.PENDING
+
+
+class TaskMessage(_Open):
+    """What goes on the bus: only the id. The circuit and result live in Redis."""
+
+    task_id: str
+
+
+class TaskView(_Open):
+    """``GET /tasks/{id}``: the seed's fields first, then details users ask for."""
+
+    id: str
+    task_id: str
+    status: TaskStatus
+    shots: int
+    result: dict[str, int] | None = None
+    error: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    # Details (None until known).
+    qubits: int | None = None
+    depth: int | None = None
+    method: str | None = None
+    execution_seconds: float | None = None
+    queue_seconds: float | None = None
+    worker_id: str | None = None
+    attempts: int = 0
+    # Echoed only with ?include=circuit.
+    quantum_circuit: str | None = Field(default=None)
+
+    def to_json(self, include_circuit: bool = False) -> dict[str, Any]:
+        exclude = None if include_circuit else {"quantum_circuit"}
+        return self.model_dump(mode="json", exclude=exclude)
+
+
+class HealthView(_Open):
+    status: str
+    services: dict[str, bool]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

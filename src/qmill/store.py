@@ -1,0 +1,305 @@
+"""Task state in Redis: one hash per task, changed only by atomic Lua transitions.
+
+A terminal state (`completed`, `failed`) is never overwritten: JetStream delivers at
+least once, so two workers may finish the same task, and the first one wins. Every
+terminal transition also PUBLISHes on the task's channel, which is what long-polling
+``GET /tasks/{id}?wait=`` listens to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from qmill import constants
+from qmill.errors import DependencyUnavailable, TaskNotFound
+from qmill.models import TaskStatus, TaskView, utcnow
+
+log = logging.getLogger(__name__)
+
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+# Returns {status} for a missing or terminal task, else {'processing', circuit, shots,
+# created_at, attempts} after moving it to processing.
+_START = """
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then return {'missing'} end
+if s == 'completed' or s == 'failed' then return {s} end
+redis.call('HSET', KEYS[1], 'status', 'processing', 'started_at', ARGV[1], 'worker_id', ARGV[2])
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+local f = redis.call('HMGET', KEYS[1], 'circuit', 'shots', 'created_at')
+return {'processing', f[1], f[2], f[3], attempts}
+"""
+
+# ARGV: new status, ttl, field, value, ... Returns 'ok', 'missing' or the terminal status.
+_FINISH = """
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then return 'missing' end
+if s == 'completed' or s == 'failed' then return s end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', KEYS[2], ARGV[1])
+return 'ok'
+"""
+
+_RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class StartedTask:
+    """What a worker needs to run a task it has just moved to `processing`."""
+
+    task_id: str
+    circuit: str
+    shots: int
+    created_at: datetime
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class StartOutcome:
+    """Either the task to run, or why not (`missing`, `completed`, `failed`)."""
+
+    task: StartedTask | None
+    status: str
+
+
+class Store:
+    """Async access to task records. Create one per process and reuse it."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        result_ttl_seconds: int,
+        socket_timeout: float | None,
+        retries: int = 0,
+    ) -> None:
+        self._ttl = result_ttl_seconds
+        # Functions use retries=0 so a dead Redis answers 503 fast; the worker retries
+        # because dropping a finished result on a blip would waste the simulation.
+        retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries) if retries else None
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_timeout,
+            retry=retry,
+            retry_on_error=[RedisConnectionError, RedisTimeoutError] if retries else None,
+            health_check_interval=30,
+        )
+        self._create = self._redis.register_script(_CREATE)
+        self._start = self._redis.register_script(_START)
+        self._finish = self._redis.register_script(_FINISH)
+        self._waiters: dict[str, set[asyncio.Future[str]]] = {}
+        self._listener: asyncio.Task[None] | None = None
+        self._pubsub: PubSub | None = None
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RedisError, *_RETRYABLE):
+                await self._listener
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError, *_RETRYABLE):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._redis.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, *_RETRYABLE):
+            return False
+
+    # --- submit side ----------------------------------------------------------------------
+    async def create(self, task_id: str, circuit: str, shots: int, **details: Any) -> datetime:
+        """Write a new `pending` task; returns its creation time."""
+        created = utcnow()
+        fields: dict[str, Any] = {
+            "id": task_id,
+            "status": TaskStatus.PENDING.value,
+            "circuit": circuit,
+            "shots": shots,
+            "created_at": created.isoformat(),
+            "attempts": 0,
+            **{k: v for k, v in details.items() if v is not None},
+        }
+        args: list[Any] = [self._ttl]
+        for key, value in fields.items():
+            args += [key, value]
+        async with self._guard():
+            created_ok = await self._create(keys=[constants.task_key(task_id)], args=args)
+        if not created_ok:
+            raise RuntimeError(f"task {task_id} already exists")  # uuid4 collision: a bug
+        return created
+
+    async def delete(self, task_id: str) -> None:
+        async with self._guard():
+            await self._redis.delete(constants.task_key(task_id))
+
+    # --- read side ------------------------------------------------------------------------
+    async def get(self, task_id: str) -> TaskView:
+        async with self._guard():
+            raw = await self._redis.hgetall(constants.task_key(task_id))
+        if not raw:
+            raise TaskNotFound()
+        return _view({str(k): str(v) for k, v in raw.items()})
+
+    async def wait(self, task_id: str, timeout: float) -> TaskView:
+        """Return the task once it is terminal, or as it is when ``timeout`` runs out.
+
+        Driven by the PUBLISH in the finish script, not by polling: the waiter is
+        registered before the first read, so a finish between the two is not missed.
+        """
+        if timeout <= 0:
+            return await self.get(task_id)
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        await self._ensure_listener()
+        self._waiters.setdefault(task_id, set()).add(future)
+        try:
+            view = await self.get(task_id)
+            if view.status.terminal:
+                return view
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(future, timeout)
+            return await self.get(task_id)
+        finally:
+            waiters = self._waiters.get(task_id)
+            if waiters is not None:
+                waiters.discard(future)
+                if not waiters:
+                    del self._waiters[task_id]
+
+    async def _ensure_listener(self) -> None:
+        if self._listener is not None and not self._listener.done():
+            return
+        async with self._guard():
+            self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            await self._pubsub.psubscribe(constants.TASK_DONE_CHANNEL_PREFIX + "*")
+        self._listener = asyncio.create_task(self._listen(self._pubsub), name="qmill-done-listener")
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        prefix_len = len(constants.TASK_DONE_CHANNEL_PREFIX)
+        try:
+            async for message in pubsub.listen():
+                if message.get("type") != "pmessage":
+                    continue
+                task_id = str(message["channel"])[prefix_len:]
+                for future in self._waiters.get(task_id, ()):
+                    if not future.done():
+                        future.set_result(str(message["data"]))
+        except (RedisError, *_RETRYABLE) as exc:
+            # Wake every waiter so it re-reads the record; the next wait() resubscribes.
+            log.warning("task-done listener lost its connection", extra={"error": str(exc)})
+            for futures in self._waiters.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_result("")
+
+    # --- worker side ----------------------------------------------------------------------
+    async def start(self, task_id: str, worker_id: str) -> StartOutcome:
+        """Move a task to `processing` (again, on redelivery) unless it is terminal or gone."""
+        async with self._guard():
+            reply = await self._start(
+                keys=[constants.task_key(task_id)], args=[utcnow().isoformat(), worker_id]
+            )
+        status = str(reply[0])
+        if status != TaskStatus.PROCESSING.value:
+            return StartOutcome(task=None, status=status)
+        task = StartedTask(
+            task_id=task_id,
+            circuit=str(reply[1]),
+            shots=int(reply[2]),
+            created_at=datetime.fromisoformat(str(reply[3])),
+            attempts=int(reply[4]),
+        )
+        return StartOutcome(task=task, status=status)
+
+    async def complete(self, task_id: str, counts: Mapping[str, int], **details: Any) -> str:
+        """Record a result. Returns 'ok', or the status that was already final."""
+        return await self._finish_task(
+            task_id, TaskStatus.COMPLETED, result=json.dumps(dict(counts)), **details
+        )
+
+    async def fail(self, task_id: str, reason: str, **details: Any) -> str:
+        """Record a failure with its reason. Returns 'ok', or the status already final."""
+        return await self._finish_task(task_id, TaskStatus.FAILED, error=reason, **details)
+
+    async def _finish_task(self, task_id: str, status: TaskStatus, **fields: Any) -> str:
+        args: list[Any] = [status.value, self._ttl, "completed_at", utcnow().isoformat()]
+        for key, value in fields.items():
+            if value is not None:
+                args += [key, value]
+        keys = [constants.task_key(task_id), constants.task_done_channel(task_id)]
+        async with self._guard():
+            return str(await self._finish(keys=keys, args=args))
+
+    async def heartbeat(self, worker_id: str, ttl_seconds: int, info: str) -> None:
+        async with self._guard():
+            await self._redis.set(constants.worker_heartbeat_key(worker_id), info, ex=ttl_seconds)
+
+    @contextlib.asynccontextmanager
+    async def _guard(self) -> Any:
+        """Turn any Redis failure into DependencyUnavailable (503), never a 500."""
+        try:
+            yield
+        except (RedisError, *_RETRYABLE) as exc:
+            raise DependencyUnavailable("redis", str(exc) or type(exc).__name__) from exc
+
+
+def _view(raw: Mapping[str, str]) -> TaskView:
+    def opt(name: str) -> str | None:
+        value = raw.get(name)
+        return value if value not in (None, "") else None
+
+    result = opt("result")
+    return TaskView(
+        id=raw["id"],
+        task_id=raw["id"],
+        status=TaskStatus(raw["status"]),
+        shots=int(raw["shots"]),
+        result=json.loads(result) if result else None,
+        error=opt("error"),
+        created_at=datetime.fromisoformat(raw["created_at"]),
+        started_at=_dt(opt("started_at")),
+        completed_at=_dt(opt("completed_at")),
+        qubits=_int(opt("qubits")),
+        depth=_int(opt("depth")),
+        method=opt("method"),
+        execution_seconds=_float(opt("execution_seconds")),
+        queue_seconds=_float(opt("queue_seconds")),
+        worker_id=opt("worker_id"),
+        attempts=int(raw.get("attempts") or 0),
+        quantum_circuit=opt("circuit"),
+    )
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value else None
+
+
+def _float(value: str | None) -> float | None:
+    return float(value) if value else None

@@ -1,0 +1,53 @@
+"""Each function also runs on its own under the functions-framework CLI."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from qmill.bus import Bus
+from qmill.store import Store
+from tests.conftest import BELL, REPO, Processes, free_port, wait_port
+
+pytestmark = pytest.mark.e2e
+
+
+def serve(procs: Processes, name: str) -> str:
+    port = free_port()
+    cli = shutil.which("functions-framework", path=str(Path(sys.executable).parent))
+    assert cli is not None
+    procs.start(
+        [
+            cli,
+            "--asgi",
+            "--target",
+            name,
+            "--source",
+            str(REPO / "functions" / name / "main.py"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
+    )
+    wait_port(port, timeout=60)
+    return f"http://127.0.0.1:{port}"
+
+
+async def test_each_function_serves_its_route(procs: Processes, store: Store, bus: Bus) -> None:
+    submit, result, health = (serve(procs, n) for n in ("submit", "result", "health"))
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert (await client.get(f"{health}/health")).json()["status"] == "healthy"
+        created = await client.post(f"{submit}/tasks", json={"quantum_circuit": BELL, "shots": 8})
+        assert created.status_code == 201
+        task_id = created.json()["task_id"]
+        got = await client.get(f"{result}/tasks/{task_id}")
+        assert got.status_code == 200 and got.json()["status"] == "pending"
+        # A function answers only for its own route.
+        assert (await client.get(f"{submit}/tasks")).status_code == 405
+        assert (await client.post(f"{health}/tasks", json={})).status_code == 404
+        assert (await client.get(f"{result}/health")).status_code == 404

@@ -1,0 +1,205 @@
+"""The whole system started as `make run` starts it, used over HTTP like the seed's curl flow."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import BELL, REPO, free_port, wait_port
+
+pytestmark = pytest.mark.e2e
+
+
+def consecutive_free_ports(count: int) -> int:
+    for _ in range(100):
+        base = free_port()
+        if base + count < 65535 and all(_free(base + i) for i in range(count)):
+            return base
+    raise RuntimeError("no run of free ports")
+
+
+def _free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+@dataclass
+class System:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def tree(self) -> list[psutil.Process]:
+        return psutil.Process(self.proc.pid).children(recursive=True)
+
+    def workers(self) -> list[psutil.Process]:
+        found = []
+        for proc in self.tree():
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE and "qmill-worker" in " ".join(
+                    proc.cmdline()
+                ):
+                    found.append(proc)
+            except psutil.Error:
+                continue  # exited while we looked
+        return found
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    tmp = tmp_path_factory.mktemp("system")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QMILL_")}
+    env.update(
+        QMILL_SERVER__PORT=str(port),
+        QMILL_NATS__URL=f"nats://127.0.0.1:{free_port()}",
+        QMILL_REDIS__URL=f"redis://127.0.0.1:{free_port()}",
+        QMILL_EMBEDDED__DATA_DIR=str(tmp / "data"),
+        QMILL_EMBEDDED__FUNCTIONS_BASE_PORT=str(consecutive_free_ports(3)),
+        QMILL_WORKER__PROCESSES="2",
+        QMILL_LOG__FORMAT="text",
+    )
+    log = tmp / "qmill-up.log"
+    qmill = str(Path(sys.executable).parent / "qmill")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [qmill, "up"], env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_port(port, timeout=90)
+        yield System(proc, f"http://127.0.0.1:{port}", log)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                child.kill()
+            proc.wait()
+
+
+def poll(client: httpx.Client, task_id: str, timeout: float = 60) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body: dict[str, object] = client.get(f"/tasks/{task_id}").json()
+        if body["status"] in ("completed", "failed"):
+            return body
+        time.sleep(0.05)
+    raise TimeoutError(task_id)
+
+
+def test_seed_curl_flow(system: System) -> None:
+    with httpx.Client(base_url=system.url, timeout=10) as client:
+        health = client.get("/health")
+        assert health.status_code == 200
+        assert health.json() == {"status": "healthy", "services": {"nats": True, "redis": True}}
+
+        created = client.post("/tasks", json={"quantum_circuit": BELL, "shots": 1024})
+        assert created.status_code == 201
+        assert created.json()["status"] == "pending"
+        task_id = created.json()["task_id"]
+
+        body = poll(client, task_id)
+        assert body["status"] == "completed"
+        counts = body["result"]
+        assert isinstance(counts, dict) and set(counts) <= {"00", "11"}
+        assert sum(counts.values()) == 1024
+        for key in (
+            "id",
+            "task_id",
+            "status",
+            "shots",
+            "result",
+            "error",
+            "created_at",
+            "started_at",
+            "completed_at",
+        ):
+            assert key in body
+        assert "quantum_circuit" not in body
+        echoed = client.get(f"/tasks/{task_id}", params={"include": "circuit"}).json()
+        assert echoed["quantum_circuit"] == BELL
+
+
+def test_shots_default_to_1024(system: System) -> None:
+    with httpx.Client(base_url=system.url, timeout=10) as client:
+        task_id = client.post("/tasks", json={"quantum_circuit": BELL}).json()["task_id"]
+        assert poll(client, task_id)["shots"] == 1024
+
+
+def test_long_poll_returns_the_result(system: System) -> None:
+    with httpx.Client(base_url=system.url, timeout=30) as client:
+        task_id = client.post("/tasks", json={"quantum_circuit": BELL, "shots": 10}).json()[
+            "task_id"
+        ]
+        body = client.get(f"/tasks/{task_id}", params={"wait": 20}).json()
+        assert body["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "status", "words"),
+    [
+        ({"json": {"quantum_circuit": "OPENQASM 3.0;\nqubit q;\nfoo q;"}}, 400, "line 3, column 1"),
+        ({"json": {"quantum_circuit": BELL, "shots": 0}}, 422, "shots"),
+        ({"json": {"quantum_circuit": BELL, "shots": 10**9}}, 422, "shots"),
+        ({"json": {"shots": 5}}, 422, "quantum_circuit"),
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, "JSON"),
+        ({"json": ["a", "list"]}, 422, "detail"),
+    ],
+)
+def test_bad_submissions_are_4xx_with_json_detail(
+    system: System, request_kwargs: dict[str, object], status: int, words: str
+) -> None:
+    with httpx.Client(base_url=system.url, timeout=10) as client:
+        response = client.post("/tasks", **request_kwargs)  # type: ignore[arg-type]
+        assert response.status_code == status
+        assert words in response.text
+        assert "detail" in response.json()
+
+
+def test_unknown_task_and_paths(system: System) -> None:
+    with httpx.Client(base_url=system.url, timeout=10) as client:
+        missing = client.get("/tasks/5b8e3f4e-0000-4000-8000-000000000000")
+        assert (missing.status_code, missing.json()) == (404, {"detail": "Task not found"})
+        assert client.get("/tasks/not-a-uuid").status_code == 404
+        assert client.get("/nowhere").status_code == 404
+        wrong_verb = client.put("/tasks")
+        assert wrong_verb.status_code == 405 and "POST" in wrong_verb.headers["allow"]
+
+
+def test_a_killed_worker_is_restarted(system: System) -> None:
+    workers = system.workers()
+    assert len(workers) == 2
+    victim = workers[0]
+    victim.kill()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = system.workers()
+        if len(now) == 2 and victim.pid not in {p.pid for p in now}:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("worker was not restarted")
+    with httpx.Client(base_url=system.url, timeout=30) as client:
+        task_id = client.post("/tasks", json={"quantum_circuit": BELL}).json()["task_id"]
+        assert poll(client, task_id)["status"] == "completed"
+
+
+def test_sigterm_stops_everything(system: System) -> None:
+    # Last in this module: stops the shared system.
+    children = system.tree()
+    assert len(children) >= 8  # nats, redis, 3 functions (+ their workers), 2 workers, gateway
+    system.proc.send_signal(signal.SIGTERM)
+    assert system.proc.wait(timeout=60) == 0
+    _gone, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], [p.cmdline() for p in alive]

@@ -1,0 +1,153 @@
+"""The worker against real nats-server, redis-server and worker processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+from functools import cache
+
+from qmill import constants, tasks
+from qmill.bus import Bus
+from qmill.config import Settings
+from qmill.models import TaskStatus, TaskView
+from qmill.store import Store
+from tests.conftest import BELL, Processes, wait_for
+
+
+@cache
+def slow_circuit() -> str:
+    """A 22-qubit random circuit: a few seconds of statevector simulation here."""
+    from qiskit import qasm3
+    from qiskit.circuit.random import random_circuit
+
+    return str(qasm3.dumps(random_circuit(22, 24, measure=True, seed=7)))
+
+
+async def submit(
+    settings: Settings, store: Store, bus: Bus, circuit: str = BELL, shots: int = 1024
+) -> str:
+    accepted = await tasks.submit(
+        {"quantum_circuit": circuit, "shots": shots}, settings, store, bus
+    )
+    return accepted.task_id
+
+
+async def until(store: Store, task_id: str, status: TaskStatus, timeout: float) -> TaskView:
+    async def reached() -> bool:
+        return (await store.get(task_id)).status == status
+
+    await wait_for(reached, timeout)
+    return await store.get(task_id)
+
+
+def assert_bell(view: TaskView, shots: int = 1024) -> None:
+    assert view.status == TaskStatus.COMPLETED, view
+    assert view.result is not None
+    assert set(view.result) <= {"00", "11"} and sum(view.result.values()) == shots
+    assert min(view.result.values()) > shots * 0.3  # both outcomes, roughly balanced
+
+
+async def test_submit_runs_to_completed_with_bell_counts(
+    settings: Settings, store: Store, bus: Bus, procs: Processes
+) -> None:
+    procs.worker()
+    task_id = await submit(settings, store, bus)
+    view = await until(store, task_id, TaskStatus.COMPLETED, 60)
+    assert_bell(view)
+    assert view.attempts == 1 and view.method and view.worker_id
+    assert view.queue_seconds is not None and view.execution_seconds is not None
+
+
+async def test_custom_gates_and_qasm2_run(
+    settings: Settings, store: Store, bus: Bus, procs: Processes
+) -> None:
+    procs.worker()
+    custom = (
+        'OPENQASM 3.0; include "stdgates.inc"; gate bell a, b { h a; cx a, b; } '
+        "qubit[2] q; bit[2] c; bell q[0], q[1]; c = measure q;"
+    )
+    qasm2 = (
+        'OPENQASM 2.0; include "qelib1.inc"; qreg q[2]; creg c[2]; h q[0]; cx q[0],q[1]; '
+        "measure q -> c;"
+    )
+    ids = [await submit(settings, store, bus, c) for c in (custom, qasm2)]
+    for task_id in ids:
+        assert_bell(await until(store, task_id, TaskStatus.COMPLETED, 60))
+
+
+async def test_task_submitted_with_no_worker_completes_once_one_starts(
+    settings: Settings, store: Store, bus: Bus, procs: Processes
+) -> None:
+    task_id = await submit(settings, store, bus)
+    assert (await store.get(task_id)).status == TaskStatus.PENDING
+    procs.worker()
+    assert_bell(await until(store, task_id, TaskStatus.COMPLETED, 60))
+
+
+async def test_worker_killed_mid_task_is_redelivered_to_another(
+    settings: Settings, store: Store, bus: Bus, procs: Processes
+) -> None:
+    first = procs.worker()
+    task_id = await submit(settings, store, bus, slow_circuit(), shots=100)
+    await until(store, task_id, TaskStatus.PROCESSING, 60)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    procs.worker()
+    view = await until(store, task_id, TaskStatus.COMPLETED, settings.ack_wait_seconds + 60)
+    assert view.attempts == 2
+    assert view.result is not None and sum(view.result.values()) == 100
+
+
+async def test_redelivery_of_a_completed_task_changes_nothing(
+    settings: Settings, store: Store, bus: Bus, procs: Processes
+) -> None:
+    procs.worker()
+    task_id = await submit(settings, store, bus)
+    before = await until(store, task_id, TaskStatus.COMPLETED, 60)
+    # The same task arrives again (as after a lost ack), under a new message id.
+    js = await bus.connect()
+    await js.publish(
+        constants.TASK_SUBJECT,
+        json.dumps({"task_id": task_id}).encode(),
+        headers={"Nats-Msg-Id": str(uuid.uuid4())},
+    )
+
+    async def drained() -> bool:
+        return (await js.stream_info(constants.STREAM_NAME)).state.messages == 0
+
+    await wait_for(drained, 30)
+    after = await store.get(task_id)
+    assert after.result == before.result
+    assert after.completed_at == before.completed_at
+    assert after.attempts == 1
+
+
+async def test_task_that_kills_every_worker_ends_failed_with_reason(
+    settings: Settings, store: Store, bus: Bus, procs: Processes
+) -> None:
+    task_id = await submit(settings, store, bus, slow_circuit(), shots=10)
+    for attempt in range(1, settings.worker.max_attempts + 1):
+        worker = procs.worker()
+
+        async def running(n: int = attempt) -> bool:
+            view = await store.get(task_id)
+            return view.status == TaskStatus.PROCESSING and view.attempts == n
+
+        await wait_for(running, settings.ack_wait_seconds + 60)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    procs.worker()
+    view = await until(store, task_id, TaskStatus.FAILED, settings.ack_wait_seconds + 60)
+    assert view.error is not None and "gave up after 2 attempts" in view.error
+    assert view.result is None
+
+
+async def test_malformed_message_is_dropped_not_redelivered(
+    settings: Settings, store: Store, bus: Bus, procs: Processes
+) -> None:
+    procs.worker()
+    js = await bus.connect()
+    await js.publish(constants.TASK_SUBJECT, b"not json")
+    task_id = await submit(settings, store, bus)  # the queue keeps flowing behind it
+    assert_bell(await until(store, task_id, TaskStatus.COMPLETED, 60))

@@ -1,0 +1,74 @@
+"""Settings precedence (defaults < config.toml < env) and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qmill.config import load_settings
+from qmill.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./config.toml unless a test writes one
+    for name in list(__import__("os").environ):
+        if name.startswith("QMILL_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults() -> None:
+    settings = load_settings()
+    assert settings.server.port == 8000
+    assert settings.nats.url == "nats://127.0.0.1:4222"
+    assert settings.redis.result_ttl_seconds == 7 * 24 * 3600
+    assert settings.worker.concurrency >= 1
+
+
+def test_toml_overrides_defaults_and_env_overrides_toml(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "config.toml").write_text(
+        '[server]\nport = 9000\nhost = "0.0.0.0"\n[worker]\nmax_concurrent_tasks = 3\n'
+    )
+    assert load_settings().server.port == 9000
+    monkeypatch.setenv("QMILL_SERVER__PORT", "18000")
+    settings = load_settings()
+    assert settings.server.port == 18000  # env wins
+    assert settings.server.host == "0.0.0.0"  # toml still applies to other keys
+    assert settings.worker.concurrency == 3
+
+
+def test_qmill_config_names_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    other = tmp_path / "elsewhere.toml"
+    other.write_text('[redis]\nurl = "redis://10.0.0.5:6379"\n')
+    monkeypatch.setenv("QMILL_CONFIG", str(other))
+    assert load_settings().redis.url == "redis://10.0.0.5:6379"
+    monkeypatch.setenv("QMILL_CONFIG", str(tmp_path / "missing.toml"))
+    with pytest.raises(ConfigError, match=r"missing\.toml"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "names"),
+    [
+        ("QMILL_WORKER__MAX_CONCURRENT_TASKS", "many", "[worker] max_concurrent_tasks"),
+        ("QMILL_SERVER__PORT", "70000", "QMILL_SERVER__PORT"),
+        ("QMILL_NATS__URL", "http://x:4222", "[nats] url"),
+        ("QMILL_WORKER__EXECUTOR", "gpu", "QMILL_WORKER__EXECUTOR"),
+    ],
+)
+def test_bad_value_names_the_key(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, names: str
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert names in str(info.value)
+
+
+def test_unknown_key_in_toml_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text("[worker]\nmax_concurent_tasks = 3\n")
+    with pytest.raises(ConfigError, match="max_concurent_tasks"):
+        load_settings()

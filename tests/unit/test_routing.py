@@ -1,0 +1,40 @@
+"""The gateway's routing table and the one error-to-status mapping."""
+
+from __future__ import annotations
+
+import pytest
+
+from qmill import errors
+from qmill.gateway import route
+
+
+@pytest.mark.parametrize(
+    ("path", "function"),
+    [
+        ("/tasks", "submit"),
+        ("/tasks/3f2c", "result"),
+        ("/health", "health"),
+        ("/tasks/", None),
+        ("/tasks/a/b", None),
+        ("/", None),
+        ("/healthz", None),
+    ],
+)
+def test_route(path: str, function: str | None) -> None:
+    assert route(path) == function
+
+
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [
+        (errors.InvalidCircuit("x", 1, 1), 400),
+        (errors.TaskNotFound(), 404),
+        (errors.MethodNotAllowed("PUT", ("GET",)), 405),
+        (errors.PayloadTooLarge(10), 413),
+        (errors.InvalidRequest("x"), 422),
+        (errors.LimitExceeded("shots", 5, 1), 422),
+        (errors.DependencyUnavailable("nats", "down"), 503),
+    ],
+)
+def test_http_status(exc: errors.QmillError, status: int) -> None:
+    assert errors.http_status(exc) == status

@@ -1,0 +1,284 @@
+"""The worker: pull task ids from JetStream, run them, store results, then ack.
+
+Delivery is at least once, so handling is idempotent: the Redis transitions refuse to
+overwrite a terminal state, and a redelivered task that is already terminal is just
+acked. A task is acked (confirmed, ``ack_sync``) only after its outcome is in Redis;
+if Redis cannot take the outcome, the message is left for redelivery instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+
+from qmill.bus import Bus
+from qmill.config import Settings
+from qmill.errors import DependencyUnavailable, SimulationError
+from qmill.models import utcnow
+from qmill.store import StartedTask, Store
+from qmill_worker.executors import Executor, SimulationTimeout
+from qmill_worker.simulator import SimJob, SimResult
+
+log = logging.getLogger(__name__)
+
+FETCH_TIMEOUT_SECONDS = 1.0
+HEARTBEAT_SECONDS = 5.0
+_NATS_FAILURES = (NatsError, TimeoutError, OSError, DependencyUnavailable)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Worker:
+    def __init__(
+        self, settings: Settings, store: Store, bus: Bus, executor: Executor, worker_id: str
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.bus = bus
+        self.executor = executor
+        self.worker_id = worker_id
+        self.slots = asyncio.Semaphore(settings.worker.concurrency)
+        self._running: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Stop pulling; `run` then finishes or releases what it holds and returns."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        await self.executor.start()
+        heartbeat = asyncio.create_task(self._heartbeat(), name="qmill-heartbeat")
+        try:
+            await self._pull_loop()
+        finally:
+            await self._drain()
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            await self.executor.close()
+
+    async def _pull_loop(self) -> None:
+        sub = None
+        while not self._stopping.is_set():
+            free = await self._claim_free_slots()
+            if self._stopping.is_set():
+                for _ in range(free):
+                    self.slots.release()
+                break
+            msgs: list[Msg] = []
+            try:
+                if sub is None:
+                    sub = await self.bus.pull_subscription()
+                    log.info(
+                        "pulling tasks",
+                        extra={"worker_id": self.worker_id, "executor": self.executor.name},
+                    )
+                msgs = await sub.fetch(batch=free, timeout=FETCH_TIMEOUT_SECONDS)
+            except TimeoutError:
+                pass  # nothing queued right now
+            except _NATS_FAILURES as exc:
+                log.warning("cannot pull tasks; retrying", extra={"error": str(exc)})
+                sub = None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), 1.0)
+            finally:
+                for _ in range(free - len(msgs)):
+                    self.slots.release()
+            for msg in msgs:
+                task = asyncio.create_task(self._handle(msg))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+
+    async def _claim_free_slots(self) -> int:
+        """Wait for at least one free slot (or stop), then claim every free one.
+
+        Returns 0 when stopping; the caller then fetches nothing.
+        """
+        acquire = asyncio.ensure_future(self.slots.acquire())
+        stop = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not acquire.done():
+            acquire.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await acquire
+            if not acquire.cancelled():  # acquired just as it was cancelled
+                self.slots.release()
+            return 0
+        free = 1
+        while not self.slots.locked():
+            await self.slots.acquire()
+            free += 1
+        return free
+
+    async def _drain(self) -> None:
+        """Give running tasks the grace period, then release the rest for redelivery."""
+        if not self._running:
+            return
+        grace = self.settings.worker.grace_period_seconds
+        log.info(
+            "stopping: waiting for running tasks",
+            extra={"worker_id": self.worker_id, "running": len(self._running)},
+        )
+        _, pending = await asyncio.wait(set(self._running), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            await self._process(msg)
+        except asyncio.CancelledError:
+            # Shutdown past the grace period: hand the task to another worker now.
+            with contextlib.suppress(*_NATS_FAILURES):
+                await msg.nak()
+            raise
+        except Exception:
+            log.exception(
+                "unexpected error handling a task; it will be redelivered",
+                extra={"worker_id": self.worker_id},
+            )
+            with contextlib.suppress(*_NATS_FAILURES):
+                await msg.nak(delay=1.0)
+        finally:
+            self.slots.release()
+
+    async def _process(self, msg: Msg) -> None:
+        try:
+            task_id = str(json.loads(msg.data)["task_id"])
+        except (ValueError, KeyError, TypeError):
+            log.error(
+                "malformed task message dropped",
+                extra={"data": msg.data[:200].decode(errors="replace")},
+            )
+            await msg.term()
+            return
+        ctx: dict[str, Any] = {"task_id": task_id, "worker_id": self.worker_id}
+        delivered = msg.metadata.num_delivered
+        max_attempts = self.settings.worker.max_attempts
+        try:
+            outcome = await self.store.start(task_id, self.worker_id)
+        except DependencyUnavailable as exc:
+            log.warning(
+                "redis unavailable at start; task released", extra={**ctx, "error": str(exc)}
+            )
+            await msg.nak(delay=2.0)
+            return
+        if outcome.task is None:
+            log.info("task already %s; acking", outcome.status, extra=ctx)
+            await self._ack(msg, ctx)
+            return
+        if delivered > max_attempts:
+            reason = (
+                f"gave up after {max_attempts} attempts: every worker that ran this task "
+                "crashed or stalled before finishing it"
+            )
+            await self._finish(msg, ctx, error=reason)
+            return
+        await self._execute(msg, outcome.task, ctx, last_attempt=delivered >= max_attempts)
+
+    async def _execute(
+        self, msg: Msg, task: StartedTask, ctx: dict[str, Any], last_attempt: bool
+    ) -> None:
+        queue_seconds = (utcnow() - task.created_at).total_seconds()
+        log.info(
+            "task started",
+            extra={**ctx, "attempt": task.attempts, "queue_seconds": round(queue_seconds, 6)},
+        )
+        progress = asyncio.create_task(self._keep_alive(msg))
+        try:
+            job = SimJob(task_id=task.task_id, circuit=task.circuit, shots=task.shots)
+            result = await self.executor.run(job, self.settings.limits.max_execution_seconds)
+        except SimulationTimeout as exc:
+            await self._finish(msg, ctx, error=exc.message, queue_seconds=queue_seconds)
+            return
+        except SimulationError as exc:
+            if exc.retryable and not last_attempt:
+                log.warning("attempt failed; will retry", extra={**ctx, "error": exc.message})
+                await msg.nak(delay=1.0)
+                return
+            await self._finish(msg, ctx, error=exc.message, queue_seconds=queue_seconds)
+            return
+        finally:
+            progress.cancel()
+        await self._finish(msg, ctx, result=result, queue_seconds=queue_seconds)
+
+    async def _finish(
+        self,
+        msg: Msg,
+        ctx: dict[str, Any],
+        *,
+        result: SimResult | None = None,
+        error: str | None = None,
+        queue_seconds: float | None = None,
+    ) -> None:
+        details = {"worker_id": self.worker_id, "queue_seconds": queue_seconds}
+        try:
+            if result is not None:
+                status = await self.store.complete(
+                    ctx["task_id"],
+                    result.counts,
+                    qubits=result.qubits,
+                    depth=result.depth,
+                    method=result.method,
+                    execution_seconds=result.execution_seconds,
+                    **details,
+                )
+            else:
+                status = await self.store.fail(ctx["task_id"], error or "failed", **details)
+        except DependencyUnavailable as exc:
+            # Not acked: JetStream redelivers it and the result is written then.
+            log.warning("could not store outcome; task released", extra={**ctx, "error": str(exc)})
+            with contextlib.suppress(*_NATS_FAILURES):
+                await msg.nak(delay=2.0)
+            return
+        if status == "ok":
+            log.info(
+                "task %s",
+                "completed" if result is not None else "failed",
+                extra={**ctx, "error": error},
+            )
+        else:
+            log.info("task was already %s; outcome discarded", status, extra=ctx)
+        await self._ack(msg, ctx)
+
+    async def _ack(self, msg: Msg, ctx: dict[str, Any]) -> None:
+        try:
+            await msg.ack_sync(timeout=self.settings.nats.publish_timeout_seconds)
+        except _NATS_FAILURES as exc:
+            # The outcome is stored; a redelivery finds it terminal and acks it then.
+            log.warning("ack not confirmed", extra={**ctx, "error": str(exc)})
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        """Tell JetStream the task is still being worked on (when the loop is free to)."""
+        interval = max(1.0, self.settings.ack_wait_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(*_NATS_FAILURES):
+                await msg.in_progress()
+
+    async def _heartbeat(self) -> None:
+        """Liveness: a Redis key with a TTL, refreshed while the event loop runs."""
+        ttl = int(HEARTBEAT_SECONDS * 3)
+        while True:
+            info = json.dumps(
+                {
+                    "running": len(self._running),
+                    "executor": self.executor.name,
+                    "at": utcnow().isoformat(),
+                }
+            )
+            with contextlib.suppress(DependencyUnavailable):
+                await self.store.heartbeat(self.worker_id, ttl, info)
+            await asyncio.sleep(HEARTBEAT_SECONDS)

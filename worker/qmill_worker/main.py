@@ -1,0 +1,71 @@
+"""``qmill-worker``: the long-running JetStream consumer. Scale it by replica count.
+
+SIGTERM or SIGINT: stop pulling, let running tasks finish within
+``[worker] grace_period_seconds``, release the rest for redelivery, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from qmill.bus import Bus
+from qmill.config import get_settings
+from qmill.errors import ConfigError
+from qmill.logs import setup_logging
+from qmill.store import Store
+from qmill_worker.consumer import Worker, default_worker_id
+from qmill_worker.executors import aer_threads, make_executor
+
+log = logging.getLogger("qmill_worker")
+
+
+async def serve(worker_id: str) -> None:
+    settings = get_settings()
+    store = Store(
+        settings.redis.url,
+        result_ttl_seconds=settings.redis.result_ttl_seconds,
+        # No socket timeout: with the thread executor the event loop freezes while Aer
+        # runs, and a timeout measured across that freeze would fail a healthy call.
+        socket_timeout=None,
+        retries=8,
+    )
+    bus = Bus(settings, name=f"qmill-worker-{worker_id}")
+    slots = settings.worker.concurrency
+    executor = make_executor(
+        settings.worker.executor, slots, aer_threads(settings.worker.aer_threads, slots)
+    )
+    worker = Worker(settings, store, bus, executor, worker_id)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    log.info(
+        "worker starting",
+        extra={"worker_id": worker_id, "executor": executor.name, "slots": slots},
+    )
+    try:
+        await worker.run()
+    finally:
+        await bus.close()
+        await store.close()
+        log.info("worker stopped", extra={"worker_id": worker_id})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="qmill-worker", description=__doc__)
+    parser.add_argument("--worker-id", default=None, help="defaults to <hostname>-<pid>")
+    args = parser.parse_args(argv)
+    try:
+        settings = get_settings()
+    except ConfigError as exc:
+        print(f"qmill-worker: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    setup_logging(settings.log, service="worker")
+    asyncio.run(serve(args.worker_id or default_worker_id()))
+
+
+if __name__ == "__main__":
+    main()

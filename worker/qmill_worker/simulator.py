@@ -1,0 +1,88 @@
+"""Run one parsed circuit on qiskit-aer. Everything expensive is built once per process.
+
+``transpile(qc, backend)`` costs ~68 ms a call because it rebuilds a pass manager each
+time; a pass manager built once costs ~0.15 ms a call. The pass manager also unrolls
+gates a program defines for itself, which Aer would otherwise reject.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+from qmill import circuits
+from qmill.errors import InvalidCircuit, SimulationError
+
+
+@dataclass(frozen=True, slots=True)
+class SimJob:
+    task_id: str
+    circuit: str
+    shots: int
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SimResult:
+    counts: dict[str, int]
+    qubits: int
+    depth: int
+    method: str
+    execution_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@lru_cache(maxsize=1)
+def _backend() -> Any:
+    from qiskit_aer import AerSimulator
+
+    return AerSimulator(method="automatic")
+
+
+@lru_cache(maxsize=1)
+def _pass_manager() -> Any:
+    from qiskit.transpiler import generate_preset_pass_manager
+
+    return generate_preset_pass_manager(optimization_level=0, backend=_backend())
+
+
+def warm_up() -> None:
+    """Import Aer and build the pass manager now, so the first task does not pay for it."""
+    _pass_manager()
+
+
+def simulate(job: SimJob, *, threads: int = 0) -> SimResult:
+    """Parse, lower to Aer's gate set, and sample ``job.shots`` times.
+
+    Raises SimulationError: not retryable when the program itself is at fault.
+    """
+    started = time.perf_counter()
+    try:
+        parsed = circuits.parse(job.circuit)
+    except InvalidCircuit as exc:
+        raise SimulationError(exc.message) from None
+    lowered = _pass_manager().run(parsed.circuit)
+    options: dict[str, Any] = {"shots": job.shots}
+    if threads:
+        options["max_parallel_threads"] = threads
+    if job.seed is not None:
+        options["seed_simulator"] = job.seed
+    try:
+        result = _backend().run(lowered, **options).result()
+    except Exception as exc:  # Aer raises AerError / QiskitError / RuntimeError
+        raise SimulationError(f"simulator error: {exc}") from None
+    if not result.success:
+        raise SimulationError(f"simulator error: {result.status}")
+    counts = {str(k): int(v) for k, v in result.get_counts().items()}
+    method = str(result.results[0].metadata.get("method", "unknown"))
+    return SimResult(
+        counts=counts,
+        qubits=parsed.qubits,
+        depth=parsed.depth,
+        method=method,
+        execution_seconds=round(time.perf_counter() - started, 6),
+    )
