@@ -28,6 +28,7 @@ from qmill.errors import ConfigError
 ENV_PREFIX = "QMILL_"
 ENV_NESTED_DELIMITER = "__"
 CONFIG_PATH_ENV = "QMILL_CONFIG"
+PROCESS_OVERHEAD_BYTES = 320 * 1024 * 1024
 
 
 class _Section(BaseModel):
@@ -84,8 +85,11 @@ class WorkerSettings(_Section):
     grace_period_seconds: float = Field(20.0, ge=0)
     # Attempts per task; a task whose attempts all failed or crashed ends `failed`.
     max_attempts: int = Field(3, ge=1, le=20)
-    # Aer's OpenMP threads per simulation; 0 lets Aer use every core.
+    # Aer's OpenMP threads per simulation; 0 shares the cores among concurrent simulations.
     aer_threads: int = Field(0, ge=0, le=1024)
+    # Liveness file the worker touches every few seconds while its event loop runs;
+    # `qmill-worker --check` (compose and Kubernetes health checks) tests its age. "" = off.
+    heartbeat_file: str = ""
 
     @property
     def concurrency(self) -> int:
@@ -95,7 +99,8 @@ class WorkerSettings(_Section):
 class LimitsSettings(_Section):
     min_shots: int = Field(1, ge=1)
     max_shots: int = Field(100_000, ge=1)
-    max_qubits: int = Field(28, ge=1, le=64)
+    # A statevector of n qubits takes 16 * 2**n bytes: 26 qubits = 1 GiB per simulation.
+    max_qubits: int = Field(26, ge=1, le=64)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     # A simulation that runs longer is stopped (process executor) and fails with `timeout`.
     max_execution_seconds: float = Field(120.0, gt=0)
@@ -142,6 +147,16 @@ class Settings(BaseSettings):
         run = self.limits.max_execution_seconds
         return run + max(5.0, 0.25 * run)
 
+    @property
+    def worker_memory_bytes(self) -> int:
+        """Memory one worker needs at most: every slot running a statevector of
+        ``max_qubits`` plus each simulating process's own footprint (Python, qiskit,
+        Aer: ~300 MiB measured). Container limits are sized from this."""
+        per_simulation = 16 * 2**self.limits.max_qubits
+        return self.worker.concurrency * (per_simulation + PROCESS_OVERHEAD_BYTES) + (
+            PROCESS_OVERHEAD_BYTES
+        )
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -170,6 +185,16 @@ def config_path() -> Path | None:
 def env_name(*keys: str) -> str:
     """The environment variable that sets a key: ``env_name("worker", "processes")``."""
     return ENV_PREFIX + ENV_NESTED_DELIMITER.join(k.upper() for k in keys)
+
+
+def env_names() -> frozenset[str]:
+    """Every environment variable qmill reads (for deployment parity tests)."""
+    names = {CONFIG_PATH_ENV}
+    for section, info in Settings.model_fields.items():
+        model = info.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        names.update(env_name(section, key) for key in model.model_fields)
+    return frozenset(names)
 
 
 def load_settings() -> Settings:

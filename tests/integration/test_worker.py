@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
+import subprocess
+import sys
 import uuid
 from functools import cache
+from pathlib import Path
 
 from qmill import constants, tasks
 from qmill.bus import Bus
@@ -151,3 +155,30 @@ async def test_malformed_message_is_dropped_not_redelivered(
     await js.publish(constants.TASK_SUBJECT, b"not json")
     task_id = await submit(settings, store, bus)  # the queue keeps flowing behind it
     assert_bell(await until(store, task_id, TaskStatus.COMPLETED, 60))
+
+
+async def test_heartbeat_file_drives_the_health_check(
+    settings: Settings, procs: Processes, tmp_path: Path, clean: None
+) -> None:
+    beat = tmp_path / "alive"
+    qmill_worker = str(Path(sys.executable).parent / "qmill-worker")
+
+    def check() -> int:
+        env = {**procs.env, "QMILL_WORKER__HEARTBEAT_FILE": str(beat)}
+        return subprocess.run([qmill_worker, "--check"], env=env, capture_output=True).returncode
+
+    assert check() == 1  # no worker yet
+    procs.worker(QMILL_WORKER__HEARTBEAT_FILE=str(beat))
+    await wait_for(lambda: check() == 0, 60, interval=0.5)
+
+
+async def test_sigterm_lets_a_running_task_finish_then_exits_zero(
+    settings: Settings, store: Store, bus: Bus, procs: Processes
+) -> None:
+    worker = procs.worker()
+    task_id = await submit(settings, store, bus, slow_circuit(), shots=10)
+    await until(store, task_id, TaskStatus.PROCESSING, 60)
+    worker.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker.wait, 60) == 0
+    view = await store.get(task_id)
+    assert view.status == TaskStatus.COMPLETED and view.attempts == 1

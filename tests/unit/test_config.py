@@ -72,3 +72,21 @@ def test_unknown_key_in_toml_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "config.toml").write_text("[worker]\nmax_concurent_tasks = 3\n")
     with pytest.raises(ConfigError, match="max_concurent_tasks"):
         load_settings()
+
+
+def test_env_names_cover_every_setting() -> None:
+    from qmill.config import env_names
+
+    names = env_names()
+    assert "QMILL_WORKER__MAX_CONCURRENT_TASKS" in names
+    assert "QMILL_NATS__URL" in names
+    assert "QMILL_CONFIG" in names
+    assert "QMILL_WORKER__NOPE" not in names
+
+
+def test_worker_memory_grows_with_qubits_and_slots(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QMILL_WORKER__MAX_CONCURRENT_TASKS", "2")
+    monkeypatch.setenv("QMILL_LIMITS__MAX_QUBITS", "20")
+    small = load_settings().worker_memory_bytes
+    monkeypatch.setenv("QMILL_LIMITS__MAX_QUBITS", "24")
+    assert load_settings().worker_memory_bytes - small == 2 * 16 * (2**24 - 2**20)

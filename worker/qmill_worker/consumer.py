@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 FETCH_TIMEOUT_SECONDS = 1.0
 HEARTBEAT_SECONDS = 5.0
+# `qmill-worker --check` fails when the heartbeat is older than this.
+HEARTBEAT_STALE_SECONDS = HEARTBEAT_SECONDS * 6
 _NATS_FAILURES = (NatsError, TimeoutError, OSError, DependencyUnavailable)
 
 
@@ -269,9 +272,21 @@ class Worker:
                 await msg.in_progress()
 
     async def _heartbeat(self) -> None:
-        """Liveness: a Redis key with a TTL, refreshed while the event loop runs."""
+        """Liveness: a file and a Redis key with a TTL, refreshed while the event loop runs.
+
+        The file is what container health checks read (`qmill-worker --check`): it does
+        not depend on Redis, so a Redis outage does not get healthy workers restarted.
+        """
         ttl = int(HEARTBEAT_SECONDS * 3)
+        path = (
+            Path(self.settings.worker.heartbeat_file)
+            if self.settings.worker.heartbeat_file
+            else None
+        )
         while True:
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    path.touch()
             info = json.dumps(
                 {
                     "running": len(self._running),

@@ -11,13 +11,15 @@ import asyncio
 import logging
 import signal
 import sys
+import time
+from pathlib import Path
 
 from qmill.bus import Bus
 from qmill.config import get_settings
 from qmill.errors import ConfigError
 from qmill.logs import setup_logging
 from qmill.store import Store
-from qmill_worker.consumer import Worker, default_worker_id
+from qmill_worker.consumer import HEARTBEAT_STALE_SECONDS, Worker, default_worker_id
 from qmill_worker.executors import aer_threads, make_executor
 
 log = logging.getLogger("qmill_worker")
@@ -54,15 +56,38 @@ async def serve(worker_id: str) -> None:
         log.info("worker stopped", extra={"worker_id": worker_id})
 
 
+def check(heartbeat_file: str) -> int:
+    """0 when the heartbeat file was touched recently, 1 otherwise (stale or missing)."""
+    if not heartbeat_file:
+        print("qmill-worker: [worker] heartbeat_file is not set", file=sys.stderr)
+        return 1
+    try:
+        age = time.time() - Path(heartbeat_file).stat().st_mtime
+    except OSError:
+        print(f"qmill-worker: no heartbeat at {heartbeat_file}", file=sys.stderr)
+        return 1
+    if age > HEARTBEAT_STALE_SECONDS:
+        print(f"qmill-worker: heartbeat is {age:.0f} s old", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="qmill-worker", description=__doc__)
     parser.add_argument("--worker-id", default=None, help="defaults to <hostname>-<pid>")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="health check: exit 0 if the worker's heartbeat file is fresh, else 1",
+    )
     args = parser.parse_args(argv)
     try:
         settings = get_settings()
     except ConfigError as exc:
         print(f"qmill-worker: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if args.check:
+        raise SystemExit(check(settings.worker.heartbeat_file))
     setup_logging(settings.log, service="worker")
     asyncio.run(serve(args.worker_id or default_worker_id()))
 
