@@ -152,7 +152,7 @@ class Settings(BaseSettings):
         """Memory one worker needs at most: every slot running a statevector of
         ``max_qubits`` plus each simulating process's own footprint (Python, qiskit,
         Aer: ~300 MiB measured). Container limits are sized from this."""
-        per_simulation = 16 * 2**self.limits.max_qubits
+        per_simulation: int = 16 * 2**self.limits.max_qubits
         return self.worker.concurrency * (per_simulation + PROCESS_OVERHEAD_BYTES) + (
             PROCESS_OVERHEAD_BYTES
         )
