@@ -129,7 +129,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
 
 # Short limits so redelivery happens in seconds, not minutes.
 TEST_SETTINGS = {
-    "limits": {"max_execution_seconds": 4.0},
+    "limits": {"max_execution_seconds": 30.0},
+    "nats": {"ack_wait_seconds": 5.0},
     "worker": {"max_attempts": 2, "grace_period_seconds": 5.0, "max_concurrent_tasks": 2},
     "log": {"format": "text"},
 }
@@ -138,7 +139,11 @@ TEST_SETTINGS = {
 @pytest.fixture
 def settings(servers: Servers) -> Settings:
     return Settings.model_validate(
-        {**TEST_SETTINGS, "nats": {"url": servers.nats_url}, "redis": {"url": servers.redis_url}}
+        {
+            **TEST_SETTINGS,
+            "nats": {**TEST_SETTINGS["nats"], "url": servers.nats_url},
+            "redis": {"url": servers.redis_url},
+        }
     )
 
 

@@ -13,8 +13,15 @@ from qmill.http import read_json, serve
 async def _post(request: Request) -> Response:
     settings = connections.settings()
     body = await read_json(request, settings.limits.max_body_bytes)
-    accepted = await tasks.submit(body, settings, connections.store(), connections.bus())
-    return JSONResponse(accepted.model_dump(mode="json"), status_code=201)
+    accepted = await tasks.submit(
+        body,
+        settings,
+        connections.store(),
+        connections.bus(),
+        idempotency_key=request.headers.get(constants.IDEMPOTENCY_HEADER),
+    )
+    headers = {"Idempotent-Replayed": "true"} if accepted.replayed else None
+    return JSONResponse(accepted.model_dump(mode="json"), status_code=201, headers=headers)
 
 
 @functions_framework.aio.http

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -65,6 +66,7 @@ class Bus:
         self._js: JetStreamContext | None = None
         self._lock = asyncio.Lock()
         self._closing = False
+        self._failed_at = -1e9  # monotonic time of the last failed connect
 
     @property
     def connected(self) -> bool:
@@ -74,45 +76,56 @@ class Bus:
         """Connect (once) and make sure the stream exists; raises DependencyUnavailable."""
         if self._js is not None and self._nc is not None and not self._nc.is_closed:
             return self._js
+        timeout = self._settings.nats.connect_timeout_seconds
+        if time.monotonic() - self._failed_at < timeout:
+            # Just failed: answer 503 now instead of queueing every request behind
+            # another connect attempt.
+            raise DependencyUnavailable("nats", "unreachable", retry_after=2)
         async with self._lock:
             if self._js is not None and self._nc is not None and not self._nc.is_closed:
                 return self._js
-            timeout = self._settings.nats.connect_timeout_seconds
-            nc = NATS()
             try:
-                # With unlimited reconnects nats-py retries the *first* connect forever
-                # too; bound it, so a function answers 503 instead of hanging.
-                await asyncio.wait_for(
-                    nc.connect(
-                        self._settings.nats.url,
-                        name=self._name,
-                        connect_timeout=max(1, round(timeout)),
-                        allow_reconnect=True,
-                        max_reconnect_attempts=-1,
-                        reconnect_time_wait=1,
-                        # A publish made while disconnected must fail now (503), not be
-                        # buffered and sent later for a task the caller was told we refused.
-                        pending_size=0,
-                        error_cb=self._on_error,
-                        disconnected_cb=self._on_disconnected,
-                        reconnected_cb=self._on_reconnected,
-                    ),
-                    timeout * 2,
-                )
-            except (*_NATS_FAILURES, asyncio.CancelledError) as exc:
-                with contextlib.suppress(*_NATS_FAILURES):
-                    await nc.close()
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                raise DependencyUnavailable("nats", str(exc) or type(exc).__name__) from exc
-            js = nc.jetstream(timeout=timeout)
-            try:
-                await self._ensure_stream(js)
-            except _NATS_FAILURES as exc:
+                return await self._connect(timeout)
+            except DependencyUnavailable:
+                self._failed_at = time.monotonic()
+                raise
+
+    async def _connect(self, timeout: float) -> JetStreamContext:
+        nc = NATS()
+        try:
+            # With unlimited reconnects nats-py retries the *first* connect forever
+            # too; bound it, so a function answers 503 instead of hanging.
+            await asyncio.wait_for(
+                nc.connect(
+                    self._settings.nats.url,
+                    name=self._name,
+                    connect_timeout=max(1, round(timeout)),
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=1,
+                    # A publish made while disconnected must fail now (503), not be
+                    # buffered and sent later for a task the caller was told we refused.
+                    pending_size=0,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                ),
+                timeout,
+            )
+        except (*_NATS_FAILURES, asyncio.CancelledError) as exc:
+            with contextlib.suppress(*_NATS_FAILURES):
                 await nc.close()
-                raise DependencyUnavailable("nats", f"JetStream: {exc}") from exc
-            self._nc, self._js = nc, js
-            return js
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise DependencyUnavailable("nats", str(exc) or type(exc).__name__) from exc
+        js = nc.jetstream(timeout=timeout)
+        try:
+            await self._ensure_stream(js)
+        except _NATS_FAILURES as exc:
+            await nc.close()
+            raise DependencyUnavailable("nats", f"JetStream: {exc}") from exc
+        self._nc, self._js = nc, js
+        return js
 
     async def _ensure_stream(self, js: JetStreamContext) -> None:
         config = stream_config(self._settings)

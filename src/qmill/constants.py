@@ -15,6 +15,8 @@ TASK_KEY_PREFIX: Final = REDIS_PREFIX + "task:"
 TASK_DONE_CHANNEL_PREFIX: Final = REDIS_PREFIX + "done:"
 # Worker liveness: one key per worker with a TTL, refreshed while its event loop runs.
 WORKER_HEARTBEAT_PREFIX: Final = REDIS_PREFIX + "worker:"
+# Idempotency-Key -> the task it created (and a hash of the body it came with).
+IDEMPOTENCY_PREFIX: Final = REDIS_PREFIX + "idem:"
 
 
 def task_key(task_id: str) -> str:
@@ -29,12 +31,20 @@ def worker_heartbeat_key(worker_id: str) -> str:
     return WORKER_HEARTBEAT_PREFIX + worker_id
 
 
+def idempotency_key(digest: str) -> str:
+    return IDEMPOTENCY_PREFIX + digest
+
+
 # --- NATS JetStream -----------------------------------------------------------------------
 STREAM_NAME: Final = "QMILL_TASKS"
 TASK_SUBJECT: Final = "qmill.tasks.run"
 STREAM_SUBJECTS: Final = ("qmill.tasks.>",)
 # The durable pull consumer every worker replica shares (KEDA scales on its pending count).
 WORKER_CONSUMER: Final = "qmill-workers"
+# JetStream fsyncs every write before it acks a publish, so a 201 survives power loss
+# (the server default of 2 minutes is how Jepsen lost acknowledged writes in NATS 2.12.1).
+# Measured here: 0.42 ms per sequential publish instead of 0.21 ms; 4.5k publishes/s.
+NATS_SYNC_INTERVAL: Final = "always"
 
 # --- HTTP ----------------------------------------------------------------------------------
 # The seed API. Each function owns one path pattern; the gateway routes by (method, prefix).

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -53,12 +54,20 @@ def binary(name: str) -> str:
 
 
 def nats_command(port: int, data_dir: Path, host: str = "127.0.0.1") -> list[str]:
+    # sync_interval has no command-line flag, so it goes in a config file.
     data_dir.mkdir(parents=True, exist_ok=True)
+    conf = data_dir / "nats-server.conf"
+    conf.write_text(
+        "jetstream {\n"
+        f"  store_dir: {json.dumps(str(data_dir.resolve()))}\n"
+        f"  sync_interval: {json.dumps(constants.NATS_SYNC_INTERVAL)}\n"
+        "}\n"
+    )
     return [
         binary("nats-server"),
+        "--config",
+        str(conf),
         "--jetstream",
-        "--store_dir",
-        str(data_dir),
         "--addr",
         host,
         "--port",

@@ -7,6 +7,7 @@
      │    ├── InvalidCircuit        QASM that does not parse (line, col)   -> 400
      │    ├── LimitExceeded         valid, but over a configured limit     -> 422
      │    ├── PayloadTooLarge       body over [limits] max_body_bytes      -> 413
+     │    ├── IdempotencyConflict   key reused with another body           -> 422
      │    ├── TaskNotFound          unknown (or expired) task id           -> 404
      │    └── MethodNotAllowed      wrong verb on a known path             -> 405
      └── DependencyUnavailable     NATS or Redis down or too slow          -> 503 + Retry-After
@@ -67,6 +68,14 @@ class PayloadTooLarge(RequestError):
         self.allowed = allowed
 
 
+class IdempotencyConflict(RequestError):
+    def __init__(self) -> None:
+        super().__init__(
+            "this Idempotency-Key was already used with a different request body; "
+            "use a new key for a new request"
+        )
+
+
 class TaskNotFound(RequestError):
     def __init__(self) -> None:
         super().__init__("Task not found")
@@ -103,6 +112,7 @@ def http_status(exc: QmillError) -> int:
         (MethodNotAllowed, 405),
         (PayloadTooLarge, 413),
         (InvalidRequest, 422),
+        (IdempotencyConflict, 422),
         (LimitExceeded, 422),
         (DependencyUnavailable, 503),
     ]

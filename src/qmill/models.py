@@ -41,6 +41,8 @@ class SubmitRequest(_Open):
 class SubmitResponse(_Open):
     task_id: str
     status: TaskStatus = TaskStatus.PENDING
+    # True when an Idempotency-Key matched an earlier submit (sent as a header, not body).
+    replayed: bool = Field(default=False, exclude=True)
 
 
 class TaskMessage(_Open):

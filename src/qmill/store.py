@@ -152,6 +152,29 @@ class Store:
             raise RuntimeError(f"task {task_id} already exists")  # uuid4 collision: a bug
         return created
 
+    async def claim_idempotency(
+        self, digest: str, task_id: str, body_hash: str, ttl_seconds: int
+    ) -> tuple[str, str] | None:
+        """Bind an Idempotency-Key to a new task, atomically.
+
+        Returns None if the key is new (it now points at ``task_id``), else the
+        ``(task_id, body_hash)`` it was bound to first.
+        """
+        key = constants.idempotency_key(digest)
+        value = f"{task_id} {body_hash}"
+        async with self._guard():
+            if await self._redis.set(key, value, nx=True, ex=ttl_seconds):
+                return None
+            existing = await self._redis.get(key)
+        if existing is None:  # expired between the two calls: claim again
+            return await self.claim_idempotency(digest, task_id, body_hash, ttl_seconds)
+        first_task, _, first_hash = str(existing).partition(" ")
+        return first_task, first_hash
+
+    async def release_idempotency(self, digest: str) -> None:
+        async with self._guard():
+            await self._redis.delete(constants.idempotency_key(digest))
+
     async def delete(self, task_id: str) -> None:
         async with self._guard():
             await self._redis.delete(constants.task_key(task_id))

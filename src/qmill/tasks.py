@@ -6,15 +6,23 @@ Kept free of HTTP so the functions stay thin and the same logic is testable dire
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import uuid
+from collections.abc import Awaitable
 
 from pydantic import ValidationError
 
 from qmill import circuits
 from qmill.bus import Bus
 from qmill.config import Settings
-from qmill.errors import DependencyUnavailable, InvalidRequest, LimitExceeded, TaskNotFound
+from qmill.errors import (
+    DependencyUnavailable,
+    IdempotencyConflict,
+    InvalidRequest,
+    LimitExceeded,
+    TaskNotFound,
+)
 from qmill.models import HealthView, SubmitRequest, SubmitResponse, TaskView
 from qmill.store import Store
 
@@ -45,28 +53,68 @@ def validate_submit(
     return request, parsed
 
 
-async def submit(body: object, settings: Settings, store: Store, bus: Bus) -> SubmitResponse:
-    """Validate, record as `pending`, queue. Nothing is left behind if queueing fails."""
+async def submit(
+    body: object,
+    settings: Settings,
+    store: Store,
+    bus: Bus,
+    idempotency_key: str | None = None,
+) -> SubmitResponse:
+    """Validate, record as `pending`, queue. Nothing is left behind if queueing fails.
+
+    With an ``Idempotency-Key``, the same key and body within the window return the
+    first task instead of creating another; the same key with another body is a 422.
+    """
     request, parsed = validate_submit(body, settings)
+    # Fail fast (503) before writing anything when the queue is unreachable.
+    await bus.connect()
+    if not bus.connected:
+        raise DependencyUnavailable("nats", "not connected (reconnecting)", retry_after=2)
     task_id = str(uuid.uuid4())
-    await store.create(
-        task_id, request.quantum_circuit, request.shots, qubits=parsed.qubits, depth=parsed.depth
-    )
+    digest = None
+    if idempotency_key is not None:
+        digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+        body_hash = hashlib.sha256(
+            f"{request.shots}\n{request.quantum_circuit}".encode()
+        ).hexdigest()
+        window = settings.redis.idempotency_window_seconds
+        first = await store.claim_idempotency(digest, task_id, body_hash, window)
+        if first is not None:
+            if first[1] != body_hash:
+                raise IdempotencyConflict()
+            log.info("idempotent replay", extra={"task_id": first[0]})
+            return SubmitResponse(task_id=first[0], replayed=True)
     try:
-        await bus.publish(task_id)
-    except DependencyUnavailable:
-        # The caller gets 503 and will retry; the record of a task that was never queued
-        # must not linger as `pending` forever.
+        await store.create(
+            task_id,
+            request.quantum_circuit,
+            request.shots,
+            qubits=parsed.qubits,
+            depth=parsed.depth,
+        )
         try:
-            await store.delete(task_id)
+            await bus.publish(task_id)
         except DependencyUnavailable:
-            log.error("could not remove unqueued task", extra={"task_id": task_id})
+            # The caller gets 503 and will retry; the record of a task that was never
+            # queued must not linger as `pending` forever.
+            await _forget(store.delete(task_id), task_id)
+            raise
+    except DependencyUnavailable:
+        if digest is not None:
+            await _forget(store.release_idempotency(digest), task_id)
         raise
     log.info(
         "task accepted",
         extra={"task_id": task_id, "shots": request.shots, "qubits": parsed.qubits},
     )
     return SubmitResponse(task_id=task_id)
+
+
+async def _forget(cleanup: Awaitable[None], task_id: str) -> None:
+    try:
+        await cleanup
+    except DependencyUnavailable:
+        log.error("could not clean up after a refused submit", extra={"task_id": task_id})
 
 
 async def get(store: Store, task_id: str, wait_seconds: float = 0.0) -> TaskView:

@@ -11,9 +11,13 @@ import uuid
 from functools import cache
 from pathlib import Path
 
+import psutil
+import pytest
+
 from qmill import constants, tasks
 from qmill.bus import Bus
 from qmill.config import Settings
+from qmill.errors import IdempotencyConflict
 from qmill.models import TaskStatus, TaskView
 from qmill.store import Store
 from tests.conftest import BELL, Processes, wait_for
@@ -21,11 +25,11 @@ from tests.conftest import BELL, Processes, wait_for
 
 @cache
 def slow_circuit() -> str:
-    """A 22-qubit random circuit: a few seconds of statevector simulation here."""
+    """A 21-qubit random circuit: ~3 s of single-threaded statevector simulation here."""
     from qiskit import qasm3
     from qiskit.circuit.random import random_circuit
 
-    return str(qasm3.dumps(random_circuit(22, 24, measure=True, seed=7)))
+    return str(qasm3.dumps(random_circuit(21, 20, measure=True, seed=7)))
 
 
 async def submit(
@@ -52,10 +56,11 @@ def assert_bell(view: TaskView, shots: int = 1024) -> None:
     assert min(view.result.values()) > shots * 0.3  # both outcomes, roughly balanced
 
 
+@pytest.mark.parametrize("executor", ["process", "thread"])
 async def test_submit_runs_to_completed_with_bell_counts(
-    settings: Settings, store: Store, bus: Bus, procs: Processes
+    settings: Settings, store: Store, bus: Bus, procs: Processes, executor: str
 ) -> None:
-    procs.worker()
+    procs.worker(QMILL_WORKER__EXECUTOR=executor)
     task_id = await submit(settings, store, bus)
     view = await until(store, task_id, TaskStatus.COMPLETED, 60)
     assert_bell(view)
@@ -172,13 +177,70 @@ async def test_heartbeat_file_drives_the_health_check(
     await wait_for(lambda: check() == 0, 60, interval=0.5)
 
 
+@pytest.mark.parametrize("executor", ["process", "thread"])
 async def test_sigterm_lets_a_running_task_finish_then_exits_zero(
-    settings: Settings, store: Store, bus: Bus, procs: Processes
+    settings: Settings, store: Store, bus: Bus, procs: Processes, executor: str
 ) -> None:
-    worker = procs.worker()
+    worker = procs.worker(QMILL_WORKER__EXECUTOR=executor)
     task_id = await submit(settings, store, bus, slow_circuit(), shots=10)
     await until(store, task_id, TaskStatus.PROCESSING, 60)
     worker.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(worker.wait, 60) == 0
     view = await store.get(task_id)
     assert view.status == TaskStatus.COMPLETED and view.attempts == 1
+
+
+async def test_runaway_simulation_is_stopped_and_the_worker_goes_on(
+    settings: Settings, store: Store, bus: Bus, procs: Processes
+) -> None:
+    procs.worker(QMILL_LIMITS__MAX_EXECUTION_SECONDS="0.5")
+    runaway = await submit(settings, store, bus, slow_circuit(), shots=10)
+    view = await until(store, runaway, TaskStatus.FAILED, 60)
+    assert view.error is not None and view.error.startswith("timeout")
+    assert view.attempts == 1  # a timeout is final, not retried
+    after = await submit(settings, store, bus)
+    assert_bell(await until(store, after, TaskStatus.COMPLETED, 60))
+
+
+async def test_simulator_crash_is_retried_then_failed_with_reason(
+    settings: Settings, store: Store, bus: Bus, procs: Processes
+) -> None:
+    """A simulation child that dies (here: SIGKILLed, as the OOM killer would) costs an
+    attempt; the worker survives, and after max_attempts the task fails with the reason."""
+    worker = procs.worker()
+    task_id = await submit(settings, store, bus, slow_circuit(), shots=10)
+    for attempt in range(1, settings.worker.max_attempts + 1):
+
+        async def running(n: int = attempt) -> bool:
+            view = await store.get(task_id)
+            return view.status == TaskStatus.PROCESSING and view.attempts == n
+
+        await wait_for(running, 60)
+        await asyncio.sleep(0.3)  # let the child pick the job up
+        busy = [c for c in psutil.Process(worker.pid).children() if c.cpu_percent(0.2) > 10]
+        assert busy, "no simulating child found"
+        for child in busy:
+            child.kill()
+    view = await until(store, task_id, TaskStatus.FAILED, 60)
+    assert view.error is not None and "simulator process died (signal 9)" in view.error
+    assert worker.poll() is None  # the worker itself survived
+    after = await submit(settings, store, bus)
+    assert_bell(await until(store, after, TaskStatus.COMPLETED, 60))
+
+
+async def test_idempotency_key_returns_the_same_task_and_runs_it_once(
+    settings: Settings, store: Store, bus: Bus, procs: Processes
+) -> None:
+    body = {"quantum_circuit": BELL, "shots": 100}
+    first = await tasks.submit(body, settings, store, bus, idempotency_key="k-1")
+    again = await tasks.submit(body, settings, store, bus, idempotency_key="k-1")
+    assert again.task_id == first.task_id and again.replayed and not first.replayed
+    js = await bus.connect()
+    assert (await js.stream_info(constants.STREAM_NAME)).state.messages == 1
+    other = await tasks.submit(body, settings, store, bus, idempotency_key="k-2")
+    assert other.task_id != first.task_id
+    with pytest.raises(IdempotencyConflict):
+        await tasks.submit({**body, "shots": 101}, settings, store, bus, idempotency_key="k-1")
+    procs.worker()
+    view = await until(store, first.task_id, TaskStatus.COMPLETED, 60)
+    assert view.attempts == 1

@@ -8,13 +8,18 @@ and makes a runaway or crashing simulation something the worker can kill and sur
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import os
+import signal
 import sys
 from typing import Any
 
 from qmill.errors import SimulationError
 from qmill_worker.simulator import SimJob, simulate, warm_up
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _serve(out: Any) -> None:
@@ -36,7 +41,25 @@ def _serve(out: Any) -> None:
         out.flush()
 
 
+def _detach_from_signals() -> None:
+    """Leave stopping to the worker, and die with it.
+
+    The worker's process group gets SIGTERM on a graceful stop; a child that died then
+    would fail the task the worker is trying to finish. The worker kills its children
+    itself when it closes; if the worker is SIGKILLed, the kernel kills the child
+    (PR_SET_PDEATHSIG) so no orphan simulation keeps running.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the worker died before prctl took effect
+        os._exit(1)
+
+
 def main() -> None:
+    _detach_from_signals()
     # Anything a library prints must not corrupt the protocol: fd 1 is ours alone.
     out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
