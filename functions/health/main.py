@@ -16,8 +16,10 @@ async def _get(request: Request) -> Response:
     return JSONResponse(view.model_dump(mode="json"), status_code=status)
 
 
+def _resolve(path: str) -> str | None:
+    return "health" if path in (constants.HEALTH_PATH, "/") else None
+
+
 @functions_framework.aio.http
 async def health(request: Request) -> Response:
-    return await serve(
-        request, {"GET": _get}, match=lambda path: path in (constants.HEALTH_PATH, "/")
-    )
+    return await serve(request, {"health": {"GET": _get}}, _resolve)

@@ -1,4 +1,5 @@
-"""GET /tasks/{task_id}: the task's status and, once completed, its counts.
+"""The task resource: GET /tasks/{id} (status and counts), DELETE /tasks/{id} (cancel),
+GET /batches/{id} (every task of a batch).
 
 ``?wait=SECONDS`` long-polls until the task is terminal (capped by
 ``[server] max_wait_seconds``); ``?include=circuit`` echoes the program.
@@ -12,11 +13,11 @@ from starlette.responses import JSONResponse, Response
 
 from qmill import connections, constants, tasks
 from qmill.errors import InvalidRequest
-from qmill.http import serve
+from qmill.http import path_id, serve
 
 
 def _task_id(path: str) -> str:
-    return path[len(constants.RESULT_PATH_PREFIX) :] if path.startswith("/tasks/") else path[1:]
+    return path_id(path, constants.RESULT_PATH_PREFIX) or path_id(path, "/") or ""
 
 
 def _wait_seconds(raw: str | None, cap: float) -> float:
@@ -39,11 +40,25 @@ async def _get(request: Request) -> Response:
     return JSONResponse(view.to_json(include_circuit="circuit" in include))
 
 
-def _owns(path: str) -> bool:
-    task_id = _task_id(path)
-    return bool(task_id) and "/" not in task_id
+async def _delete(request: Request) -> Response:
+    view = await tasks.cancel(connections.store(), connections.bus(), _task_id(request.url.path))
+    return JSONResponse(view.to_json())
+
+
+async def _get_batch(request: Request) -> Response:
+    batch_id = path_id(request.url.path, constants.BATCH_PATH_PREFIX) or ""
+    views = await tasks.get_batch(connections.store(), batch_id)
+    return JSONResponse({"batch_id": batch_id, "tasks": [v.to_json() for v in views]})
+
+
+def _resolve(path: str) -> str | None:
+    if path_id(path, constants.BATCH_PATH_PREFIX):
+        return "batch"
+    return "task" if _task_id(path) else None
 
 
 @functions_framework.aio.http
 async def result(request: Request) -> Response:
-    return await serve(request, {"GET": _get}, match=_owns)
+    return await serve(
+        request, {"task": {"GET": _get, "DELETE": _delete}, "batch": {"GET": _get_batch}}, _resolve
+    )

@@ -1,4 +1,4 @@
-"""POST /tasks: validate the program, record the task, queue it; 201 with the task id."""
+"""POST /tasks (and POST /batches): validate, record, queue; 201 with the task id(s)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from qmill import connections, constants, tasks
 from qmill.http import read_json, serve
 
 
-async def _post(request: Request) -> Response:
+async def _post_task(request: Request) -> Response:
     settings = connections.settings()
     body = await read_json(request, settings.limits.max_body_bytes)
     accepted = await tasks.submit(
@@ -24,8 +24,21 @@ async def _post(request: Request) -> Response:
     return JSONResponse(accepted.model_dump(mode="json"), status_code=201, headers=headers)
 
 
+async def _post_batch(request: Request) -> Response:
+    settings = connections.settings()
+    body = await read_json(request, settings.limits.max_body_bytes)
+    batch = await tasks.submit_batch(body, settings, connections.store(), connections.bus())
+    return JSONResponse(batch.model_dump(mode="json"), status_code=201)
+
+
+def _resolve(path: str) -> str | None:
+    if path in (constants.SUBMIT_PATH, "/"):
+        return "tasks"
+    return "batches" if path == constants.BATCH_PATH else None
+
+
 @functions_framework.aio.http
 async def submit(request: Request) -> Response:
     return await serve(
-        request, {"POST": _post}, match=lambda path: path in (constants.SUBMIT_PATH, "/")
+        request, {"tasks": {"POST": _post_task}, "batches": {"POST": _post_batch}}, _resolve
     )

@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js import api as js_api
@@ -158,6 +160,28 @@ class Bus:
             )
         except _NATS_FAILURES as exc:
             raise DependencyUnavailable("nats", f"publish: {exc}", retry_after=2) from exc
+
+    async def signal_cancel(self, task_id: str) -> None:
+        """Best effort: tell whichever worker runs ``task_id`` to stop it.
+
+        Core NATS, not JetStream: if no worker runs it, nobody needs the message; the
+        task is already `cancelled` in Redis, which is what makes a later run a no-op.
+        """
+        try:
+            await self.connect()
+            if self._nc is not None and self._nc.is_connected:
+                await self._nc.publish(constants.CANCEL_SUBJECT, task_id.encode())
+        except (DependencyUnavailable, *_NATS_FAILURES) as exc:
+            log.warning("cancel signal not sent", extra={"task_id": task_id, "error": str(exc)})
+
+    async def subscribe_cancels(self, callback: Callable[[str], None]) -> None:
+        await self.connect()
+        assert self._nc is not None
+
+        async def on_message(msg: Msg) -> None:
+            callback(msg.data.decode(errors="replace"))
+
+        await self._nc.subscribe(constants.CANCEL_SUBJECT, cb=on_message)
 
     async def pull_subscription(self) -> JetStreamContext.PullSubscription:
         js = await self.connect()

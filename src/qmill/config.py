@@ -111,6 +111,7 @@ class LimitsSettings(_Section):
     # A statevector of n qubits takes 16 * 2**n bytes: 26 qubits = 1 GiB per simulation.
     max_qubits: int = Field(26, ge=1, le=64)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    max_batch_tasks: int = Field(1000, ge=1)
     # A simulation that runs longer is stopped (process executor) and fails with `timeout`.
     max_execution_seconds: float = Field(120.0, gt=0)
 

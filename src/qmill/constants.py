@@ -35,10 +35,20 @@ def idempotency_key(digest: str) -> str:
     return IDEMPOTENCY_PREFIX + digest
 
 
+# A batch: the list of its task ids.
+BATCH_KEY_PREFIX: Final = REDIS_PREFIX + "batch:"
+
+
+def batch_key(batch_id: str) -> str:
+    return BATCH_KEY_PREFIX + batch_id
+
+
 # --- NATS JetStream -----------------------------------------------------------------------
 STREAM_NAME: Final = "QMILL_TASKS"
 TASK_SUBJECT: Final = "qmill.tasks.run"
 STREAM_SUBJECTS: Final = ("qmill.tasks.>",)
+# Core NATS (not stored): "stop this task if you are running it", payload the task id.
+CANCEL_SUBJECT: Final = "qmill.cancel"
 # The durable pull consumer every worker replica shares (KEDA scales on its pending count).
 WORKER_CONSUMER: Final = "qmill-workers"
 # JetStream fsyncs every write before it acks a publish, so a 201 survives power loss
@@ -51,11 +61,17 @@ NATS_SYNC_INTERVAL: Final = "always"
 FUNCTION_NAMES: Final = ("submit", "result", "health")
 SUBMIT_PATH: Final = "/tasks"
 RESULT_PATH_PREFIX: Final = "/tasks/"
+BATCH_PATH: Final = "/batches"
+BATCH_PATH_PREFIX: Final = "/batches/"
 HEALTH_PATH: Final = "/health"
 # (method, path or prefix ending in "/", function) in match order: what the gateway routes.
+# The result function owns the task resource: it reads (GET) and cancels (DELETE) it.
 ROUTES: Final = (
     ("POST", SUBMIT_PATH, "submit"),
     ("GET", RESULT_PATH_PREFIX, "result"),
+    ("DELETE", RESULT_PATH_PREFIX, "result"),
+    ("POST", BATCH_PATH, "submit"),
+    ("GET", BATCH_PATH_PREFIX, "result"),
     ("GET", HEALTH_PATH, "health"),
 )
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"

@@ -9,6 +9,7 @@
      │    ├── PayloadTooLarge       body over [limits] max_body_bytes      -> 413
      │    ├── IdempotencyConflict   key reused with another body           -> 422
      │    ├── TaskNotFound          unknown (or expired) task id           -> 404
+     │    ├── TaskConflict          e.g. cancelling a finished task        -> 409
      │    └── MethodNotAllowed      wrong verb on a known path             -> 405
      └── DependencyUnavailable     NATS or Redis down or too slow          -> 503 + Retry-After
           └── SimulationError       the simulator failed on a task (worker side only)
@@ -77,8 +78,14 @@ class IdempotencyConflict(RequestError):
 
 
 class TaskNotFound(RequestError):
-    def __init__(self) -> None:
-        super().__init__("Task not found")
+    def __init__(self, what: str = "Task") -> None:
+        super().__init__(f"{what} not found")
+
+
+class TaskConflict(RequestError):
+    def __init__(self, status: str) -> None:
+        super().__init__(f"the task is already {status}")
+        self.status = status
 
 
 class MethodNotAllowed(RequestError):
@@ -110,6 +117,7 @@ def http_status(exc: QmillError) -> int:
         (InvalidCircuit, 400),
         (TaskNotFound, 404),
         (MethodNotAllowed, 405),
+        (TaskConflict, 409),
         (PayloadTooLarge, 413),
         (InvalidRequest, 422),
         (IdempotencyConflict, 422),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -53,11 +53,19 @@ def not_found() -> JSONResponse:
 
 
 async def serve(
-    request: Request, routes: dict[str, Handler], *, match: Callable[[str], bool]
+    request: Request,
+    resources: Mapping[str, Mapping[str, Handler]],
+    resolve: Callable[[str], str | None],
 ) -> Response:
-    """Dispatch on method for a path this function owns; map every error in one place."""
-    if not match(request.url.path):
+    """Dispatch a request to ``resources[resolve(path)][method]``.
+
+    A path the function does not own is a 404, a known path with another verb a 405,
+    and every error is mapped here, in one place.
+    """
+    resource = resolve(request.url.path)
+    if resource is None:
         return not_found()
+    routes = resources[resource]
     handler = routes.get(request.method)
     if handler is None and request.method == "HEAD":
         handler = routes.get("GET")
@@ -91,3 +99,11 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         return json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidRequest(f"body is not valid JSON: {exc}") from None
+
+
+def path_id(path: str, prefix: str) -> str | None:
+    """The single path segment after ``prefix`` (``/tasks/<id>``), or None."""
+    if not path.startswith(prefix):
+        return None
+    rest = path[len(prefix) :]
+    return rest if rest and "/" not in rest else None

@@ -18,13 +18,14 @@ class TaskStatus(StrEnum):
     PROCESSING = "processing"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL_STATUSES
 
 
-TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED})
+TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 
 class _Open(BaseModel):
@@ -36,6 +37,21 @@ class SubmitRequest(_Open):
 
     quantum_circuit: str
     shots: int = 1024
+    # Fixes the simulator's random seed, so the same task gives the same counts.
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    # Also return every shot's outcome, in order (``memory`` in the task view).
+    memory: bool = False
+
+
+class BatchRequest(_Open):
+    """``POST /batches``: several tasks in one request, validated all or nothing."""
+
+    tasks: list[SubmitRequest] = Field(min_length=1)
+
+
+class BatchResponse(_Open):
+    batch_id: str
+    task_ids: list[str]
 
 
 class SubmitResponse(_Open):
@@ -71,6 +87,9 @@ class TaskView(_Open):
     queue_seconds: float | None = None
     worker_id: str | None = None
     attempts: int = 0
+    seed: int | None = None
+    # Per-shot outcomes, when submitted with ``memory: true``.
+    memory: list[str] | None = None
     # Echoed only with ?include=circuit.
     quantum_circuit: str | None = Field(default=None)
 

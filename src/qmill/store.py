@@ -38,28 +38,41 @@ redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
 """
 
-# Returns {status} for a missing or terminal task, else {'processing', circuit, shots,
-# created_at, attempts} after moving it to processing.
-_START = """
-local s = redis.call('HGET', KEYS[1], 'status')
-if not s then return {'missing'} end
-if s == 'completed' or s == 'failed' then return {s} end
-redis.call('HSET', KEYS[1], 'status', 'processing', 'started_at', ARGV[1], 'worker_id', ARGV[2])
-local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-local f = redis.call('HMGET', KEYS[1], 'circuit', 'shots', 'created_at')
-return {'processing', f[1], f[2], f[3], attempts}
+# The terminal states, as the Lua scripts test them (models.TERMINAL_STATUSES in Python).
+_IS_TERMINAL = """
+local function terminal(s)
+  return s == 'completed' or s == 'failed' or s == 'cancelled'
+end
 """
 
+# Returns {status} for a missing or terminal task, else {'processing', circuit, shots,
+# created_at, attempts, seed, memory} after moving it to processing.
+_START = (
+    _IS_TERMINAL
+    + """
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then return {'missing'} end
+if terminal(s) then return {s} end
+redis.call('HSET', KEYS[1], 'status', 'processing', 'started_at', ARGV[1], 'worker_id', ARGV[2])
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+local f = redis.call('HMGET', KEYS[1], 'circuit', 'shots', 'created_at', 'seed', 'memory')
+return {'processing', f[1], f[2], f[3], attempts, f[4] or '', f[5] or ''}
+"""
+)
+
 # ARGV: new status, ttl, field, value, ... Returns 'ok', 'missing' or the terminal status.
-_FINISH = """
+_FINISH = (
+    _IS_TERMINAL
+    + """
 local s = redis.call('HGET', KEYS[1], 'status')
 if not s then return 'missing' end
-if s == 'completed' or s == 'failed' then return s end
+if terminal(s) then return s end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 3))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('PUBLISH', KEYS[2], ARGV[1])
 return 'ok'
 """
+)
 
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
@@ -73,6 +86,8 @@ class StartedTask:
     shots: int
     created_at: datetime
     attempts: int
+    seed: int | None = None
+    memory: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +190,26 @@ class Store:
         async with self._guard():
             await self._redis.delete(constants.idempotency_key(digest))
 
+    async def create_batch(self, batch_id: str, task_ids: list[str]) -> None:
+        key = constants.batch_key(batch_id)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.rpush(key, *task_ids)
+        pipe.expire(key, self._ttl)
+        async with self._guard():
+            await pipe.execute()
+
+    async def get_batch(self, batch_id: str) -> list[TaskView]:
+        """Every task of a batch, in submission order (expired ones left out)."""
+        async with self._guard():
+            task_ids = await self._redis.lrange(constants.batch_key(batch_id), 0, -1)
+            if not task_ids:
+                raise TaskNotFound("Batch")
+            pipe = self._redis.pipeline(transaction=False)
+            for task_id in task_ids:
+                pipe.hgetall(constants.task_key(str(task_id)))
+            raws = await pipe.execute()
+        return [_view({str(k): str(v) for k, v in raw.items()}) for raw in raws if raw]
+
     async def delete(self, task_id: str) -> None:
         async with self._guard():
             await self._redis.delete(constants.task_key(task_id))
@@ -254,14 +289,34 @@ class Store:
             shots=int(reply[2]),
             created_at=datetime.fromisoformat(str(reply[3])),
             attempts=int(reply[4]),
+            seed=int(reply[5]) if reply[5] else None,
+            memory=reply[6] == "1",
         )
         return StartOutcome(task=task, status=status)
 
-    async def complete(self, task_id: str, counts: Mapping[str, int], **details: Any) -> str:
+    async def complete(
+        self,
+        task_id: str,
+        counts: Mapping[str, int],
+        memory: list[str] | None = None,
+        **details: Any,
+    ) -> str:
         """Record a result. Returns 'ok', or the status that was already final."""
+        shots = json.dumps(memory) if memory is not None else None
         return await self._finish_task(
-            task_id, TaskStatus.COMPLETED, result=json.dumps(dict(counts)), **details
+            task_id,
+            TaskStatus.COMPLETED,
+            result=json.dumps(dict(counts)),
+            shot_memory=shots,
+            **details,
         )
+
+    async def cancel(self, task_id: str) -> str:
+        """Mark a task cancelled unless it is final. Returns 'ok', 'missing' or its status.
+
+        A running task's eventual result is then discarded by the finish script.
+        """
+        return await self._finish_task(task_id, TaskStatus.CANCELLED, error="cancelled by request")
 
     async def fail(self, task_id: str, reason: str, **details: Any) -> str:
         """Record a failure with its reason. Returns 'ok', or the status already final."""
@@ -312,6 +367,8 @@ def _view(raw: Mapping[str, str]) -> TaskView:
         queue_seconds=_float(opt("queue_seconds")),
         worker_id=opt("worker_id"),
         attempts=int(raw.get("attempts") or 0),
+        seed=_int(opt("seed")),
+        memory=json.loads(shot_memory) if (shot_memory := opt("shot_memory")) else None,
         quantum_circuit=opt("circuit"),
     )
 

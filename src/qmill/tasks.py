@@ -1,4 +1,4 @@
-"""The operations behind the HTTP functions: submit, read, health.
+"""The operations behind the HTTP functions: submit, batches, read, cancel, health.
 
 Kept free of HTTP so the functions stay thin and the same logic is testable directly.
 """
@@ -10,8 +10,10 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from qmill import circuits
 from qmill.bus import Bus
@@ -19,11 +21,21 @@ from qmill.config import Settings
 from qmill.errors import (
     DependencyUnavailable,
     IdempotencyConflict,
+    InvalidCircuit,
     InvalidRequest,
     LimitExceeded,
+    RequestError,
+    TaskConflict,
     TaskNotFound,
 )
-from qmill.models import HealthView, SubmitRequest, SubmitResponse, TaskView
+from qmill.models import (
+    BatchRequest,
+    BatchResponse,
+    HealthView,
+    SubmitRequest,
+    SubmitResponse,
+    TaskView,
+)
 from qmill.store import Store
 
 log = logging.getLogger(__name__)
@@ -31,17 +43,29 @@ log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_SECONDS = 1.5
 
 
-def validate_submit(
-    body: object, settings: Settings
-) -> tuple[SubmitRequest, circuits.ParsedCircuit]:
-    """Check the body, the limits and the program; raise a RequestError on the first problem."""
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A validated request, ready to be recorded and queued."""
+
+    request: SubmitRequest
+    parsed: circuits.ParsedCircuit
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _model(model: type[M], body: object) -> M:
     try:
-        request = SubmitRequest.model_validate(body)
+        return model.model_validate(body)
     except ValidationError as exc:
         raise InvalidRequest(
             "invalid request body",
             detail=exc.errors(include_url=False, include_context=False, include_input=False),
         ) from None
+
+
+def check(request: SubmitRequest, settings: Settings) -> Accepted:
+    """Check limits and the program; raise a RequestError on the first problem."""
     limits = settings.limits
     if request.shots < limits.min_shots:
         raise InvalidRequest(f"shots must be at least {limits.min_shots}, got {request.shots}")
@@ -50,7 +74,53 @@ def validate_submit(
     parsed = circuits.parse(request.quantum_circuit)
     if parsed.qubits > limits.max_qubits:
         raise LimitExceeded("qubits", parsed.qubits, limits.max_qubits)
-    return request, parsed
+    return Accepted(request, parsed)
+
+
+def validate_submit(body: object, settings: Settings) -> Accepted:
+    return check(_model(SubmitRequest, body), settings)
+
+
+async def _ensure_queue(bus: Bus) -> None:
+    """Fail fast (503) before writing anything when the queue is unreachable."""
+    await bus.connect()
+    if not bus.connected:
+        raise DependencyUnavailable("nats", "not connected (reconnecting)", retry_after=2)
+
+
+async def _record_and_queue(
+    accepted: list[Accepted], store: Store, bus: Bus, task_ids: list[str] | None = None
+) -> list[str]:
+    """Create every task as `pending`, then publish every id; all or nothing.
+
+    If any publish fails, every record is removed and the caller gets 503: nothing is
+    left `pending` that was never queued.
+    """
+    task_ids = task_ids or [str(uuid.uuid4()) for _ in accepted]
+    await asyncio.gather(
+        *(
+            store.create(
+                task_id,
+                a.request.quantum_circuit,
+                a.request.shots,
+                qubits=a.parsed.qubits,
+                depth=a.parsed.depth,
+                seed=a.request.seed,
+                memory="1" if a.request.memory else None,
+            )
+            for task_id, a in zip(task_ids, accepted, strict=True)
+        )
+    )
+    results = await asyncio.gather(*(bus.publish(t) for t in task_ids), return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        for task_id in task_ids:
+            await _forget(store.delete(task_id), task_id)
+        first = failures[0]
+        if isinstance(first, DependencyUnavailable):
+            raise first
+        raise DependencyUnavailable("nats", f"publish: {first}") from first
+    return task_ids
 
 
 async def submit(
@@ -60,54 +130,67 @@ async def submit(
     bus: Bus,
     idempotency_key: str | None = None,
 ) -> SubmitResponse:
-    """Validate, record as `pending`, queue. Nothing is left behind if queueing fails.
+    """Validate, record as `pending`, queue.
 
     With an ``Idempotency-Key``, the same key and body within the window return the
     first task instead of creating another; the same key with another body is a 422.
     """
-    request, parsed = validate_submit(body, settings)
-    # Fail fast (503) before writing anything when the queue is unreachable.
-    await bus.connect()
-    if not bus.connected:
-        raise DependencyUnavailable("nats", "not connected (reconnecting)", retry_after=2)
-    task_id = str(uuid.uuid4())
+    accepted = validate_submit(body, settings)
+    await _ensure_queue(bus)
     digest = None
+    claim_id = str(uuid.uuid4())
     if idempotency_key is not None:
+        request = accepted.request
         digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
-        body_hash = hashlib.sha256(
-            f"{request.shots}\n{request.quantum_circuit}".encode()
-        ).hexdigest()
+        body_hash = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
         window = settings.redis.idempotency_window_seconds
-        first = await store.claim_idempotency(digest, task_id, body_hash, window)
+        first = await store.claim_idempotency(digest, claim_id, body_hash, window)
         if first is not None:
             if first[1] != body_hash:
                 raise IdempotencyConflict()
             log.info("idempotent replay", extra={"task_id": first[0]})
             return SubmitResponse(task_id=first[0], replayed=True)
     try:
-        await store.create(
-            task_id,
-            request.quantum_circuit,
-            request.shots,
-            qubits=parsed.qubits,
-            depth=parsed.depth,
-        )
-        try:
-            await bus.publish(task_id)
-        except DependencyUnavailable:
-            # The caller gets 503 and will retry; the record of a task that was never
-            # queued must not linger as `pending` forever.
-            await _forget(store.delete(task_id), task_id)
-            raise
+        ids = [claim_id] if digest is not None else None
+        (task_id,) = await _record_and_queue([accepted], store, bus, ids)
     except DependencyUnavailable:
         if digest is not None:
-            await _forget(store.release_idempotency(digest), task_id)
+            await _forget(store.release_idempotency(digest), "")
         raise
     log.info(
         "task accepted",
-        extra={"task_id": task_id, "shots": request.shots, "qubits": parsed.qubits},
+        extra={
+            "task_id": task_id,
+            "shots": accepted.request.shots,
+            "qubits": accepted.parsed.qubits,
+        },
     )
     return SubmitResponse(task_id=task_id)
+
+
+async def submit_batch(body: object, settings: Settings, store: Store, bus: Bus) -> BatchResponse:
+    """Validate every task first (an error names its index), then queue them all."""
+    batch = _model(BatchRequest, body)
+    if len(batch.tasks) > settings.limits.max_batch_tasks:
+        raise LimitExceeded("tasks in a batch", len(batch.tasks), settings.limits.max_batch_tasks)
+    accepted = []
+    for index, request in enumerate(batch.tasks):
+        try:
+            accepted.append(check(request, settings))
+        except InvalidCircuit as exc:
+            raise InvalidCircuit(
+                f"tasks[{index}]: {exc.message.removeprefix('invalid OpenQASM: ')}",
+                exc.line,
+                exc.column,
+            ) from None
+        except RequestError as exc:
+            raise InvalidRequest(f"tasks[{index}]: {exc.message}") from None
+    await _ensure_queue(bus)
+    task_ids = await _record_and_queue(accepted, store, bus)
+    batch_id = str(uuid.uuid4())
+    await store.create_batch(batch_id, task_ids)
+    log.info("batch accepted", extra={"batch_id": batch_id, "tasks": len(task_ids)})
+    return BatchResponse(batch_id=batch_id, task_ids=task_ids)
 
 
 async def _forget(cleanup: Awaitable[None], task_id: str) -> None:
@@ -117,29 +200,53 @@ async def _forget(cleanup: Awaitable[None], task_id: str) -> None:
         log.error("could not clean up after a refused submit", extra={"task_id": task_id})
 
 
-async def get(store: Store, task_id: str, wait_seconds: float = 0.0) -> TaskView:
-    """The task as stored; with ``wait_seconds``, the first terminal state within that time."""
+def _check_id(task_id: str, what: str = "Task") -> None:
     try:
         uuid.UUID(task_id)
     except ValueError:
-        raise TaskNotFound() from None
+        raise TaskNotFound(what) from None
+
+
+async def get(store: Store, task_id: str, wait_seconds: float = 0.0) -> TaskView:
+    """The task as stored; with ``wait_seconds``, the first terminal state within that time."""
+    _check_id(task_id)
     if wait_seconds > 0:
         return await store.wait(task_id, wait_seconds)
+    return await store.get(task_id)
+
+
+async def get_batch(store: Store, batch_id: str) -> list[TaskView]:
+    _check_id(batch_id, "Batch")
+    return await store.get_batch(batch_id)
+
+
+async def cancel(store: Store, bus: Bus, task_id: str) -> TaskView:
+    """Cancel a pending or running task; 409 if it already finished.
+
+    A pending task never runs. A running one is stopped if its worker can stop it
+    (process executor); otherwise it runs on and its result is discarded.
+    """
+    _check_id(task_id)
+    outcome = await store.cancel(task_id)
+    if outcome == "missing":
+        raise TaskNotFound()
+    if outcome != "ok":
+        raise TaskConflict(outcome)
+    await bus.signal_cancel(task_id)
+    log.info("task cancelled", extra={"task_id": task_id})
     return await store.get(task_id)
 
 
 async def health(store: Store, bus: Bus) -> HealthView:
     """Ping both dependencies concurrently, each bounded so /health itself never hangs."""
 
-    async def bounded(check: asyncio.Future[bool] | asyncio.Task[bool]) -> bool:
+    async def bounded(check: Awaitable[bool]) -> bool:
         try:
             return await asyncio.wait_for(check, HEALTH_TIMEOUT_SECONDS)
         except TimeoutError:
             return False
 
-    nats_ok, redis_ok = await asyncio.gather(
-        bounded(asyncio.ensure_future(bus.ping())), bounded(asyncio.ensure_future(store.ping()))
-    )
+    nats_ok, redis_ok = await asyncio.gather(bounded(bus.ping()), bounded(store.ping()))
     services = {"nats": nats_ok, "redis": redis_ok}
     return HealthView(
         status="healthy" if all(services.values()) else "unhealthy", services=services

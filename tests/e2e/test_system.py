@@ -177,6 +177,34 @@ def test_unknown_task_and_paths(system: System) -> None:
         assert wrong_verb.status_code == 405 and "POST" in wrong_verb.headers["allow"]
 
 
+def test_cancel_and_batches_over_http(system: System) -> None:
+    with httpx.Client(base_url=system.url, timeout=30) as client:
+        created = client.post("/batches", json={"tasks": [{"quantum_circuit": BELL}] * 3})
+        assert created.status_code == 201
+        batch = created.json()
+        assert len(batch["task_ids"]) == 3
+        for task_id in batch["task_ids"]:
+            assert poll(client, task_id)["status"] == "completed"
+        listed = client.get(f"/batches/{batch['batch_id']}").json()
+        assert [t["task_id"] for t in listed["tasks"]] == batch["task_ids"]
+        done = client.delete(f"/tasks/{batch['task_ids'][0]}")
+        assert done.status_code == 409 and "already completed" in done.json()["detail"]
+        assert client.delete("/tasks/5b8e3f4e-0000-4000-8000-000000000000").status_code == 404
+        assert client.get("/batches/5b8e3f4e-0000-4000-8000-000000000000").status_code == 404
+
+
+def test_idempotency_key_over_http(system: System) -> None:
+    with httpx.Client(base_url=system.url, timeout=30) as client:
+        body = {"quantum_circuit": BELL, "shots": 64}
+        headers = {"Idempotency-Key": "e2e-key-1"}
+        first = client.post("/tasks", json=body, headers=headers)
+        again = client.post("/tasks", json=body, headers=headers)
+        assert first.json()["task_id"] == again.json()["task_id"]
+        assert again.headers["idempotent-replayed"] == "true"
+        other = client.post("/tasks", json={**body, "shots": 65}, headers=headers)
+        assert other.status_code == 422
+
+
 def test_a_killed_worker_is_restarted(system: System) -> None:
     workers = system.workers()
     assert len(workers) == 2

@@ -52,6 +52,8 @@ class Worker:
         self.worker_id = worker_id
         self.slots = asyncio.Semaphore(settings.worker.concurrency)
         self._running: set[asyncio.Task[None]] = set()
+        self._by_task: dict[str, asyncio.Task[Any]] = {}
+        self._cancelled: set[str] = set()
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -72,6 +74,7 @@ class Worker:
 
     async def _pull_loop(self) -> None:
         sub = None
+        subscribed_cancels = False
         while not self._stopping.is_set():
             free = await self._claim_free_slots()
             if self._stopping.is_set():
@@ -82,6 +85,9 @@ class Worker:
             try:
                 if sub is None:
                     sub = await self.bus.pull_subscription()
+                    if not subscribed_cancels:
+                        await self.bus.subscribe_cancels(self.cancel)
+                        subscribed_cancels = True
                     log.info(
                         "pulling tasks",
                         extra={"worker_id": self.worker_id, "executor": self.executor.name},
@@ -139,25 +145,15 @@ class Worker:
         if pending:
             await asyncio.wait(pending)
 
-    async def _handle(self, msg: Msg) -> None:
-        try:
-            await self._process(msg)
-        except asyncio.CancelledError:
-            # Shutdown past the grace period: hand the task to another worker now.
-            with contextlib.suppress(*_NATS_FAILURES):
-                await msg.nak()
-            raise
-        except Exception:
-            log.exception(
-                "unexpected error handling a task; it will be redelivered",
-                extra={"worker_id": self.worker_id},
-            )
-            with contextlib.suppress(*_NATS_FAILURES):
-                await msg.nak(delay=1.0)
-        finally:
-            self.slots.release()
+    def cancel(self, task_id: str) -> None:
+        """A user cancelled ``task_id``: stop it if it runs here (the process executor
+        kills its simulation; a thread runs on and its result is discarded)."""
+        running = self._by_task.get(task_id)
+        if running is not None and not running.done():
+            self._cancelled.add(task_id)
+            running.cancel()
 
-    async def _process(self, msg: Msg) -> None:
+    async def _handle(self, msg: Msg) -> None:
         try:
             task_id = str(json.loads(msg.data)["task_id"])
         except (ValueError, KeyError, TypeError):
@@ -165,8 +161,38 @@ class Worker:
                 "malformed task message dropped",
                 extra={"data": msg.data[:200].decode(errors="replace")},
             )
-            await msg.term()
+            with contextlib.suppress(*_NATS_FAILURES):
+                await msg.term()
+            self.slots.release()
             return
+        current = asyncio.current_task()
+        assert current is not None
+        self._by_task[task_id] = current
+        try:
+            await self._process(msg, task_id)
+        except asyncio.CancelledError:
+            if task_id in self._cancelled:
+                # Cancelled by its user: Redis already says `cancelled`; done with it.
+                log.info("running task stopped: cancelled", extra={"task_id": task_id})
+                await self._ack(msg, {"task_id": task_id, "worker_id": self.worker_id})
+                return
+            # Shutdown past the grace period: hand the task to another worker now.
+            with contextlib.suppress(*_NATS_FAILURES):
+                await msg.nak()
+            raise
+        except Exception:
+            log.exception(
+                "unexpected error handling a task; it will be redelivered",
+                extra={"worker_id": self.worker_id, "task_id": task_id},
+            )
+            with contextlib.suppress(*_NATS_FAILURES):
+                await msg.nak(delay=1.0)
+        finally:
+            self._by_task.pop(task_id, None)
+            self._cancelled.discard(task_id)
+            self.slots.release()
+
+    async def _process(self, msg: Msg, task_id: str) -> None:
         ctx: dict[str, Any] = {"task_id": task_id, "worker_id": self.worker_id}
         delivered = msg.metadata.num_delivered
         max_attempts = self.settings.worker.max_attempts
@@ -201,7 +227,13 @@ class Worker:
         )
         progress = asyncio.create_task(self._keep_alive(msg))
         try:
-            job = SimJob(task_id=task.task_id, circuit=task.circuit, shots=task.shots)
+            job = SimJob(
+                task_id=task.task_id,
+                circuit=task.circuit,
+                shots=task.shots,
+                seed=task.seed,
+                memory=task.memory,
+            )
             result = await self.executor.run(job, self.settings.limits.max_execution_seconds)
         except SimulationTimeout as exc:
             await self._finish(msg, ctx, error=exc.message, queue_seconds=queue_seconds)
@@ -232,6 +264,7 @@ class Worker:
                 status = await self.store.complete(
                     ctx["task_id"],
                     result.counts,
+                    memory=result.memory,
                     qubits=result.qubits,
                     depth=result.depth,
                     method=result.method,

@@ -127,13 +127,7 @@ class ProcessExecutor:
     async def run(self, job: SimJob, timeout: float) -> SimResult:
         child = await self._idle.get()
         self._busy.add(child)
-        request = {
-            "task_id": job.task_id,
-            "circuit": job.circuit,
-            "shots": job.shots,
-            "seed": job.seed,
-            "threads": self._threads,
-        }
+        request = {**job.to_dict(), "threads": self._threads}
         replace = True
         try:
             try:

@@ -22,6 +22,10 @@ class SimJob:
     circuit: str
     shots: int
     seed: int | None = None
+    memory: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +35,7 @@ class SimResult:
     depth: int
     method: str
     execution_seconds: float
+    memory: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,6 +76,8 @@ def simulate(job: SimJob, *, threads: int = 0) -> SimResult:
         options["max_parallel_threads"] = threads
     if job.seed is not None:
         options["seed_simulator"] = job.seed
+    if job.memory:
+        options["memory"] = True
     try:
         result = _backend().run(lowered, **options).result()
     except Exception as exc:  # Aer raises AerError / QiskitError / RuntimeError
@@ -79,10 +86,12 @@ def simulate(job: SimJob, *, threads: int = 0) -> SimResult:
         raise SimulationError(f"simulator error: {result.status}")
     counts = {str(k): int(v) for k, v in result.get_counts().items()}
     method = str(result.results[0].metadata.get("method", "unknown"))
+    memory = [str(m) for m in result.get_memory()] if job.memory else None
     return SimResult(
         counts=counts,
         qubits=parsed.qubits,
         depth=parsed.depth,
         method=method,
         execution_seconds=round(time.perf_counter() - started, 6),
+        memory=memory,
     )

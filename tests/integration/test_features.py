@@ -1,0 +1,89 @@
+"""Cancel, batches, seeds and per-shot memory against real servers and workers."""
+
+from __future__ import annotations
+
+import pytest
+
+from qmill import tasks
+from qmill.bus import Bus
+from qmill.config import Settings
+from qmill.errors import InvalidCircuit, TaskConflict, TaskNotFound
+from qmill.models import TaskStatus
+from qmill.store import Store
+from tests.conftest import BELL, Processes
+from tests.integration.test_worker import assert_bell, slow_circuit, submit, until
+
+
+async def test_cancel_pending_task_never_runs(
+    settings: Settings, store: Store, bus: Bus, procs: Processes
+) -> None:
+    task_id = await submit(settings, store, bus)
+    view = await tasks.cancel(store, bus, task_id)
+    assert view.status == TaskStatus.CANCELLED
+    procs.worker()
+    after = await submit(settings, store, bus)  # queued behind the cancelled one
+    assert_bell(await until(store, after, TaskStatus.COMPLETED, 60))
+    cancelled = await store.get(task_id)
+    assert cancelled.status == TaskStatus.CANCELLED and cancelled.attempts == 0
+
+
+async def test_cancel_running_task_stops_it_and_the_worker_goes_on(
+    settings: Settings, store: Store, bus: Bus, procs: Processes
+) -> None:
+    procs.worker()
+    task_id = await submit(settings, store, bus, slow_circuit(), shots=10)
+    await until(store, task_id, TaskStatus.PROCESSING, 60)
+    assert (await tasks.cancel(store, bus, task_id)).status == TaskStatus.CANCELLED
+    after = await submit(settings, store, bus)
+    assert_bell(await until(store, after, TaskStatus.COMPLETED, 60))
+    view = await store.get(task_id)
+    assert view.status == TaskStatus.CANCELLED and view.result is None
+
+
+async def test_cancel_finished_or_unknown_task(
+    settings: Settings, store: Store, bus: Bus, procs: Processes
+) -> None:
+    procs.worker()
+    task_id = await submit(settings, store, bus)
+    await until(store, task_id, TaskStatus.COMPLETED, 60)
+    with pytest.raises(TaskConflict):
+        await tasks.cancel(store, bus, task_id)
+    with pytest.raises(TaskNotFound):
+        await tasks.cancel(store, bus, "0b0e3b0a-0000-4000-8000-000000000000")
+
+
+async def test_batch_runs_every_task_in_order(
+    settings: Settings, store: Store, bus: Bus, procs: Processes
+) -> None:
+    procs.worker()
+    body = {"tasks": [{"quantum_circuit": BELL, "shots": s} for s in (10, 20, 30)]}
+    batch = await tasks.submit_batch(body, settings, store, bus)
+    assert len(batch.task_ids) == 3
+    for task_id in batch.task_ids:
+        await until(store, task_id, TaskStatus.COMPLETED, 60)
+    views = await tasks.get_batch(store, batch.batch_id)
+    assert [v.task_id for v in views] == batch.task_ids
+    assert [sum((v.result or {}).values()) for v in views] == [10, 20, 30]
+
+
+async def test_batch_is_all_or_nothing(settings: Settings, store: Store, bus: Bus) -> None:
+    body = {"tasks": [{"quantum_circuit": BELL}, {"quantum_circuit": "OPENQASM 3.0;\nfoo;"}]}
+    with pytest.raises(InvalidCircuit) as info:
+        await tasks.submit_batch(body, settings, store, bus)
+    assert "tasks[1]" in info.value.message and info.value.line == 2
+    js = await bus.connect()
+    assert (await js.stream_info("QMILL_TASKS")).state.messages == 0
+
+
+async def test_seed_reproduces_counts_and_memory_lists_every_shot(
+    settings: Settings, store: Store, bus: Bus, procs: Processes
+) -> None:
+    procs.worker()
+    h = 'OPENQASM 3.0; include "stdgates.inc"; qubit[3] q; bit[3] c; h q; c = measure q;'
+    body = {"quantum_circuit": h, "shots": 200, "seed": 1234, "memory": True}
+    ids = [(await tasks.submit(body, settings, store, bus)).task_id for _ in range(2)]
+    first, second = [await until(store, t, TaskStatus.COMPLETED, 60) for t in ids]
+    assert first.result == second.result and first.seed == 1234
+    assert first.memory is not None and len(first.memory) == 200
+    assert first.memory == second.memory
+    assert {m: first.memory.count(m) for m in set(first.memory)} == first.result
