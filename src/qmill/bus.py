@@ -145,12 +145,12 @@ class Bus:
         except _NATS_FAILURES as exc:
             raise DependencyUnavailable("nats", f"consumer: {exc}") from exc
 
-    async def publish(self, task_id: str) -> None:
+    async def publish(self, task_id: str, state_bytes: int = 0) -> None:
         """Queue a task; returns once JetStream has stored it, else DependencyUnavailable."""
         js = await self.connect()
         if not self.connected:
             raise DependencyUnavailable("nats", "not connected (reconnecting)", retry_after=2)
-        payload = TaskMessage(task_id=task_id).model_dump_json().encode()
+        payload = TaskMessage(task_id=task_id, state_bytes=state_bytes).model_dump_json().encode()
         try:
             await js.publish(
                 constants.TASK_SUBJECT,

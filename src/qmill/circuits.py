@@ -33,6 +33,34 @@ _INCLUDE = re.compile(r'\binclude\s+"([^"]*)"')
 _POSITION = re.compile(r"^(?:<input>:)?(\d+),(\d+):\s*(.*)$", re.DOTALL)
 
 
+# Gates Aer's stabilizer method runs; a circuit made only of these (and measurements)
+# is simulated in ~n**2 bits instead of a 16 * 2**n byte statevector. Gates a program
+# defines itself are not looked into: such circuits count as needing a statevector.
+CLIFFORD_OPS = frozenset(
+    {
+        "id",
+        "x",
+        "y",
+        "z",
+        "h",
+        "s",
+        "sdg",
+        "sx",
+        "sxdg",
+        "cx",
+        "cy",
+        "cz",
+        "swap",
+        "measure",
+        "barrier",
+        "reset",
+        "delay",
+    }
+)
+# A stabilizer tableau is tiny; a flat allowance keeps the accounting simple.
+STABILIZER_STATE_BYTES = 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedCircuit:
     circuit: QuantumCircuit
@@ -41,6 +69,21 @@ class ParsedCircuit:
     clbits: int
     depth: int
     size: int
+    clifford: bool
+
+    @property
+    def state_bytes(self) -> int:
+        return state_bytes(self.qubits, self.clifford)
+
+
+def state_bytes(qubits: int, clifford: bool) -> int:
+    """Memory the simulator needs for the state of a circuit (see CLIFFORD_OPS)."""
+    return STABILIZER_STATE_BYTES if clifford else 16 * 2**qubits
+
+
+def count_statements(source: str) -> int:
+    """A cheap upper bound on a program's statements, checked before parsing."""
+    return source.count(";")
 
 
 def parse(source: str) -> ParsedCircuit:
@@ -72,6 +115,7 @@ def parse(source: str) -> ParsedCircuit:
         clbits=circuit.num_clbits,
         depth=circuit.depth(),
         size=circuit.size(),
+        clifford=set(circuit.count_ops()) <= CLIFFORD_OPS,
     )
 
 

@@ -96,6 +96,10 @@ class WorkerSettings(_Section):
     max_attempts: int = Field(3, ge=1, le=20)
     # Aer's OpenMP threads per simulation; 0 shares the cores among concurrent simulations.
     aer_threads: int = Field(0, ge=0, le=1024)
+    # Memory for simulation state across this worker's concurrent simulations. A task
+    # waits until its state fits (so a burst of wide circuits never exceeds it), and a
+    # circuit whose state could never fit is refused at submit.
+    memory_budget_mb: int = Field(2048, ge=16)
     # Liveness file the worker touches every few seconds while its event loop runs;
     # `qmill-worker --check` (compose and Kubernetes health checks) tests its age. "" = off.
     heartbeat_file: str = ""
@@ -106,10 +110,25 @@ class WorkerSettings(_Section):
 
 
 class LimitsSettings(_Section):
+    """What one request may ask for; each violation is a 422 naming the limit and value.
+
+    Qubits: a circuit that needs a statevector (16 * 2**n bytes) may have at most
+    ``Settings.statevector_qubit_limit`` qubits: ``max_qubits``, lowered further if a
+    statevector that wide would not fit ``[worker] memory_budget_mb``. A Clifford-only
+    circuit runs on Aer's stabilizer method (memory ~n**2 bits), so it may have up to
+    ``max_clifford_qubits``.
+    """
+
     min_shots: int = Field(1, ge=1)
     max_shots: int = Field(100_000, ge=1)
-    # A statevector of n qubits takes 16 * 2**n bytes: 26 qubits = 1 GiB per simulation.
-    max_qubits: int = Field(26, ge=1, le=64)
+    max_qubits: int = Field(26, ge=1, le=40)
+    max_clifford_qubits: int = Field(1000, ge=1, le=100_000)
+    max_clbits: int = Field(128, ge=1)
+    max_gates: int = Field(20_000, ge=1)
+    max_depth: int = Field(10_000, ge=1)
+    # Checked before parsing (a ';' count), so a huge program is refused without the
+    # cost of parsing it.
+    max_statements: int = Field(50_000, ge=1)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_batch_tasks: int = Field(1000, ge=1)
     # A simulation that runs longer is stopped (process executor) and fails with `timeout`.
@@ -160,14 +179,23 @@ class Settings(BaseSettings):
         return self.nats.ack_wait_seconds
 
     @property
+    def memory_budget_bytes(self) -> int:
+        return self.worker.memory_budget_mb * 1024 * 1024
+
+    @property
+    def statevector_qubit_limit(self) -> int:
+        """The widest statevector circuit accepted: ``max_qubits``, or fewer if its state
+        (16 * 2**n bytes) would not fit the worker's memory budget."""
+        fits = (self.memory_budget_bytes // 16).bit_length() - 1
+        return min(self.limits.max_qubits, fits)
+
+    @property
     def worker_memory_bytes(self) -> int:
-        """Memory one worker needs at most: every slot running a statevector of
-        ``max_qubits`` plus each simulating process's own footprint (Python, qiskit,
-        Aer: ~300 MiB measured). Container limits are sized from this."""
-        per_simulation: int = 16 * 2**self.limits.max_qubits
-        return self.worker.concurrency * (per_simulation + PROCESS_OVERHEAD_BYTES) + (
-            PROCESS_OVERHEAD_BYTES
-        )
+        """Memory one worker needs at most: the simulation-state budget plus the worker's
+        and each simulating process's own footprint (Python, qiskit, Aer: ~300 MiB
+        measured). Container limits are sized from this."""
+        processes = self.worker.concurrency + 1
+        return self.memory_budget_bytes + processes * PROCESS_OVERHEAD_BYTES
 
     @classmethod
     def settings_customise_sources(

@@ -62,9 +62,11 @@ class SubmitResponse(_Open):
 
 
 class TaskMessage(_Open):
-    """What goes on the bus: only the id. The circuit and result live in Redis."""
+    """What goes on the bus: the id, and the memory its simulation state needs so a
+    worker can budget memory before it takes the task. The circuit lives in Redis."""
 
     task_id: str
+    state_bytes: int = 0
 
 
 class TaskView(_Open):

@@ -71,9 +71,22 @@ def check(request: SubmitRequest, settings: Settings) -> Accepted:
         raise InvalidRequest(f"shots must be at least {limits.min_shots}, got {request.shots}")
     if request.shots > limits.max_shots:
         raise LimitExceeded("shots", request.shots, limits.max_shots)
+    statements = circuits.count_statements(request.quantum_circuit)
+    if statements > limits.max_statements:
+        raise LimitExceeded("statements", statements, limits.max_statements)
     parsed = circuits.parse(request.quantum_circuit)
-    if parsed.qubits > limits.max_qubits:
-        raise LimitExceeded("qubits", parsed.qubits, limits.max_qubits)
+    if parsed.clifford:
+        qubit_limit, kind = limits.max_clifford_qubits, "qubits (Clifford circuit)"
+    else:
+        qubit_limit, kind = settings.statevector_qubit_limit, "qubits"
+    for name, value, allowed in (
+        (kind, parsed.qubits, qubit_limit),
+        ("classical bits", parsed.clbits, limits.max_clbits),
+        ("gates", parsed.size, limits.max_gates),
+        ("depth", parsed.depth, limits.max_depth),
+    ):
+        if value > allowed:
+            raise LimitExceeded(name, value, allowed)
     return Accepted(request, parsed)
 
 
@@ -111,7 +124,10 @@ async def _record_and_queue(
             for task_id, a in zip(task_ids, accepted, strict=True)
         )
     )
-    results = await asyncio.gather(*(bus.publish(t) for t in task_ids), return_exceptions=True)
+    results = await asyncio.gather(
+        *(bus.publish(t, a.parsed.state_bytes) for t, a in zip(task_ids, accepted, strict=True)),
+        return_exceptions=True,
+    )
     failures = [r for r in results if isinstance(r, BaseException)]
     if failures:
         for task_id in task_ids:

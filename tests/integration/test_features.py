@@ -87,3 +87,32 @@ async def test_seed_reproduces_counts_and_memory_lists_every_shot(
     assert first.memory is not None and len(first.memory) == 200
     assert first.memory == second.memory
     assert {m: first.memory.count(m) for m in set(first.memory)} == first.result
+
+
+async def test_memory_budget_keeps_wide_circuits_from_running_together(
+    settings: Settings, store: Store, bus: Bus, procs: Processes
+) -> None:
+    """Two slots, but a budget that holds one 21-qubit statevector (32 MiB) at a time."""
+    tight = settings.model_copy(
+        update={"worker": settings.worker.model_copy(update={"memory_budget_mb": 48})}
+    )
+    procs.worker(QMILL_WORKER__MEMORY_BUDGET_MB="48")
+    ids = [await submit(tight, store, bus, slow_circuit(), shots=10) for _ in range(2)]
+    first, second = sorted(
+        [await until(store, t, TaskStatus.COMPLETED, 120) for t in ids],
+        key=lambda v: v.started_at or v.created_at,
+    )
+    assert first.completed_at is not None and second.started_at is not None
+    assert second.started_at >= first.completed_at
+
+
+async def test_hundred_qubit_ghz_runs_on_the_stabilizer_method(
+    settings: Settings, store: Store, bus: Bus, procs: Processes
+) -> None:
+    from tests.unit.test_limits import ghz
+
+    procs.worker()
+    task_id = await submit(settings, store, bus, ghz(100), shots=100)
+    view = await until(store, task_id, TaskStatus.COMPLETED, 60)
+    assert view.method == "stabilizer" and view.qubits == 100
+    assert set(view.result or {}) <= {"0" * 100, "1" * 100}

@@ -84,9 +84,29 @@ def test_env_names_cover_every_setting() -> None:
     assert "QMILL_WORKER__NOPE" not in names
 
 
-def test_worker_memory_grows_with_qubits_and_slots(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_memory_follows_budget_and_slots(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qmill.config import PROCESS_OVERHEAD_BYTES
+
     monkeypatch.setenv("QMILL_WORKER__MAX_CONCURRENT_TASKS", "2")
-    monkeypatch.setenv("QMILL_LIMITS__MAX_QUBITS", "20")
+    monkeypatch.setenv("QMILL_WORKER__MEMORY_BUDGET_MB", "1024")
     small = load_settings().worker_memory_bytes
-    monkeypatch.setenv("QMILL_LIMITS__MAX_QUBITS", "24")
-    assert load_settings().worker_memory_bytes - small == 2 * 16 * (2**24 - 2**20)
+    monkeypatch.setenv("QMILL_WORKER__MEMORY_BUDGET_MB", "3072")
+    assert load_settings().worker_memory_bytes - small == 2048 * 1024 * 1024
+    monkeypatch.setenv("QMILL_WORKER__MAX_CONCURRENT_TASKS", "3")
+    assert load_settings().worker_memory_bytes - small == 2048 * 1024 * 1024 + (
+        PROCESS_OVERHEAD_BYTES
+    )
+
+
+@pytest.mark.parametrize(
+    ("budget_mb", "max_qubits", "limit"),
+    [(2048, 26, 26), (2048, 30, 27), (1024, 30, 26), (16, 30, 20)],
+)
+def test_statevector_qubit_limit_follows_memory(
+    monkeypatch: pytest.MonkeyPatch, budget_mb: int, max_qubits: int, limit: int
+) -> None:
+    monkeypatch.setenv("QMILL_WORKER__MEMORY_BUDGET_MB", str(budget_mb))
+    monkeypatch.setenv("QMILL_LIMITS__MAX_QUBITS", str(max_qubits))
+    settings = load_settings()
+    assert settings.statevector_qubit_limit == limit
+    assert 16 * 2**limit <= settings.memory_budget_bytes

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from nats.errors import Error as NatsError
 from qmill.bus import Bus
 from qmill.config import Settings
 from qmill.errors import DependencyUnavailable, SimulationError
-from qmill.models import utcnow
+from qmill.models import TaskMessage, utcnow
 from qmill.store import StartedTask, Store
 from qmill_worker.executors import Executor, SimulationTimeout
 from qmill_worker.simulator import SimJob, SimResult
@@ -35,6 +36,33 @@ HEARTBEAT_SECONDS = 5.0
 # `qmill-worker --check` fails when the heartbeat is older than this.
 HEARTBEAT_STALE_SECONDS = HEARTBEAT_SECONDS * 6
 _NATS_FAILURES = (NatsError, TimeoutError, OSError, DependencyUnavailable)
+
+
+class MemoryBudget:
+    """Bounds the simulation state of the tasks running at once, not just their count.
+
+    A task waits (still `pending`, its message kept alive) until its state fits. A task
+    larger than the whole budget is refused at submit; one that still arrives (an older
+    message, a changed limit) runs alone rather than never.
+    """
+
+    def __init__(self, total_bytes: int) -> None:
+        self.total = total_bytes
+        self.used = 0
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def reserve(self, nbytes: int) -> AsyncIterator[None]:
+        nbytes = min(max(nbytes, 0), self.total)
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.used + nbytes <= self.total)
+            self.used += nbytes
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.used -= nbytes
+                self._changed.notify_all()
 
 
 def default_worker_id() -> str:
@@ -51,6 +79,7 @@ class Worker:
         self.executor = executor
         self.worker_id = worker_id
         self.slots = asyncio.Semaphore(settings.worker.concurrency)
+        self.memory = MemoryBudget(settings.memory_budget_bytes)
         self._running: set[asyncio.Task[None]] = set()
         self._by_task: dict[str, asyncio.Task[Any]] = {}
         self._cancelled: set[str] = set()
@@ -155,8 +184,8 @@ class Worker:
 
     async def _handle(self, msg: Msg) -> None:
         try:
-            task_id = str(json.loads(msg.data)["task_id"])
-        except (ValueError, KeyError, TypeError):
+            message = TaskMessage.model_validate_json(msg.data)
+        except ValueError:
             log.error(
                 "malformed task message dropped",
                 extra={"data": msg.data[:200].decode(errors="replace")},
@@ -165,11 +194,15 @@ class Worker:
                 await msg.term()
             self.slots.release()
             return
+        task_id = message.task_id
         current = asyncio.current_task()
         assert current is not None
         self._by_task[task_id] = current
+        # Tell JetStream we hold it while we wait for memory and while it runs.
+        progress = asyncio.create_task(self._keep_alive(msg))
         try:
-            await self._process(msg, task_id)
+            async with self.memory.reserve(message.state_bytes):
+                await self._process(msg, task_id)
         except asyncio.CancelledError:
             if task_id in self._cancelled:
                 # Cancelled by its user: Redis already says `cancelled`; done with it.
@@ -188,6 +221,7 @@ class Worker:
             with contextlib.suppress(*_NATS_FAILURES):
                 await msg.nak(delay=1.0)
         finally:
+            progress.cancel()
             self._by_task.pop(task_id, None)
             self._cancelled.discard(task_id)
             self.slots.release()
@@ -225,7 +259,6 @@ class Worker:
             "task started",
             extra={**ctx, "attempt": task.attempts, "queue_seconds": round(queue_seconds, 6)},
         )
-        progress = asyncio.create_task(self._keep_alive(msg))
         try:
             job = SimJob(
                 task_id=task.task_id,
@@ -245,8 +278,6 @@ class Worker:
                 return
             await self._finish(msg, ctx, error=exc.message, queue_seconds=queue_seconds)
             return
-        finally:
-            progress.cancel()
         await self._finish(msg, ctx, result=result, queue_seconds=queue_seconds)
 
     async def _finish(

@@ -50,9 +50,17 @@ def _backend() -> Any:
 
 @lru_cache(maxsize=1)
 def _pass_manager() -> Any:
+    """Lower to Aer's standard gates, without the backend's Target.
+
+    A Target-based pass manager carries Aer's qubit count (its memory-based maximum),
+    and refuses a 100-qubit Clifford circuit that the stabilizer method runs with ease.
+    """
+    from qiskit.circuit.library.standard_gates import get_standard_gate_name_mapping
     from qiskit.transpiler import generate_preset_pass_manager
 
-    return generate_preset_pass_manager(optimization_level=0, backend=_backend())
+    standard = set(get_standard_gate_name_mapping()) | {"measure", "reset", "barrier", "delay"}
+    basis = sorted(set(_backend().configuration().basis_gates) & standard)
+    return generate_preset_pass_manager(optimization_level=0, basis_gates=basis)
 
 
 def warm_up() -> None:
