@@ -33,21 +33,25 @@ def _wait_seconds(raw: str | None, cap: float) -> float:
 
 
 async def _get(request: Request) -> Response:
+    owner = await connections.tenant(request.headers)
     settings = connections.settings()
     wait = _wait_seconds(request.query_params.get("wait"), settings.server.max_wait_seconds)
-    view = await tasks.get(connections.store(), _task_id(request.url.path), wait)
+    view = await tasks.get(connections.store(), _task_id(request.url.path), wait, owner)
     include = set(request.query_params.get("include", "").split(","))
     return JSONResponse(view.to_json(include_circuit="circuit" in include))
 
 
 async def _delete(request: Request) -> Response:
-    view = await tasks.cancel(connections.store(), connections.bus(), _task_id(request.url.path))
+    owner = await connections.tenant(request.headers)
+    task_id = _task_id(request.url.path)
+    view = await tasks.cancel(connections.store(), connections.bus(), task_id, owner)
     return JSONResponse(view.to_json())
 
 
 async def _get_batch(request: Request) -> Response:
+    owner = await connections.tenant(request.headers)
     batch_id = path_id(request.url.path, constants.BATCH_PATH_PREFIX) or ""
-    views = await tasks.get_batch(connections.store(), batch_id)
+    views = await tasks.get_batch(connections.store(), batch_id, owner)
     return JSONResponse({"batch_id": batch_id, "tasks": [v.to_json() for v in views]})
 
 

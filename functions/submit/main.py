@@ -11,6 +11,7 @@ from qmill.http import read_json, serve
 
 
 async def _post_task(request: Request) -> Response:
+    owner = await connections.tenant(request.headers)
     settings = connections.settings()
     body = await read_json(request, settings.limits.max_body_bytes)
     accepted = await tasks.submit(
@@ -19,15 +20,19 @@ async def _post_task(request: Request) -> Response:
         connections.store(),
         connections.bus(),
         idempotency_key=request.headers.get(constants.IDEMPOTENCY_HEADER),
+        owner=owner,
     )
     headers = {"Idempotent-Replayed": "true"} if accepted.replayed else None
     return JSONResponse(accepted.model_dump(mode="json"), status_code=201, headers=headers)
 
 
 async def _post_batch(request: Request) -> Response:
+    owner = await connections.tenant(request.headers)
     settings = connections.settings()
     body = await read_json(request, settings.limits.max_body_bytes)
-    batch = await tasks.submit_batch(body, settings, connections.store(), connections.bus())
+    batch = await tasks.submit_batch(
+        body, settings, connections.store(), connections.bus(), owner=owner
+    )
     return JSONResponse(batch.model_dump(mode="json"), status_code=201)
 
 

@@ -56,3 +56,22 @@ def show_config() -> None:
     data = settings.model_dump(mode="json")
     data["queue"] = bus.describe(settings)
     click.echo(json.dumps(data, indent=2))
+
+
+@main.group()
+def key() -> None:
+    """Manage API keys (stored by the server only as SHA-256 hashes)."""
+
+
+@key.command("new")
+def key_new() -> None:
+    """Print a new API key and the hash to configure for it.
+
+    Give the key to its user; put the hash in [auth] api_key_hashes (or one per line
+    in [auth] keys_file). The server never needs the key itself.
+    """
+    from qmill.auth import new_key
+
+    api_key, key_hash = new_key()
+    click.echo(f"key:  {api_key}")
+    click.echo(f"hash: {key_hash}")

@@ -135,6 +135,24 @@ class LimitsSettings(_Section):
     max_execution_seconds: float = Field(120.0, gt=0)
 
 
+class AuthSettings(_Section):
+    """API keys (off for the local embedded run, on in compose and Terraform).
+
+    Keys are never configured in clear: ``api_key_hashes`` (a JSON list in
+    ``QMILL_AUTH__API_KEY_HASHES``) and/or ``keys_file`` (one SHA-256 hex per line, a
+    mounted secret) hold their hashes. ``qmill key new`` makes a key and its hash.
+    """
+
+    enabled: bool = False
+    api_key_hashes: list[str] = Field(default_factory=list)
+    keys_file: str = ""
+    # Token bucket per key, shared by every function instance (Redis). 0 = no limit.
+    rate_per_second: float = Field(50.0, ge=0)
+    burst: int = Field(200, ge=1)
+    # Tasks one key may have pending or processing at once.
+    max_in_flight: int = Field(1000, ge=1)
+
+
 class EmbeddedSettings(_Section):
     """How `make run` / `qmill up` starts the system on one machine."""
 
@@ -163,6 +181,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     worker: WorkerSettings = WorkerSettings()
     limits: LimitsSettings = LimitsSettings()
+    auth: AuthSettings = AuthSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
     log: LogSettings = LogSettings()
 

@@ -6,6 +6,9 @@ a dependency down still imports and answers 503 instead of crashing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from qmill import auth
 from qmill.bus import Bus
 from qmill.config import Settings, get_settings
 from qmill.logs import setup_logging
@@ -35,6 +38,11 @@ def store() -> Store:
             socket_timeout=cfg.redis.socket_timeout_seconds,
         )
     return _store
+
+
+async def tenant(headers: Mapping[str, str]) -> str | None:
+    """The caller's tenant id, after checking its API key and rate limit (see qmill.auth)."""
+    return await auth.authorize(headers, settings().auth, store())
 
 
 def bus() -> Bus:

@@ -35,6 +35,19 @@ def idempotency_key(digest: str) -> str:
     return IDEMPOTENCY_PREFIX + digest
 
 
+# Per tenant: a token bucket, and the set of its unfinished task ids.
+RATE_KEY_PREFIX: Final = REDIS_PREFIX + "rate:"
+INFLIGHT_KEY_PREFIX: Final = REDIS_PREFIX + "inflight:"
+
+
+def rate_key(tenant: str) -> str:
+    return RATE_KEY_PREFIX + tenant
+
+
+def inflight_key(tenant: str) -> str:
+    return INFLIGHT_KEY_PREFIX + tenant
+
+
 # A batch: the list of its task ids.
 BATCH_KEY_PREFIX: Final = REDIS_PREFIX + "batch:"
 

@@ -7,6 +7,8 @@
      │    ├── InvalidCircuit        QASM that does not parse (line, col)   -> 400
      │    ├── LimitExceeded         valid, but over a configured limit     -> 422
      │    ├── PayloadTooLarge       body over [limits] max_body_bytes      -> 413
+     │    ├── Unauthorized          missing or unknown API key             -> 401
+     │    ├── RateLimited           over the key's rate or in-flight cap   -> 429 + Retry-After
      │    ├── IdempotencyConflict   key reused with another body           -> 422
      │    ├── TaskNotFound          unknown (or expired) task id           -> 404
      │    ├── TaskConflict          e.g. cancelling a finished task        -> 409
@@ -77,6 +79,16 @@ class IdempotencyConflict(RequestError):
         )
 
 
+class Unauthorized(RequestError):
+    pass
+
+
+class RateLimited(RequestError):
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class TaskNotFound(RequestError):
     def __init__(self, what: str = "Task") -> None:
         super().__init__(f"{what} not found")
@@ -115,6 +127,8 @@ def http_status(exc: QmillError) -> int:
     """The HTTP status for an error; 500 is reserved for bugs and never returned for these."""
     statuses: list[tuple[type[QmillError], int]] = [
         (InvalidCircuit, 400),
+        (Unauthorized, 401),
+        (RateLimited, 429),
         (TaskNotFound, 404),
         (MethodNotAllowed, 405),
         (TaskConflict, 409),

@@ -22,6 +22,8 @@ from qmill.errors import (
     MethodNotAllowed,
     PayloadTooLarge,
     QmillError,
+    RateLimited,
+    Unauthorized,
     http_status,
 )
 
@@ -41,8 +43,10 @@ def error_response(exc: QmillError) -> JSONResponse:
         if value is not None:
             body[attr] = value
     headers: dict[str, str] = {}
-    if isinstance(exc, DependencyUnavailable):
+    if isinstance(exc, DependencyUnavailable | RateLimited):
         headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="qmill"'
     if isinstance(exc, MethodNotAllowed):
         headers["Allow"] = ", ".join(exc.allowed)
     return JSONResponse(body, status_code=status, headers=headers)

@@ -90,6 +90,8 @@ class TaskView(_Open):
     worker_id: str | None = None
     attempts: int = 0
     seed: int | None = None
+    # The tenant (API key) that submitted it; never sent to clients.
+    owner: str | None = Field(default=None, exclude=True)
     # Per-shot outcomes, when submitted with ``memory: true``.
     memory: list[str] | None = None
     # Echoed only with ?include=circuit.

@@ -26,7 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from qmill import constants
-from qmill.errors import DependencyUnavailable, TaskNotFound
+from qmill.errors import DependencyUnavailable, RateLimited, TaskNotFound
 from qmill.models import TaskStatus, TaskView, utcnow
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,8 @@ if not s then return {'missing'} end
 if terminal(s) then return {s} end
 redis.call('HSET', KEYS[1], 'status', 'processing', 'started_at', ARGV[1], 'worker_id', ARGV[2])
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-local f = redis.call('HMGET', KEYS[1], 'circuit', 'shots', 'created_at', 'seed', 'memory')
-return {'processing', f[1], f[2], f[3], attempts, f[4] or '', f[5] or ''}
+local f = redis.call('HMGET', KEYS[1], 'circuit', 'shots', 'created_at', 'seed', 'memory', 'owner')
+return {'processing', f[1], f[2], f[3], attempts, f[4] or '', f[5] or '', f[6] or ''}
 """
 )
 
@@ -70,9 +70,39 @@ if terminal(s) then return s end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 3))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('PUBLISH', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], redis.call('HGET', KEYS[1], 'id'))
 return 'ok'
 """
 )
+
+# Token bucket. KEYS: bucket. ARGV: rate/s, burst, cost. Returns 0, or seconds to wait.
+_TAKE_TOKENS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(b[1]) or burst
+local at = tonumber(b[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local wait = 0
+if tokens >= cost then tokens = tokens - cost else wait = math.ceil((cost - tokens) / rate) end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
+return wait
+"""
+
+# In-flight cap. KEYS: the tenant's set of unfinished task ids. ARGV: cap, stale
+# seconds, task ids... Returns -1 if admitted (ids added), else the current count.
+_ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+local count = redis.call('ZCARD', KEYS[1])
+if count + #ARGV - 2 > tonumber(ARGV[1]) then return count end
+for i = 3, #ARGV do redis.call('ZADD', KEYS[1], now, ARGV[i]) end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return -1
+"""
 
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
@@ -88,6 +118,7 @@ class StartedTask:
     attempts: int
     seed: int | None = None
     memory: bool = False
+    owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +156,8 @@ class Store:
         self._create = self._redis.register_script(_CREATE)
         self._start = self._redis.register_script(_START)
         self._finish = self._redis.register_script(_FINISH)
+        self._take_tokens = self._redis.register_script(_TAKE_TOKENS)
+        self._admit = self._redis.register_script(_ADMIT)
         self._waiters: dict[str, set[asyncio.Future[str]]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._pubsub: PubSub | None = None
@@ -291,6 +324,7 @@ class Store:
             attempts=int(reply[4]),
             seed=int(reply[5]) if reply[5] else None,
             memory=reply[6] == "1",
+            owner=str(reply[7]) or None,
         )
         return StartOutcome(task=task, status=status)
 
@@ -311,25 +345,53 @@ class Store:
             **details,
         )
 
-    async def cancel(self, task_id: str) -> str:
+    async def cancel(self, task_id: str, owner: str | None = None) -> str:
         """Mark a task cancelled unless it is final. Returns 'ok', 'missing' or its status.
 
         A running task's eventual result is then discarded by the finish script.
         """
-        return await self._finish_task(task_id, TaskStatus.CANCELLED, error="cancelled by request")
+        return await self._finish_task(
+            task_id, TaskStatus.CANCELLED, owner=owner, error="cancelled by request"
+        )
 
     async def fail(self, task_id: str, reason: str, **details: Any) -> str:
         """Record a failure with its reason. Returns 'ok', or the status already final."""
         return await self._finish_task(task_id, TaskStatus.FAILED, error=reason, **details)
 
-    async def _finish_task(self, task_id: str, status: TaskStatus, **fields: Any) -> str:
+    async def _finish_task(
+        self, task_id: str, status: TaskStatus, owner: str | None = None, **fields: Any
+    ) -> str:
         args: list[Any] = [status.value, self._ttl, "completed_at", utcnow().isoformat()]
         for key, value in fields.items():
             if value is not None:
                 args += [key, value]
-        keys = [constants.task_key(task_id), constants.task_done_channel(task_id)]
+        keys = [
+            constants.task_key(task_id),
+            constants.task_done_channel(task_id),
+            constants.inflight_key(owner or "-"),
+        ]
         async with self._guard():
             return str(await self._finish(keys=keys, args=args))
+
+    async def take_tokens(self, tenant: str, rate: float, burst: int, cost: int) -> None:
+        """Spend ``cost`` from the tenant's token bucket, or raise RateLimited."""
+        async with self._guard():
+            wait = await self._take_tokens(
+                keys=[constants.rate_key(tenant)], args=[rate, burst, min(cost, burst)]
+            )
+        if int(wait) > 0:
+            raise RateLimited(f"rate limit of {rate:g} requests/s exceeded", int(wait))
+
+    async def admit(self, tenant: str, task_ids: list[str], cap: int, stale_seconds: int) -> None:
+        """Count tasks against the tenant's in-flight cap, or raise RateLimited."""
+        async with self._guard():
+            count = await self._admit(
+                keys=[constants.inflight_key(tenant)], args=[cap, stale_seconds, *task_ids]
+            )
+        if int(count) >= 0:
+            raise RateLimited(
+                f"{count} tasks in flight; at most {cap} may be pending or processing", 5
+            )
 
     async def heartbeat(self, worker_id: str, ttl_seconds: int, info: str) -> None:
         async with self._guard():
@@ -368,6 +430,7 @@ def _view(raw: Mapping[str, str]) -> TaskView:
         worker_id=opt("worker_id"),
         attempts=int(raw.get("attempts") or 0),
         seed=_int(opt("seed")),
+        owner=opt("owner"),
         memory=json.loads(shot_memory) if (shot_memory := opt("shot_memory")) else None,
         quantum_circuit=opt("circuit"),
     )

@@ -102,14 +102,24 @@ async def _ensure_queue(bus: Bus) -> None:
 
 
 async def _record_and_queue(
-    accepted: list[Accepted], store: Store, bus: Bus, task_ids: list[str] | None = None
+    accepted: list[Accepted],
+    settings: Settings,
+    store: Store,
+    bus: Bus,
+    owner: str | None,
+    task_ids: list[str] | None = None,
 ) -> list[str]:
     """Create every task as `pending`, then publish every id; all or nothing.
 
     If any publish fails, every record is removed and the caller gets 503: nothing is
-    left `pending` that was never queued.
+    left `pending` that was never queued. With an owner (auth on), the tasks first
+    count against the owner's in-flight cap (429 when full).
     """
     task_ids = task_ids or [str(uuid.uuid4()) for _ in accepted]
+    if owner is not None:
+        limits = settings.limits
+        stale = int(limits.max_execution_seconds * (settings.worker.max_attempts + 1)) + 3600
+        await store.admit(owner, task_ids, settings.auth.max_in_flight, stale)
     await asyncio.gather(
         *(
             store.create(
@@ -120,6 +130,7 @@ async def _record_and_queue(
                 depth=a.parsed.depth,
                 seed=a.request.seed,
                 memory="1" if a.request.memory else None,
+                owner=owner,
             )
             for task_id, a in zip(task_ids, accepted, strict=True)
         )
@@ -145,6 +156,7 @@ async def submit(
     store: Store,
     bus: Bus,
     idempotency_key: str | None = None,
+    owner: str | None = None,
 ) -> SubmitResponse:
     """Validate, record as `pending`, queue.
 
@@ -157,7 +169,8 @@ async def submit(
     claim_id = str(uuid.uuid4())
     if idempotency_key is not None:
         request = accepted.request
-        digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+        # Keys are per tenant: two tenants may pick the same key.
+        digest = hashlib.sha256(f"{owner or ''}\n{idempotency_key}".encode()).hexdigest()
         body_hash = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
         window = settings.redis.idempotency_window_seconds
         first = await store.claim_idempotency(digest, claim_id, body_hash, window)
@@ -168,7 +181,7 @@ async def submit(
             return SubmitResponse(task_id=first[0], replayed=True)
     try:
         ids = [claim_id] if digest is not None else None
-        (task_id,) = await _record_and_queue([accepted], store, bus, ids)
+        (task_id,) = await _record_and_queue([accepted], settings, store, bus, owner, ids)
     except DependencyUnavailable:
         if digest is not None:
             await _forget(store.release_idempotency(digest), "")
@@ -184,7 +197,9 @@ async def submit(
     return SubmitResponse(task_id=task_id)
 
 
-async def submit_batch(body: object, settings: Settings, store: Store, bus: Bus) -> BatchResponse:
+async def submit_batch(
+    body: object, settings: Settings, store: Store, bus: Bus, owner: str | None = None
+) -> BatchResponse:
     """Validate every task first (an error names its index), then queue them all."""
     batch = _model(BatchRequest, body)
     if len(batch.tasks) > settings.limits.max_batch_tasks:
@@ -202,7 +217,7 @@ async def submit_batch(body: object, settings: Settings, store: Store, bus: Bus)
         except RequestError as exc:
             raise InvalidRequest(f"tasks[{index}]: {exc.message}") from None
     await _ensure_queue(bus)
-    task_ids = await _record_and_queue(accepted, store, bus)
+    task_ids = await _record_and_queue(accepted, settings, store, bus, owner)
     batch_id = str(uuid.uuid4())
     await store.create_batch(batch_id, task_ids)
     log.info("batch accepted", extra={"batch_id": batch_id, "tasks": len(task_ids)})
@@ -223,27 +238,42 @@ def _check_id(task_id: str, what: str = "Task") -> None:
         raise TaskNotFound(what) from None
 
 
-async def get(store: Store, task_id: str, wait_seconds: float = 0.0) -> TaskView:
+def _visible(view: TaskView, owner: str | None) -> TaskView:
+    """Another tenant's task is reported exactly like a missing one (404, not 403)."""
+    if owner is not None and view.owner != owner:
+        raise TaskNotFound()
+    return view
+
+
+async def get(
+    store: Store, task_id: str, wait_seconds: float = 0.0, owner: str | None = None
+) -> TaskView:
     """The task as stored; with ``wait_seconds``, the first terminal state within that time."""
     _check_id(task_id)
     if wait_seconds > 0:
-        return await store.wait(task_id, wait_seconds)
-    return await store.get(task_id)
+        if owner is not None:  # do not wait on (and so reveal) another tenant's task
+            _visible(await store.get(task_id), owner)
+        return _visible(await store.wait(task_id, wait_seconds), owner)
+    return _visible(await store.get(task_id), owner)
 
 
-async def get_batch(store: Store, batch_id: str) -> list[TaskView]:
+async def get_batch(store: Store, batch_id: str, owner: str | None = None) -> list[TaskView]:
     _check_id(batch_id, "Batch")
-    return await store.get_batch(batch_id)
+    views = await store.get_batch(batch_id)
+    if owner is not None and any(v.owner != owner for v in views):
+        raise TaskNotFound("Batch")
+    return views
 
 
-async def cancel(store: Store, bus: Bus, task_id: str) -> TaskView:
+async def cancel(store: Store, bus: Bus, task_id: str, owner: str | None = None) -> TaskView:
     """Cancel a pending or running task; 409 if it already finished.
 
     A pending task never runs. A running one is stopped if its worker can stop it
     (process executor); otherwise it runs on and its result is discarded.
     """
     _check_id(task_id)
-    outcome = await store.cancel(task_id)
+    _visible(await store.get(task_id), owner)
+    outcome = await store.cancel(task_id, owner)
     if outcome == "missing":
         raise TaskNotFound()
     if outcome != "ok":

@@ -2,90 +2,24 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
-from tests.conftest import BELL, REPO, free_port, wait_port
+from tests.conftest import BELL
+from tests.e2e.system import System, running_system
 
 pytestmark = pytest.mark.e2e
 
 
-def consecutive_free_ports(count: int) -> int:
-    for _ in range(100):
-        base = free_port()
-        if base + count < 65535 and all(_free(base + i) for i in range(count)):
-            return base
-    raise RuntimeError("no run of free ports")
-
-
-def _free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
-
-
-@dataclass
-class System:
-    proc: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def tree(self) -> list[psutil.Process]:
-        return psutil.Process(self.proc.pid).children(recursive=True)
-
-    def workers(self) -> list[psutil.Process]:
-        found = []
-        for proc in self.tree():
-            try:
-                if proc.status() != psutil.STATUS_ZOMBIE and "qmill-worker" in " ".join(
-                    proc.cmdline()
-                ):
-                    found.append(proc)
-            except psutil.Error:
-                continue  # exited while we looked
-        return found
-
-
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    tmp = tmp_path_factory.mktemp("system")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QMILL_")}
-    env.update(
-        QMILL_SERVER__PORT=str(port),
-        QMILL_NATS__URL=f"nats://127.0.0.1:{free_port()}",
-        QMILL_REDIS__URL=f"redis://127.0.0.1:{free_port()}",
-        QMILL_EMBEDDED__DATA_DIR=str(tmp / "data"),
-        QMILL_EMBEDDED__FUNCTIONS_BASE_PORT=str(consecutive_free_ports(3)),
-        QMILL_WORKER__PROCESSES="2",
-        QMILL_LOG__FORMAT="text",
-    )
-    log = tmp / "qmill-up.log"
-    qmill = str(Path(sys.executable).parent / "qmill")
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [qmill, "up"], env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        wait_port(port, timeout=90)
-        yield System(proc, f"http://127.0.0.1:{port}", log)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            for child in psutil.Process(proc.pid).children(recursive=True):
-                child.kill()
-            proc.wait()
+    with running_system(tmp_path_factory.mktemp("system")) as running:
+        yield running
 
 
 def poll(client: httpx.Client, task_id: str, timeout: float = 60) -> dict[str, object]:

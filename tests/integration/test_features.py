@@ -7,7 +7,7 @@ import pytest
 from qmill import tasks
 from qmill.bus import Bus
 from qmill.config import Settings
-from qmill.errors import InvalidCircuit, TaskConflict, TaskNotFound
+from qmill.errors import InvalidCircuit, RateLimited, TaskConflict, TaskNotFound
 from qmill.models import TaskStatus
 from qmill.store import Store
 from tests.conftest import BELL, Processes
@@ -116,3 +116,20 @@ async def test_hundred_qubit_ghz_runs_on_the_stabilizer_method(
     view = await until(store, task_id, TaskStatus.COMPLETED, 60)
     assert view.method == "stabilizer" and view.qubits == 100
     assert set(view.result or {}) <= {"0" * 100, "1" * 100}
+
+
+async def test_in_flight_cap_per_tenant(settings: Settings, store: Store, bus: Bus) -> None:
+    capped = settings.model_copy(
+        update={"auth": settings.auth.model_copy(update={"max_in_flight": 2})}
+    )
+    body = {"quantum_circuit": BELL}
+    first = await tasks.submit(body, capped, store, bus, owner="tenant-a")
+    await tasks.submit(body, capped, store, bus, owner="tenant-a")
+    with pytest.raises(RateLimited) as info:
+        await tasks.submit(body, capped, store, bus, owner="tenant-a")
+    assert "at most 2" in info.value.message
+    await tasks.submit(body, capped, store, bus, owner="tenant-b")  # other tenants unaffected
+    await tasks.cancel(store, bus, first.task_id, owner="tenant-a")  # finishing frees a slot
+    await tasks.submit(body, capped, store, bus, owner="tenant-a")
+    with pytest.raises(TaskNotFound):
+        await tasks.get(store, first.task_id, owner="tenant-b")

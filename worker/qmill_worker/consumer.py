@@ -242,6 +242,7 @@ class Worker:
             log.info("task already %s; acking", outcome.status, extra=ctx)
             await self._ack(msg, ctx)
             return
+        ctx["owner"] = outcome.task.owner
         if delivered > max_attempts:
             reason = (
                 f"gave up after {max_attempts} attempts: every worker that ran this task "
@@ -289,7 +290,11 @@ class Worker:
         error: str | None = None,
         queue_seconds: float | None = None,
     ) -> None:
-        details = {"worker_id": self.worker_id, "queue_seconds": queue_seconds}
+        details = {
+            "worker_id": self.worker_id,
+            "queue_seconds": queue_seconds,
+            "owner": ctx.get("owner"),
+        }
         try:
             if result is not None:
                 status = await self.store.complete(
