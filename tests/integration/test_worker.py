@@ -32,6 +32,15 @@ def slow_circuit() -> str:
     return str(qasm3.dumps(random_circuit(21, 20, measure=True, seed=7)))
 
 
+@cache
+def runaway_circuit() -> str:
+    """A 23-qubit random circuit: well over a minute of single-threaded simulation."""
+    from qiskit import qasm3
+    from qiskit.circuit.random import random_circuit
+
+    return str(qasm3.dumps(random_circuit(23, 60, measure=True, seed=11)))
+
+
 async def submit(
     settings: Settings, store: Store, bus: Bus, circuit: str = BELL, shots: int = 1024
 ) -> str:
@@ -181,11 +190,12 @@ async def test_heartbeat_file_drives_the_health_check(
 async def test_sigterm_lets_a_running_task_finish_then_exits_zero(
     settings: Settings, store: Store, bus: Bus, procs: Processes, executor: str
 ) -> None:
-    worker = procs.worker(QMILL_WORKER__EXECUTOR=executor)
+    # A grace period that comfortably covers the run, even on a loaded machine.
+    worker = procs.worker(QMILL_WORKER__EXECUTOR=executor, QMILL_WORKER__GRACE_PERIOD_SECONDS="90")
     task_id = await submit(settings, store, bus, slow_circuit(), shots=10)
     await until(store, task_id, TaskStatus.PROCESSING, 60)
     worker.send_signal(signal.SIGTERM)
-    assert await asyncio.to_thread(worker.wait, 60) == 0
+    assert await asyncio.to_thread(worker.wait, 120) == 0
     view = await store.get(task_id)
     assert view.status == TaskStatus.COMPLETED and view.attempts == 1
 
@@ -193,8 +203,8 @@ async def test_sigterm_lets_a_running_task_finish_then_exits_zero(
 async def test_runaway_simulation_is_stopped_and_the_worker_goes_on(
     settings: Settings, store: Store, bus: Bus, procs: Processes
 ) -> None:
-    procs.worker(QMILL_LIMITS__MAX_EXECUTION_SECONDS="0.5")
-    runaway = await submit(settings, store, bus, slow_circuit(), shots=10)
+    procs.worker(QMILL_LIMITS__MAX_EXECUTION_SECONDS="2")
+    runaway = await submit(settings, store, bus, runaway_circuit(), shots=10)
     view = await until(store, runaway, TaskStatus.FAILED, 60)
     assert view.error is not None and view.error.startswith("timeout")
     assert view.attempts == 1  # a timeout is final, not retried
