@@ -22,4 +22,4 @@ def _resolve(path: str) -> str | None:
 
 @functions_framework.aio.http
 async def health(request: Request) -> Response:
-    return await serve(request, {"health": {"GET": _get}}, _resolve)
+    return await serve(request, {"health": {"GET": _get}}, _resolve, function="health")

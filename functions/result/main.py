@@ -64,5 +64,8 @@ def _resolve(path: str) -> str | None:
 @functions_framework.aio.http
 async def result(request: Request) -> Response:
     return await serve(
-        request, {"task": {"GET": _get, "DELETE": _delete}, "batch": {"GET": _get_batch}}, _resolve
+        request,
+        {"task": {"GET": _get, "DELETE": _delete}, "batch": {"GET": _get_batch}},
+        _resolve,
+        function="result",
     )

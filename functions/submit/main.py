@@ -6,7 +6,7 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from qmill import connections, constants, tasks
+from qmill import connections, constants, metrics, tasks
 from qmill.http import read_json, serve
 
 
@@ -22,6 +22,8 @@ async def _post_task(request: Request) -> Response:
         idempotency_key=request.headers.get(constants.IDEMPOTENCY_HEADER),
         owner=owner,
     )
+    if not accepted.replayed:
+        metrics.TASKS_ACCEPTED.labels("submit").inc()
     headers = {"Idempotent-Replayed": "true"} if accepted.replayed else None
     return JSONResponse(accepted.model_dump(mode="json"), status_code=201, headers=headers)
 
@@ -33,6 +35,7 @@ async def _post_batch(request: Request) -> Response:
     batch = await tasks.submit_batch(
         body, settings, connections.store(), connections.bus(), owner=owner
     )
+    metrics.TASKS_ACCEPTED.labels("submit").inc(len(batch.task_ids))
     return JSONResponse(batch.model_dump(mode="json"), status_code=201)
 
 
@@ -45,5 +48,8 @@ def _resolve(path: str) -> str | None:
 @functions_framework.aio.http
 async def submit(request: Request) -> Response:
     return await serve(
-        request, {"tasks": {"POST": _post_task}, "batches": {"POST": _post_batch}}, _resolve
+        request,
+        {"tasks": {"POST": _post_task}, "batches": {"POST": _post_batch}},
+        _resolve,
+        function="submit",
     )

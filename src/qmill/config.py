@@ -103,6 +103,9 @@ class WorkerSettings(_Section):
     # Liveness file the worker touches every few seconds while its event loop runs;
     # `qmill-worker --check` (compose and Kubernetes health checks) tests its age. "" = off.
     heartbeat_file: str = ""
+    # Prometheus metrics on this port (all interfaces); 0 = off. Several workers on one
+    # host (`make run` with processes > 1) need distinct ports: worker i uses port + i.
+    metrics_port: int = Field(0, ge=0, le=65535)
 
     @property
     def concurrency(self) -> int:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qmill import constants
-from qmill.config import Settings, is_local_url, url_port
+from qmill.config import Settings, env_name, is_local_url, url_port
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,12 @@ def services(settings: Settings) -> list[Service]:
         result.append(Service(name, function_command(name, port, functions_dir()), port))
     grace = settings.worker.grace_period_seconds + STOP_TIMEOUT_SECONDS
     for index in range(settings.worker.processes):
-        result.append(Service(f"worker-{index + 1}", [binary("qmill-worker")], stop_timeout=grace))
+        env = {}
+        if settings.worker.metrics_port:  # one port per worker process on this host
+            env[env_name("worker", "metrics_port")] = str(settings.worker.metrics_port + index)
+        result.append(
+            Service(f"worker-{index + 1}", [binary("qmill-worker")], env=env, stop_timeout=grace)
+        )
     gateway = [binary("qmill-gateway")]
     for name, url in upstreams.items():
         gateway += [f"--{name}-url", url]

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from qmill import metrics
 from qmill.errors import (
     DependencyUnavailable,
     InvalidRequest,
@@ -60,12 +62,29 @@ async def serve(
     request: Request,
     resources: Mapping[str, Mapping[str, Handler]],
     resolve: Callable[[str], str | None],
+    *,
+    function: str,
 ) -> Response:
-    """Dispatch a request to ``resources[resolve(path)][method]``.
+    """Dispatch a request to ``resources[resolve(path)][method]``, counted and timed.
 
     A path the function does not own is a 404, a known path with another verb a 405,
-    and every error is mapped here, in one place.
+    and every error is mapped here, in one place. ``GET /metrics`` is answered by every
+    function, for Prometheus to scrape each instance.
     """
+    if request.url.path == metrics.METRICS_PATH and request.method == "GET":
+        return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)
+    started = time.perf_counter()
+    response = await _dispatch(request, resources, resolve)
+    metrics.REQUEST_SECONDS.labels(function).observe(time.perf_counter() - started)
+    metrics.REQUESTS.labels(function, request.method, str(response.status_code)).inc()
+    return response
+
+
+async def _dispatch(
+    request: Request,
+    resources: Mapping[str, Mapping[str, Handler]],
+    resolve: Callable[[str], str | None],
+) -> Response:
     resource = resolve(request.url.path)
     if resource is None:
         return not_found()

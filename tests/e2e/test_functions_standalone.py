@@ -47,6 +47,12 @@ async def test_each_function_serves_its_route(procs: Processes, store: Store, bu
         task_id = created.json()["task_id"]
         got = await client.get(f"{result}/tasks/{task_id}")
         assert got.status_code == 200 and got.json()["status"] == "pending"
+        # Each function exposes its own Prometheus metrics.
+        scraped = (await client.get(f"{submit}/metrics")).text
+        assert 'qmill_tasks_accepted_total{function="submit"} 1.0' in scraped
+        assert 'qmill_http_requests_total{function="submit",method="POST",status="201"}' in (
+            scraped
+        )
         # A function answers only for its own route.
         assert (await client.get(f"{submit}/tasks")).status_code == 405
         assert (await client.post(f"{health}/tasks", json={})).status_code == 404

@@ -254,3 +254,19 @@ async def test_idempotency_key_returns_the_same_task_and_runs_it_once(
     procs.worker()
     view = await until(store, first.task_id, TaskStatus.COMPLETED, 60)
     assert view.attempts == 1
+
+
+async def test_worker_metrics(settings: Settings, store: Store, bus: Bus, procs: Processes) -> None:
+    import httpx
+
+    from tests.conftest import free_port, wait_port
+
+    port = free_port()
+    procs.worker(QMILL_WORKER__METRICS_PORT=str(port))
+    await asyncio.to_thread(wait_port, port, 60)
+    task_id = await submit(settings, store, bus)
+    await until(store, task_id, TaskStatus.COMPLETED, 60)
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    assert "qmill_tasks_completed_total{worker=" in text
+    assert "qmill_task_execution_seconds_count{worker=" in text

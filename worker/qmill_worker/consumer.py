@@ -21,6 +21,7 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
+from qmill import metrics
 from qmill.bus import Bus
 from qmill.config import Settings
 from qmill.errors import DependencyUnavailable, SimulationError
@@ -275,6 +276,7 @@ class Worker:
         except SimulationError as exc:
             if exc.retryable and not last_attempt:
                 log.warning("attempt failed; will retry", extra={**ctx, "error": exc.message})
+                metrics.TASKS_RETRIED.labels(self.worker_id, "crashed").inc()
                 await msg.nak(delay=1.0)
                 return
             await self._finish(msg, ctx, error=exc.message, queue_seconds=queue_seconds)
@@ -315,6 +317,7 @@ class Worker:
             with contextlib.suppress(*_NATS_FAILURES):
                 await msg.nak(delay=2.0)
             return
+        self._count(result, error, queue_seconds, status)
         if status == "ok":
             log.info(
                 "task %s",
@@ -324,6 +327,20 @@ class Worker:
         else:
             log.info("task was already %s; outcome discarded", status, extra=ctx)
         await self._ack(msg, ctx)
+
+    def _count(
+        self, result: SimResult | None, error: str | None, queue_seconds: float | None, status: str
+    ) -> None:
+        if status != "ok":
+            return
+        wid = self.worker_id
+        if queue_seconds is not None:
+            metrics.QUEUE_SECONDS.labels(wid).observe(queue_seconds)
+        if result is not None:
+            metrics.TASKS_COMPLETED.labels(wid).inc()
+            metrics.EXECUTION_SECONDS.labels(wid).observe(result.execution_seconds)
+        else:
+            metrics.TASKS_FAILED.labels(wid, metrics.failure_reason(error or "")).inc()
 
     async def _ack(self, msg: Msg, ctx: dict[str, Any]) -> None:
         try:
@@ -356,6 +373,9 @@ class Worker:
             if path is not None:
                 with contextlib.suppress(OSError):
                     path.touch()
+            metrics.TASKS_IN_FLIGHT.labels(self.worker_id).set(len(self._running))
+            with contextlib.suppress(DependencyUnavailable, *_NATS_FAILURES):
+                metrics.QUEUE_DEPTH.labels(self.worker_id).set(await self.bus.pending())
             info = json.dumps(
                 {
                     "running": len(self._running),

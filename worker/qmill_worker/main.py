@@ -89,6 +89,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.check:
         raise SystemExit(check(settings.worker.heartbeat_file))
     setup_logging(settings.log, service="worker")
+    if settings.worker.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker.metrics_port)
     asyncio.run(serve(args.worker_id or default_worker_id()))
 
 
