@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import uvloop
+
 from qmill.bus import Bus
 from qmill.config import get_settings
 from qmill.errors import ConfigError
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         from prometheus_client import start_http_server
 
         start_http_server(settings.worker.metrics_port)
-    asyncio.run(serve(args.worker_id or default_worker_id()))
+    uvloop.run(serve(args.worker_id or default_worker_id()))
 
 
 if __name__ == "__main__":
