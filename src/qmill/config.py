@@ -132,6 +132,9 @@ class LimitsSettings(_Section):
     # Checked before parsing (a ';' count), so a huge program is refused without the
     # cost of parsing it.
     max_statements: int = Field(50_000, ge=1)
+    # The reference parser needs seconds for one 100 KB expression; nobody writes one.
+    max_statement_chars: int = Field(4_000, ge=100)
+    max_nesting: int = Field(64, ge=1)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_batch_tasks: int = Field(1000, ge=1)
     # A simulation that runs longer is stopped (process executor) and fails with `timeout`.
