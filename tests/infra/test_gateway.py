@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import crossplane  # type: ignore[import-untyped]
+import gunicorn.config  # type: ignore[import-untyped]
 import pytest
 
 from qmill import constants, gateway, http
@@ -188,6 +189,10 @@ def test_upstreams_are_the_function_containers(
         assert (host, port) == (name, str(exposed))
         # Re-resolved while nginx runs, so a recreated container is found again.
         assert "resolve" in server[1:] and find(block, "zone")
+        # An idle connection is dropped by nginx before the function drops it: its uvicorn
+        # workers close idle connections after gunicorn's keepalive.
+        idle = seconds(one(block, "keepalive_timeout")["args"][0])
+        assert idle < gunicorn.config.Keepalive.default
     assert one(http_block, "resolver")["args"][0] == "127.0.0.11"
 
 
