@@ -10,6 +10,7 @@ see every knob by reading it.
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -20,6 +21,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -273,8 +275,27 @@ def load_settings() -> Settings:
             where = f"[{keys[0]}] {'.'.join(keys[1:])}" if len(keys) > 1 else ".".join(keys)
             problems.append(f"{where} (env {env_name(*keys)}): {err['msg']}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+    except SettingsError as exc:  # an env value that should be JSON (a list) is not
+        raise ConfigError(f"invalid configuration: {_json_settings_hint(str(exc))}") from None
     except ValueError as exc:  # a malformed TOML file
         raise ConfigError(f"invalid configuration file: {exc}") from None
+
+
+def _json_settings_hint(message: str) -> str:
+    """pydantic-settings names only the section; name the JSON-valued keys in it."""
+    match = re.search(r'field "(\w+)"', message)
+    section = match.group(1) if match else ""
+    info = Settings.model_fields.get(section)
+    model = info.annotation if info else None
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return message
+    keys = [
+        key
+        for key, field in model.model_fields.items()
+        if getattr(field.annotation, "__origin__", None) in (list, dict)
+    ]
+    where = ", ".join(f"[{section}] {key} (env {env_name(section, key)})" for key in keys)
+    return f'{where}: the value must be JSON, for example ["..."] ({message})'
 
 
 @lru_cache(maxsize=1)
