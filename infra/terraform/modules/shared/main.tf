@@ -17,9 +17,6 @@ locals {
   # (0 would divide os.cpu_count(), which counts the node's cores, not the container's).
   aer_threads = max(1, floor(local.worker_cpu / local.worker_concurrency))
 
-  # Longer than the worker's own grace period: time to release unfinished tasks and close.
-  termination_grace_period_seconds = ceil(var.worker_grace_period_seconds) + 15
-
   tasks_per_replica = coalesce(var.worker_tasks_per_replica, local.worker_concurrency)
 
   # One path per (path, function), in route order: what an Ingress or URL map routes.
@@ -54,7 +51,7 @@ locals {
   worker_env = merge(local.common_env, {
     QMILL_WORKER__MAX_CONCURRENT_TASKS = tostring(local.worker_concurrency)
     QMILL_WORKER__AER_THREADS          = tostring(local.aer_threads)
-    QMILL_WORKER__GRACE_PERIOD_SECONDS = tostring(var.worker_grace_period_seconds)
+    QMILL_WORKER__GRACE_PERIOD_SECONDS = tostring(local.worker_grace_period_seconds)
     QMILL_WORKER__HEARTBEAT_FILE       = local.worker_heartbeat_file
   })
 }

@@ -31,6 +31,16 @@ output "worker_memory_bytes" {
 output "worker_memory_mib" {
   description = "The worker container's memory request and limit, in MiB."
   value       = local.worker_memory_mib
+
+  precondition {
+    condition     = var.platform_max_memory_mib == null || local.worker_memory_mib <= coalesce(var.platform_max_memory_mib, 0)
+    error_message = "A worker needs ${local.worker_memory_mib} MiB (worker_max_concurrent_tasks x 16 x 2^max_qubits bytes plus overhead), more than the platform's ${coalesce(var.platform_max_memory_mib, 0)} MiB: lower max_qubits or worker_max_concurrent_tasks."
+  }
+}
+
+output "worker_grace_period_seconds" {
+  description = "[worker] grace_period_seconds the worker gets (capped below the platform's stop timeout)."
+  value       = local.worker_grace_period_seconds
 }
 
 output "worker_cpu" {
