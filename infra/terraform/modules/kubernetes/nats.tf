@@ -1,15 +1,7 @@
 # NATS from the official chart: a JetStream cluster with file storage on persistent
 # volumes and the monitoring port KEDA's nats-jetstream scaler reads.
-resource "helm_release" "nats" {
-  name       = local.nats_name
-  namespace  = local.namespace
-  repository = "https://nats-io.github.io/k8s/helm/charts/"
-  chart      = "nats"
-  version    = var.nats_chart_version
-  wait       = true
-  timeout    = 600
-
-  values = [yamlencode({
+locals {
+  nats_values = {
     fullnameOverride = local.nats_name
     config = {
       cluster = {
@@ -56,5 +48,16 @@ resource "helm_release" "nats" {
     }
     podDisruptionBudget = { enabled = true }
     natsBox             = { enabled = false }
-  })]
+  }
+}
+
+resource "helm_release" "nats" {
+  name       = local.nats_name
+  namespace  = local.namespace
+  repository = "https://nats-io.github.io/k8s/helm/charts/"
+  chart      = "nats"
+  version    = var.nats_chart_version
+  wait       = true
+  timeout    = 600
+  values     = [yamlencode(local.nats_values)]
 }

@@ -13,16 +13,8 @@ resource "kubernetes_secret_v1" "valkey_users" {
   }
 }
 
-resource "helm_release" "valkey" {
-  name       = local.redis_name
-  namespace  = local.namespace
-  repository = "https://valkey.io/valkey-helm/"
-  chart      = "valkey"
-  version    = var.valkey_chart_version
-  wait       = true
-  timeout    = 600
-
-  values = [yamlencode({
+locals {
+  valkey_values = {
     fullnameOverride = local.redis_name
     image            = { tag = var.valkey_image_tag }
     service          = { port = local.redis_port }
@@ -38,14 +30,21 @@ resource "helm_release" "valkey" {
       }
     }
     # Append-only persistence: every write is logged and fsynced once a second.
-    valkeyConfig = <<-CONF
-      appendonly yes
-      appendfsync everysec
-      save 900 1
-    CONF
+    valkeyConfig = "appendonly yes\nappendfsync everysec\nsave 900 1\n"
     resources = {
       requests = { cpu = "250m", memory = var.redis_memory }
       limits   = { memory = var.redis_memory }
     }
-  })]
+  }
+}
+
+resource "helm_release" "valkey" {
+  name       = local.redis_name
+  namespace  = local.namespace
+  repository = "https://valkey.io/valkey-helm/"
+  chart      = "valkey"
+  version    = var.valkey_chart_version
+  wait       = true
+  timeout    = 600
+  values     = [yamlencode(local.valkey_values)]
 }
