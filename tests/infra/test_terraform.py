@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from qmill import bus, constants, gateway
 from qmill.config import (
@@ -178,7 +179,7 @@ def test_platform_memory_bound_refuses_a_worker_that_does_not_fit(shared: Shared
     ],
 )
 def test_variable_upper_bounds_follow_settings(
-    shared: SharedModule, variable: str, model: type, field: str
+    shared: SharedModule, variable: str, model: type[BaseModel], field: str
 ) -> None:
     uppers = [m.le for m in model.model_fields[field].metadata if hasattr(m, "le")]
     assert len(uppers) == 1, model.model_fields[field].metadata
