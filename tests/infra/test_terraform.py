@@ -70,10 +70,20 @@ def target(request: pytest.FixtureRequest) -> Module:
     return module(name)
 
 
-def settings_for(concurrency: int, qubits: int) -> Settings:
+def settings_for(concurrency: int, qubits: int, budget_mb: int) -> Settings:
     return Settings(
-        worker=WorkerSettings(max_concurrent_tasks=concurrency),
+        worker=WorkerSettings(max_concurrent_tasks=concurrency, memory_budget_mb=budget_mb),
         limits=LimitsSettings(max_qubits=qubits),
+    )
+
+
+def worker_settings(outputs: dict[str, Any]) -> Settings:
+    """The Settings a worker container gets from the shared module's environment."""
+    env = outputs["worker_env"]
+    return settings_for(
+        int(env["QMILL_WORKER__MAX_CONCURRENT_TASKS"]),
+        int(env["QMILL_LIMITS__MAX_QUBITS"]),
+        int(env["QMILL_WORKER__MEMORY_BUDGET_MB"]),
     )
 
 
@@ -130,21 +140,23 @@ def test_worker_memory_is_settings_worker_memory_bytes(
     shared: SharedModule, concurrency: int, qubits: int
 ) -> None:
     out = shared.outputs(worker_max_concurrent_tasks=concurrency, max_qubits=qubits)
-    need = settings_for(concurrency, qubits).worker_memory_bytes
-    assert out["worker_memory_bytes"] == need
-    assert out["worker_memory_mib"] * 1024 * 1024 >= need
-    env = out["worker_env"]
-    assert env["QMILL_WORKER__MAX_CONCURRENT_TASKS"] == str(concurrency)
-    assert env["QMILL_LIMITS__MAX_QUBITS"] == str(qubits)
+    settings = worker_settings(out)
+    assert settings.worker.concurrency == concurrency
+    assert settings.limits.max_qubits == qubits
+    # The budget holds every slot at full width, so the widest circuit is accepted ...
+    assert settings.memory_budget_bytes >= concurrency * 16 * 2**qubits
+    assert settings.statevector_qubit_limit == qubits
+    # ... and the container's limit covers what the code says that worker needs.
+    assert out["worker_memory_bytes"] == settings.worker_memory_bytes
+    assert out["worker_memory_mib"] * 1024 * 1024 >= settings.worker_memory_bytes
     assert out["function_env"]["QMILL_LIMITS__MAX_QUBITS"] == str(qubits)
 
 
 def test_default_worker_memory_fits_default_settings(defaults: dict[str, Any]) -> None:
-    env = defaults["worker_env"]
-    settings = settings_for(
-        int(env["QMILL_WORKER__MAX_CONCURRENT_TASKS"]), int(env["QMILL_LIMITS__MAX_QUBITS"])
-    )
+    settings = worker_settings(defaults)
     assert defaults["worker_memory_mib"] * 2**20 >= settings.worker_memory_bytes
+    # The default budget is the code's default for the default sizes.
+    assert settings.worker.memory_budget_mb == WorkerSettings().memory_budget_mb
 
 
 @pytest.mark.parametrize("grace", [0, 20, 45.5])
@@ -163,7 +175,7 @@ def test_platform_stop_timeout_caps_the_workers_grace(shared: SharedModule) -> N
 
 
 def test_platform_memory_bound_refuses_a_worker_that_does_not_fit(shared: SharedModule) -> None:
-    fits = settings_for(2, 30).worker_memory_bytes <= 32768 * 2**20
+    fits = settings_for(2, 30, 2 * 16 * 2**30 // 2**20).worker_memory_bytes <= 32768 * 2**20
     done = shared.plan(platform_max_memory_mib=32768, max_qubits=30)
     assert (done.returncode == 0) == fits
     assert shared.plan(platform_max_memory_mib=32768, max_qubits=26).returncode == 0
@@ -203,6 +215,12 @@ def test_extra_env_accepts_only_settings_the_code_reads(shared: SharedModule) ->
     assert unknown.returncode != 0 and "QMILL_WORKER__NO_SUCH_KEY" in unknown.stderr
     secret = shared.plan(extra_env={"QMILL_REDIS__URL": "redis://x"})
     assert secret.returncode != 0
+
+
+def test_auth_needs_a_key_hash(shared: SharedModule) -> None:
+    assert shared.plan(api_key_hashes=[]).returncode != 0
+    assert shared.plan(api_key_hashes=[], auth_enabled=False).returncode == 0
+    assert shared.plan(api_key_hashes=["not-a-digest"]).returncode != 0
 
 
 # --- names, routes, ports: the code's own --------------------------------------------
@@ -318,18 +336,25 @@ def test_every_qmill_env_var_is_a_setting_the_code_reads(
         redis = env["QMILL_REDIS__URL"]
         assert "value" not in redis, where
         assert "secret_key_ref" in str(redis.get("value_from") or redis.get("value_source")), where
+        if "functions_image" in container["image"]:
+            # API key hashes, from a secret too; auth on by default.
+            hashes = env["QMILL_AUTH__API_KEY_HASHES"]
+            assert "value" not in hashes, where
+            assert "secret_key_ref" in str(hashes.get("value_from") or hashes.get("value_source"))
+            assert env["QMILL_AUTH__ENABLED"]["value"] == "true"
 
 
 def test_secret_keys_are_settings_the_code_reads() -> None:
     k8s = module("kubernetes")
     data = k8s.resource("kubernetes_secret_v1", "qmill")["data"]
     keys = {k8s.resolve(key.replace("${(", "${").replace(")}", "}")) for key in data}
-    assert keys == {"QMILL_REDIS__URL"} and keys <= env_names()
-    # Every container reads exactly that key.
+    assert keys == {"QMILL_REDIS__URL", "QMILL_AUTH__API_KEY_HASHES"} and keys <= env_names()
+    # Every secret-sourced env var reads the key of its own name.
     for _, container in qmill_containers(k8s):
-        ref = container["env"][[e["name"] for e in container["env"]].index("QMILL_REDIS__URL")]
-        key = ref["value_from"][0]["secret_key_ref"][0]["key"]
-        assert k8s.resolve(key) in keys
+        for env in container["env"]:
+            if "value_from" in env:
+                key = env["value_from"][0]["secret_key_ref"][0]["key"]
+                assert k8s.resolve(key) == env["name"] and env["name"] in keys
 
 
 def test_function_containers_run_the_function_entry_points(
@@ -539,6 +564,8 @@ def test_secrets_are_sensitive_variables_or_secret_stores() -> None:
     k8s = module("kubernetes")
     assert k8s.variables["redis_password"]["sensitive"] is True
     assert "default" not in k8s.variables["redis_password"]
+    assert k8s.variables["api_key_hashes"]["sensitive"] is True
+    assert module("shared").outputs["api_key_hashes_json"]["sensitive"] is True
     for name, secret in k8s.of_kind("kubernetes_secret_v1").items():
         for value in secret["data"].values():
             assert not is_literal(value), f"kubernetes_secret_v1.{name} holds a literal"
@@ -553,5 +580,6 @@ def test_examples_use_the_modules() -> None:
     for name in TARGETS:
         example = Module(TERRAFORM_DIR / "examples" / name)
         assert example.modules["qmill"]["source"] == f"../../modules/{name}"
+        assert example.variables["api_key_hashes"]["sensitive"] is True
         if name == "kubernetes":
             assert example.variables["redis_password"]["sensitive"] is True

@@ -32,6 +32,12 @@ variable "domain" {
   type        = string
 }
 
+variable "api_key_hashes" {
+  description = "SHA-256 hex digests of the API keys (`qmill key new`)."
+  type        = list(string)
+  sensitive   = true
+}
+
 variable "image_registry" {
   description = "Artifact Registry path the images are pushed to, for example europe-west1-docker.pkg.dev/PROJECT/qmill."
   type        = string
@@ -54,6 +60,7 @@ module "qmill" {
   region         = var.region
   domain         = var.domain
   image_registry = var.image_registry
+  api_key_hashes = var.api_key_hashes
 
   worker_max_concurrent_tasks = 2
   max_qubits                  = 26

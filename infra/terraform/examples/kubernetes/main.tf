@@ -27,6 +27,12 @@ variable "kube_context" {
   default     = null
 }
 
+variable "api_key_hashes" {
+  description = "SHA-256 hex digests of the API keys (`qmill key new`)."
+  type        = list(string)
+  sensitive   = true
+}
+
 variable "image_registry" {
   description = "Where qmill-functions and qmill-worker are pushed (for example ghcr.io/acme)."
   type        = string
@@ -60,6 +66,7 @@ module "qmill" {
   source = "../../modules/kubernetes"
 
   image_registry = var.image_registry
+  api_key_hashes = var.api_key_hashes
   redis_password = var.redis_password
   ingress_host   = var.ingress_host
 

@@ -75,6 +75,16 @@ resource "google_cloud_run_v2_service" "function" {
         }
       }
 
+      env {
+        name = "QMILL_AUTH__API_KEY_HASHES"
+        value_source {
+          secret_key_ref {
+            secret  = google_secret_manager_secret.api_key_hashes.secret_id
+            version = "latest"
+          }
+        }
+      }
+
       dynamic "env" {
         for_each = module.shared.function_env
         content {
@@ -100,5 +110,35 @@ resource "google_cloud_run_v2_service" "function" {
     }
   }
 
-  depends_on = [google_secret_manager_secret_iam_member.redis_url, google_secret_manager_secret_version.redis_url]
+  depends_on = [
+    google_secret_manager_secret_iam_member.redis_url,
+    google_secret_manager_secret_version.redis_url,
+    google_secret_manager_secret_iam_member.api_key_hashes,
+    google_secret_manager_secret_version.api_key_hashes,
+  ]
+}
+
+# [auth] api_key_hashes for the functions.
+resource "google_secret_manager_secret" "api_key_hashes" {
+  project   = var.project_id
+  secret_id = "${var.name_prefix}-api-key-hashes"
+  labels    = local.labels
+
+  replication {
+    auto {}
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_secret_manager_secret_version" "api_key_hashes" {
+  secret      = google_secret_manager_secret.api_key_hashes.id
+  secret_data = module.shared.api_key_hashes_json
+}
+
+resource "google_secret_manager_secret_iam_member" "api_key_hashes" {
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.api_key_hashes.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.functions.email}"
 }

@@ -24,6 +24,8 @@ module "shared" {
   nats_stream_replicas        = min(var.nats_stream_replicas, var.nats_nodes)
   result_ttl_seconds          = var.result_ttl_seconds
   log_level                   = var.log_level
+  auth_enabled                = var.auth_enabled
+  api_key_hashes              = var.api_key_hashes
   extra_env                   = var.extra_env
 
   # Cloud Run sends SIGKILL 10 s after SIGTERM, and an instance has at most 32 GiB.

@@ -80,6 +80,16 @@ resource "kubernetes_deployment_v1" "function" {
             }
           }
 
+          env {
+            name = "QMILL_AUTH__API_KEY_HASHES"
+            value_from {
+              secret_key_ref {
+                name = kubernetes_secret_v1.qmill.metadata[0].name
+                key  = local.api_keys_secret_key
+              }
+            }
+          }
+
           dynamic "env" {
             for_each = module.shared.function_env
             content {

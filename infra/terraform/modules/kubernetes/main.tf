@@ -24,6 +24,8 @@ module "shared" {
   nats_stream_replicas        = var.nats_stream_replicas
   result_ttl_seconds          = var.result_ttl_seconds
   log_level                   = var.log_level
+  auth_enabled                = var.auth_enabled
+  api_key_hashes              = var.api_key_hashes
   extra_env                   = var.extra_env
 }
 
@@ -50,6 +52,7 @@ locals {
 
   # Where the Redis URL (with the password) lives; containers read it with secretKeyRef.
   redis_url_secret_key = "QMILL_REDIS__URL"
+  api_keys_secret_key  = "QMILL_AUTH__API_KEY_HASHES"
 
   pod_security_context = {
     run_as_non_root = true
@@ -68,7 +71,8 @@ resource "kubernetes_namespace_v1" "qmill" {
   }
 }
 
-# The Redis URL, password included, for every qmill container.
+# The Redis URL, password included, for every qmill container; the API key hashes for
+# the functions.
 resource "kubernetes_secret_v1" "qmill" {
   metadata {
     name      = "${var.name_prefix}-settings"
@@ -78,5 +82,6 @@ resource "kubernetes_secret_v1" "qmill" {
 
   data = {
     (local.redis_url_secret_key) = "redis://default:${urlencode(var.redis_password)}@${local.redis_host}:${local.redis_port}/0"
+    (local.api_keys_secret_key)  = module.shared.api_key_hashes_json
   }
 }

@@ -35,7 +35,8 @@ locals {
   worker_heartbeat_file = "/tmp/qmill-worker.alive"
 
   # Settings the modules set themselves, so extra_env may not: the URLs (the Redis one
-  # holds the password) and everything the worker's memory and grace period follow from.
+  # holds the password), the API key hashes (from a secret), and everything the worker's
+  # memory and grace period follow from.
   reserved_env = [
     "QMILL_NATS__URL",
     "QMILL_REDIS__URL",
@@ -43,16 +44,30 @@ locals {
     "QMILL_WORKER__MAX_CONCURRENT_TASKS",
     "QMILL_WORKER__GRACE_PERIOD_SECONDS",
     "QMILL_WORKER__HEARTBEAT_FILE",
+    "QMILL_WORKER__MEMORY_BUDGET_MB",
+    "QMILL_AUTH__ENABLED",
+    "QMILL_AUTH__API_KEY_HASHES",
   ]
 
   # Every environment variable qmill reads (qmill.config.env_names()).
   known_env = [
+    "QMILL_AUTH__API_KEY_HASHES",
+    "QMILL_AUTH__BURST",
+    "QMILL_AUTH__ENABLED",
+    "QMILL_AUTH__KEYS_FILE",
+    "QMILL_AUTH__MAX_IN_FLIGHT",
+    "QMILL_AUTH__RATE_PER_SECOND",
     "QMILL_CONFIG",
     "QMILL_LIMITS__MAX_BATCH_TASKS",
     "QMILL_LIMITS__MAX_BODY_BYTES",
+    "QMILL_LIMITS__MAX_CLBITS",
+    "QMILL_LIMITS__MAX_CLIFFORD_QUBITS",
+    "QMILL_LIMITS__MAX_DEPTH",
     "QMILL_LIMITS__MAX_EXECUTION_SECONDS",
+    "QMILL_LIMITS__MAX_GATES",
     "QMILL_LIMITS__MAX_QUBITS",
     "QMILL_LIMITS__MAX_SHOTS",
+    "QMILL_LIMITS__MAX_STATEMENTS",
     "QMILL_LIMITS__MIN_SHOTS",
     "QMILL_LOG__FORMAT",
     "QMILL_LOG__LEVEL",
@@ -73,5 +88,7 @@ locals {
     "QMILL_WORKER__HEARTBEAT_FILE",
     "QMILL_WORKER__MAX_ATTEMPTS",
     "QMILL_WORKER__MAX_CONCURRENT_TASKS",
+    "QMILL_WORKER__MEMORY_BUDGET_MB",
+    "QMILL_WORKER__METRICS_PORT",
   ]
 }

@@ -5,11 +5,15 @@ locals {
   functions_image = "${local.image_prefix}${var.functions_image_name}:${var.image_tag}"
   worker_image    = "${local.image_prefix}${var.worker_image_name}:${var.image_tag}"
 
-  # Settings.worker_memory_bytes: every slot holding a statevector of max_qubits, plus
-  # each simulating process's own footprint, plus the worker process itself.
-  worker_concurrency  = var.worker_max_concurrent_tasks
-  statevector_bytes   = 16 * pow(2, var.max_qubits)
-  worker_memory_bytes = local.worker_concurrency * (local.statevector_bytes + local.process_overhead_bytes) + local.process_overhead_bytes
+  # [worker] memory_budget_mb: room for every slot to hold a statevector of max_qubits,
+  # so the widest accepted circuit never waits for memory (Settings.statevector_qubit_limit
+  # stays max_qubits).
+  worker_concurrency = var.worker_max_concurrent_tasks
+  statevector_bytes  = 16 * pow(2, var.max_qubits)
+  memory_budget_mb   = max(16, ceil(local.worker_concurrency * local.statevector_bytes / 1048576))
+  # Settings.worker_memory_bytes: the budget plus the worker's and each simulating
+  # process's own footprint.
+  worker_memory_bytes = local.memory_budget_mb * 1048576 + (local.worker_concurrency + 1) * local.process_overhead_bytes
   # The container limit: the need rounded up to whole MiB, plus headroom.
   worker_memory_mib = ceil(local.worker_memory_bytes / 1048576) + var.worker_memory_headroom_mib
   worker_cpu        = coalesce(var.worker_cpu, local.worker_concurrency)
@@ -42,6 +46,7 @@ locals {
       QMILL_WORKER__MAX_ATTEMPTS          = tostring(var.worker_max_attempts)
       QMILL_LOG__LEVEL                    = var.log_level
       QMILL_LOG__FORMAT                   = "json"
+      QMILL_AUTH__ENABLED                 = tostring(var.auth_enabled)
     },
     var.extra_env,
   )
@@ -50,6 +55,7 @@ locals {
 
   worker_env = merge(local.common_env, {
     QMILL_WORKER__MAX_CONCURRENT_TASKS = tostring(local.worker_concurrency)
+    QMILL_WORKER__MEMORY_BUDGET_MB     = tostring(local.memory_budget_mb)
     QMILL_WORKER__AER_THREADS          = tostring(local.aer_threads)
     QMILL_WORKER__GRACE_PERIOD_SECONDS = tostring(local.worker_grace_period_seconds)
     QMILL_WORKER__HEARTBEAT_FILE       = local.worker_heartbeat_file

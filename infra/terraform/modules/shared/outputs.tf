@@ -43,6 +43,22 @@ output "worker_grace_period_seconds" {
   value       = local.worker_grace_period_seconds
 }
 
+output "memory_budget_mb" {
+  description = "[worker] memory_budget_mb: every slot can hold a statevector of max_qubits."
+  value       = local.memory_budget_mb
+}
+
+output "auth_enabled" {
+  description = "[auth] enabled."
+  value       = var.auth_enabled
+}
+
+output "api_key_hashes_json" {
+  description = "QMILL_AUTH__API_KEY_HASHES, for the targets' secrets."
+  value       = jsonencode(var.api_key_hashes)
+  sensitive   = true
+}
+
 output "worker_cpu" {
   description = "CPU cores per worker replica."
   value       = local.worker_cpu

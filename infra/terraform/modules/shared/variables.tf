@@ -46,12 +46,12 @@ variable "worker_image_name" {
 }
 
 variable "max_qubits" {
-  description = "[limits] max_qubits: widest circuit accepted. A statevector takes 16 * 2^n bytes, so this sizes the worker's memory."
+  description = "[limits] max_qubits: widest statevector circuit accepted. A statevector takes 16 * 2^n bytes: the worker's memory budget holds worker_max_concurrent_tasks of them."
   type        = number
   default     = 26
   validation {
-    condition     = var.max_qubits >= 1 && var.max_qubits <= 64 && floor(var.max_qubits) == var.max_qubits
-    error_message = "max_qubits must be an integer from 1 to 64."
+    condition     = var.max_qubits >= 1 && var.max_qubits <= 40 && floor(var.max_qubits) == var.max_qubits
+    error_message = "max_qubits must be an integer from 1 to 40."
   }
 }
 
@@ -222,6 +222,27 @@ variable "log_level" {
   validation {
     condition     = contains(["DEBUG", "INFO", "WARNING", "ERROR"], var.log_level)
     error_message = "log_level must be DEBUG, INFO, WARNING or ERROR."
+  }
+}
+
+variable "auth_enabled" {
+  description = "[auth] enabled: require an API key on every request."
+  type        = bool
+  default     = true
+}
+
+variable "api_key_hashes" {
+  description = "[auth] api_key_hashes: SHA-256 hex digests of the API keys (`qmill key new` prints a key and its hash). Delivered from a Kubernetes Secret or Secret Manager."
+  type        = list(string)
+  default     = []
+  sensitive   = true
+  validation {
+    condition     = alltrue([for digest in var.api_key_hashes : can(regex("^[0-9a-f]{64}$", digest))])
+    error_message = "api_key_hashes must be lowercase SHA-256 hex digests (64 characters)."
+  }
+  validation {
+    condition     = !var.auth_enabled || length(var.api_key_hashes) > 0
+    error_message = "auth_enabled needs at least one entry in api_key_hashes (or set auth_enabled = false)."
   }
 }
 
