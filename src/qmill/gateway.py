@@ -39,13 +39,26 @@ _HOP_BY_HOP = frozenset(
 def route(path: str) -> str | None:
     """The function that owns a path, or None (404)."""
     for _method, pattern, function in constants.ROUTES:
-        if pattern.endswith("/"):
-            rest = path[len(pattern) :]
-            if path.startswith(pattern) and rest and "/" not in rest:
-                return function
-        elif path == pattern:
+        if matches(pattern, path):
             return function
     return None
+
+
+def matches(pattern: str, path: str) -> bool:
+    """Whether ``path`` fits a `constants.ROUTES` pattern (see there for the three kinds)."""
+    if "{id}" in pattern:
+        head, tail = pattern.split("{id}", 1)
+        middle = path[len(head) : len(path) - len(tail)]
+        return (
+            len(path) > len(head) + len(tail)
+            and path.startswith(head)
+            and path.endswith(tail)
+            and "/" not in middle
+        )
+    if pattern.endswith("/") and pattern != "/":
+        rest = path[len(pattern) :]
+        return path.startswith(pattern) and bool(rest) and "/" not in rest
+    return path == pattern
 
 
 class Gateway:
