@@ -87,11 +87,15 @@ def _histogram_task_id(path: str) -> str | None:
 
 
 async def _get_histogram(request: Request) -> Response:
-    """The counts as SVG; 409 until the task has counts (``?wait=`` waits for them)."""
+    """The counts as SVG; 409 until the task has counts (``?wait=`` waits for them).
+
+    Guarded like ``GET /tasks/{id}``: with auth on, only the task's owner sees it.
+    """
+    owner = await connections.tenant(request.headers)
     settings = connections.settings()
     wait = _wait_seconds(request.query_params.get("wait"), settings.server.max_wait_seconds)
     task_id = _histogram_task_id(request.url.path) or ""
-    view = await tasks.get(connections.store(), task_id, wait)
+    view = await tasks.get(connections.store(), task_id, wait, owner)
     if view.result is None:
         detail = f"the task is {view.status.value}: it has no counts to draw"
         return JSONResponse({"detail": detail, "status": view.status.value}, status_code=409)

@@ -670,6 +670,8 @@ class Client(_Base):
         of those fails, the error carries a note with the ids already queued.
         """
         items = list(circuits)
+        if not items:
+            return []
         response = self._send(self._batch_call(items, shots, seed))
         if not _batch_unsupported(response):
             return [str(t) for t in _checked(response)["task_ids"]]
@@ -816,6 +818,8 @@ class AsyncClient(_Base):
     ) -> list[str]:
         """See `Client.submit_batch`."""
         items = list(circuits)
+        if not items:
+            return []
         response = await self._send(self._batch_call(items, shots, seed))
         if not _batch_unsupported(response):
             return [str(t) for t in _checked(response)["task_ids"]]
