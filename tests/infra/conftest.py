@@ -122,3 +122,10 @@ def seconds(duration: str) -> float:
     parts = _DURATION_PART.findall(duration)
     assert parts and "".join(n + u for n, u in parts) == duration, f"not a duration: {duration}"
     return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+def sample_path(pattern: str) -> str:
+    """A path that a `constants.ROUTES` pattern routes: the id filled in where it takes one."""
+    if "{id}" in pattern:
+        return pattern.replace("{id}", "3f2c")
+    return pattern + "3f2c" if pattern.endswith("/") and pattern != "/" else pattern

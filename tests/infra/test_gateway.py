@@ -21,7 +21,7 @@ import pytest
 
 from qmill import constants, gateway, http
 from qmill.config import Settings
-from tests.infra.conftest import NGINX_CONF, SettingsFrom, seconds
+from tests.infra.conftest import NGINX_CONF, SettingsFrom, sample_path, seconds
 
 Directive = dict[str, Any]
 
@@ -91,11 +91,25 @@ def select(locs: list[Location], path: str) -> Location | None:
     return longest
 
 
+def nginx_location(pattern: str) -> tuple[str, str]:
+    """The (modifier, pattern) of the nginx location that routes a ROUTES pattern."""
+    if "{id}" in pattern:
+        head, tail = pattern.split("{id}", 1)
+        return "~", f"^{re.escape(head)}[^/]+{re.escape(tail)}$"
+    if pattern.endswith("/") and pattern != "/":
+        return "~", f"^{pattern}[^/]+$"
+    return "=", pattern
+
+
 def route_samples() -> list[str]:
     """Every path the routing table suggests, and the near misses around each."""
     paths = {"/", "/unknown", "/healthz", "/health/", "/TASKS", "/tasksx", "/tasks/a/b"}
     for _method, pattern, _function in constants.ROUTES:
-        if pattern.endswith("/"):
+        if "{id}" in pattern:
+            head, tail = pattern.split("{id}", 1)
+            paths |= {head + "3f2c" + tail, head + tail, head + "a/b" + tail}
+            paths |= {head + "3f2c" + tail + "x", head + "3f2c" + tail.replace(".", "x")}
+        elif pattern.endswith("/") and pattern != "/":
             stem = pattern.rstrip("/")
             paths |= {pattern, pattern + "3f2c", pattern + "a/b", pattern + "id/", stem}
         else:
@@ -145,7 +159,7 @@ def test_nginx_routes_like_qmill_gateway(public: list[Directive], path: str) -> 
 def test_every_seed_route_reaches_its_function(
     public: list[Directive], method: str, pattern: str, function: str
 ) -> None:
-    path = pattern + "3f2c" if pattern.endswith("/") else pattern
+    path = sample_path(pattern)
     chosen = select(locations(public), path)
     assert chosen is not None and chosen.function == function, (method, path)
 
@@ -154,12 +168,7 @@ def test_routes_are_exactly_the_seed_routes(public: list[Directive]) -> None:
     """Nothing but the routing table is proxied, and anything else is nginx's JSON 404."""
     proxied = {(loc.modifier, loc.pattern, loc.function) for loc in locations(public)}
     proxied = {p for p in proxied if p[2] is not None}
-    expected = set()
-    for _method, pattern, function in constants.ROUTES:
-        if pattern.endswith("/"):
-            expected.add(("~", f"^{pattern}[^/]+$", function))
-        else:
-            expected.add(("=", pattern, function))
+    expected = {(*nginx_location(pattern), function) for _m, pattern, function in constants.ROUTES}
     assert proxied == expected
     answered = {loc.modifier for loc in locations(public) if loc.function is None}
     assert answered == {"", "@"}

@@ -29,7 +29,7 @@ import pytest
 
 from qmill import constants, embedded
 from tests.conftest import free_port, stop, wait_port
-from tests.infra.conftest import NGINX_CONF, REPO
+from tests.infra.conftest import NGINX_CONF, REPO, sample_path
 
 CONTAINER_PORT = "8080"
 IMAGE_FUNCTIONS_DIR = "/app/functions"
@@ -294,8 +294,10 @@ def test_nginx_answers_like_qmill_gateway(
         ("POST", "/batches/9a1c", None),
         ("POST", "/health", None),  # health: 405
         ("GET", "/health", None),  # health: 503, NATS and Redis are unreachable
-        ("GET", "/", None),  # the gateways' own 404
-        ("GET", "/unknown", None),
+        ("POST", "/", None),  # result (the web page): 405, Allow: GET
+        ("POST", "/tasks/3f2c/histogram.svg", None),  # result: 405
+        ("GET", "/unknown", None),  # the gateways' own 404
+        ("GET", "/web", None),
         ("GET", "/tasks/", None),
         ("GET", "/tasks/a/b", None),
         ("GET", "/healthz", None),
@@ -316,7 +318,7 @@ def test_nginx_answers_like_qmill_gateway_when_functions_are_down(
     down = {name: free_port() for name in constants.FUNCTION_NAMES}
     gateways = start_gateways(started, down, tmp_path)
     for _method, pattern, function in constants.ROUTES:
-        path = pattern + "3f2c" if pattern.endswith("/") else pattern
+        path = sample_path(pattern)
         ours = answer(gateways.nginx, "GET", path)
         assert ours == answer(gateways.python, "GET", path)
         assert ours[0] == 503 and function in ours[2]["detail"] and ours[4] == "1"
