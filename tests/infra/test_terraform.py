@@ -26,6 +26,7 @@ from qmill.config import (
     env_names,
 )
 from tests.infra import deployment
+from tests.infra.conftest import sample_path
 from tests.infra.hcl import (
     MODULES,
     TERRAFORM_DIR,
@@ -249,8 +250,19 @@ def test_shared_outputs_follow_the_routes(defaults: dict[str, Any]) -> None:
     for path in defaults["http_paths"]:
         probe = path["path"] + ("3f2c" if path["match"] == "prefix" else "")
         assert gateway.route(probe) == path["function"], path
-    expected = {(p, f) for _, p, f in constants.ROUTES}
+    expected = {(p, f) for _, p, f in constants.ROUTES if "{id}" not in p}
     assert {(p["path"], p["function"]) for p in defaults["http_paths"]} == expected
+    # A route with an {id} segment has no path of its own: the prefix path above it (an
+    # Ingress Prefix, a URL map "/tasks/*") covers it and must reach the same function.
+    for _, pattern, function in constants.ROUTES:
+        if "{id}" in pattern:
+            probe = sample_path(pattern)
+            covering = [
+                p["function"]
+                for p in defaults["http_paths"]
+                if p["match"] == "prefix" and probe.startswith(p["path"])
+            ]
+            assert covering and set(covering) == {function} == {gateway.route(probe)}, pattern
 
 
 def test_targets_link_the_shared_variables_and_constants(target: Module) -> None:

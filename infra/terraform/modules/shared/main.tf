@@ -24,12 +24,15 @@ locals {
   tasks_per_replica = coalesce(var.worker_tasks_per_replica, local.worker_concurrency)
 
   # One path per (path, function), in route order: what an Ingress or URL map routes.
+  # "/" is exact (the web page), not a prefix of everything. A path with an {id} segment
+  # ("/tasks/{id}/histogram.svg") needs no entry: the prefix route above it (Ingress
+  # Prefix "/tasks/", URL map "/tasks/*") already sends it to the same function.
   http_paths = distinct([
     for route in local.routes : {
       path     = route.path
-      match    = endswith(route.path, "/") ? "prefix" : "exact"
+      match    = route.path != "/" && endswith(route.path, "/") ? "prefix" : "exact"
       function = route.function
-    }
+    } if !strcontains(route.path, "{id}")
   ])
 
   # Settings every process must agree on: the stream and consumer configuration is
