@@ -175,7 +175,9 @@ def test_upload_a_file(page: Page, tmp_path: Path) -> None:
     page.fill("#shots", "200")
     page.click("#submit")
     expect(page.locator("#task-status")).to_have_attribute("data-status", "completed", timeout=DONE)
-    assert set(bars(page)) <= {"000", "111"} and sum(bars(page).values()) == 200
+    expect(page.locator("#histogram svg")).to_have_count(1)  # drawn right after the status
+    counts = bars(page)
+    assert set(counts) <= {"000", "111"} and sum(counts.values()) == 200
     expect(page.locator("#recent tbody tr").first).to_contain_text("ghz3.qasm")
 
 
