@@ -26,7 +26,7 @@ from qmill.bus import Bus
 from qmill.config import Settings
 from qmill.errors import DependencyUnavailable, SimulationError
 from qmill.models import TaskMessage, utcnow
-from qmill.store import StartedTask, Store
+from qmill.store import StartedTask, StartOutcome, Store
 from qmill_worker.executors import Executor, SimulationTimeout
 from qmill_worker.simulator import SimJob, SimResult
 
@@ -231,13 +231,8 @@ class Worker:
         ctx: dict[str, Any] = {"task_id": task_id, "worker_id": self.worker_id}
         delivered = msg.metadata.num_delivered
         max_attempts = self.settings.worker.max_attempts
-        try:
-            outcome = await self.store.start(task_id, self.worker_id)
-        except DependencyUnavailable as exc:
-            log.warning(
-                "redis unavailable at start; task released", extra={**ctx, "error": str(exc)}
-            )
-            await msg.nak(delay=2.0)
+        outcome = await self._start(msg, task_id, ctx)
+        if outcome is None:
             return
         if outcome.task is None:
             log.info("task already %s; acking", outcome.status, extra=ctx)
@@ -252,6 +247,40 @@ class Worker:
             await self._finish(msg, ctx, error=reason)
             return
         await self._execute(msg, outcome.task, ctx, last_attempt=delivered >= max_attempts)
+
+    async def _start(self, msg: Msg, task_id: str, ctx: dict[str, Any]) -> StartOutcome | None:
+        """Move the task to `processing`, holding the message while Redis is unreachable.
+
+        Releasing it (nak) instead would make every queued task cycle through the
+        workers during an outage, each pass costing one of the consumer's
+        ``max_deliver`` deliveries; once they are spent JetStream never delivers the
+        task again and it stays `pending` forever. Held here (the in-progress
+        heartbeat keeps it ours), it costs nothing and starts as soon as Redis is back.
+        Returns None if the worker is stopping meanwhile: the message is then released.
+        """
+        delay = 0.25
+        warned = False
+        while True:
+            try:
+                return await self.store.start(task_id, self.worker_id)
+            except DependencyUnavailable as exc:
+                if self._stopping.is_set():
+                    log.warning(
+                        "redis unavailable at start; task released",
+                        extra={**ctx, "error": str(exc)},
+                    )
+                    with contextlib.suppress(*_NATS_FAILURES):
+                        await msg.nak()
+                    return None
+                if not warned:
+                    log.warning(
+                        "redis unavailable at start; holding the task until it is back",
+                        extra={**ctx, "error": str(exc)},
+                    )
+                    warned = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            delay = min(delay * 2, 2.0)
 
     async def _execute(
         self, msg: Msg, task: StartedTask, ctx: dict[str, Any], last_attempt: bool
