@@ -126,3 +126,12 @@ async def test_a_retrying_store_rides_out_a_redis_restart(tmp_path: Path) -> Non
     finally:
         await store.close()
         server.stop()
+
+
+async def test_an_idempotency_key_is_pending_until_committed(store: Store) -> None:
+    """A replay must not get the task of a request still in flight: it may be refused."""
+    assert await store.claim_idempotency("d1", "task-1", "h1", 30) is None
+    assert await store.claim_idempotency("d1", "task-2", "h1", 30) == ("task-1", "h1", False)
+    assert not await store.commit_idempotency("d1", "task-2", "h1", 60)  # not its claim
+    assert await store.commit_idempotency("d1", "task-1", "h1", 60)
+    assert await store.claim_idempotency("d1", "task-3", "h1", 30) == ("task-1", "h1", True)
