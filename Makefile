@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast lint fmt bench clean
+.PHONY: install run test test-fast faults lint fmt bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ test: $(STAMP)  ## the whole suite: unit, integration (real servers) and end to 
 
 test-fast: $(STAMP)  ## unit tests only
 	$(BIN)/python -m pytest tests/unit
+
+faults: $(STAMP)  ## the fault campaign at full scale (~15 min), then its summary table
+	FAULTS_SCALE=full $(BIN)/python -m pytest tests/faults -p no:cacheprovider
 
 lint: $(STAMP)  ## ruff, formatting and mypy strict
 	$(BIN)/ruff check .
