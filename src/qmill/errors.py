@@ -10,6 +10,7 @@
      │    ├── Unauthorized          missing or unknown API key             -> 401
      │    ├── RateLimited           over the key's rate or in-flight cap   -> 429 + Retry-After
      │    ├── IdempotencyConflict   key reused with another body           -> 422
+     │    ├── IdempotencyInProgress the key's first request still running  -> 409 + Retry-After
      │    ├── TaskNotFound          unknown (or expired) task id           -> 404
      │    ├── TaskConflict          e.g. cancelling a finished task        -> 409
      │    └── MethodNotAllowed      wrong verb on a known path             -> 405
@@ -79,6 +80,20 @@ class IdempotencyConflict(RequestError):
         )
 
 
+class IdempotencyInProgress(RequestError):
+    """The first request with this key has not finished: its task may yet be refused.
+
+    Answering with that task's id now could promise a task that is then withdrawn
+    (its publish failed); 409 is what the IETF Idempotency-Key draft prescribes.
+    """
+
+    def __init__(self, retry_after: int = 1) -> None:
+        super().__init__(
+            "a request with this Idempotency-Key is still being processed; retry shortly"
+        )
+        self.retry_after = retry_after
+
+
 class Unauthorized(RequestError):
     pass
 
@@ -132,6 +147,7 @@ def http_status(exc: QmillError) -> int:
         (TaskNotFound, 404),
         (MethodNotAllowed, 405),
         (TaskConflict, 409),
+        (IdempotencyInProgress, 409),
         (PayloadTooLarge, 413),
         (InvalidRequest, 422),
         (IdempotencyConflict, 422),

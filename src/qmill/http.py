@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from qmill import metrics
 from qmill.errors import (
     DependencyUnavailable,
+    IdempotencyInProgress,
     InvalidRequest,
     MethodNotAllowed,
     PayloadTooLarge,
@@ -45,7 +46,7 @@ def error_response(exc: QmillError) -> JSONResponse:
         if value is not None:
             body[attr] = value
     headers: dict[str, str] = {}
-    if isinstance(exc, DependencyUnavailable | RateLimited):
+    if isinstance(exc, DependencyUnavailable | RateLimited | IdempotencyInProgress):
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="qmill"'

@@ -19,11 +19,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from qmill import constants
 from qmill.errors import DependencyUnavailable, RateLimited, TaskNotFound
@@ -104,6 +104,14 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return -1
 """
 
+# ARGV: the pending value, the committed value, ttl. Commits only our own pending claim.
+_COMMIT_IDEMPOTENCY = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+_PENDING = "pending"
+
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
@@ -158,6 +166,7 @@ class Store:
         self._finish = self._redis.register_script(_FINISH)
         self._take_tokens = self._redis.register_script(_TAKE_TOKENS)
         self._admit = self._redis.register_script(_ADMIT)
+        self._commit = self._redis.register_script(_COMMIT_IDEMPOTENCY)
         self._waiters: dict[str, set[asyncio.Future[str]]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._pubsub: PubSub | None = None
@@ -202,22 +211,40 @@ class Store:
 
     async def claim_idempotency(
         self, digest: str, task_id: str, body_hash: str, ttl_seconds: int
-    ) -> tuple[str, str] | None:
-        """Bind an Idempotency-Key to a new task, atomically.
+    ) -> tuple[str, str, bool] | None:
+        """Bind an Idempotency-Key to a new task, atomically, as *pending*.
 
-        Returns None if the key is new (it now points at ``task_id``), else the
-        ``(task_id, body_hash)`` it was bound to first.
+        Returns None if the key is new: it now points at ``task_id``, pending for
+        ``ttl_seconds`` or until `commit_idempotency`. Else the ``(task_id, body_hash,
+        committed)`` it was bound to first; a pending binding belongs to a request still
+        in flight, whose task may yet be refused.
         """
         key = constants.idempotency_key(digest)
-        value = f"{task_id} {body_hash}"
+        value = f"{task_id} {body_hash} {_PENDING}"
         async with self._guard():
             if await self._redis.set(key, value, nx=True, ex=ttl_seconds):
                 return None
             existing = await self._redis.get(key)
         if existing is None:  # expired between the two calls: claim again
             return await self.claim_idempotency(digest, task_id, body_hash, ttl_seconds)
-        first_task, _, first_hash = str(existing).partition(" ")
-        return first_task, first_hash
+        first_task, first_hash, *state = str(existing).split(" ")
+        return first_task, first_hash, _PENDING not in state
+
+    async def commit_idempotency(
+        self, digest: str, task_id: str, body_hash: str, ttl_seconds: int
+    ) -> bool:
+        """The key's task was accepted: replays return it for ``ttl_seconds``.
+
+        Only a pending binding to ``task_id`` is committed (False otherwise: it expired
+        and another request claimed the key meanwhile).
+        """
+        pending = f"{task_id} {body_hash} {_PENDING}"
+        async with self._guard():
+            done = await self._commit(
+                keys=[constants.idempotency_key(digest)],
+                args=[pending, f"{task_id} {body_hash}", ttl_seconds],
+            )
+        return bool(done)
 
     async def release_idempotency(self, digest: str) -> None:
         async with self._guard():

@@ -21,6 +21,7 @@ from qmill.config import Settings
 from qmill.errors import (
     DependencyUnavailable,
     IdempotencyConflict,
+    IdempotencyInProgress,
     InvalidCircuit,
     InvalidRequest,
     LimitExceeded,
@@ -41,6 +42,11 @@ from qmill.store import Store
 log = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT_SECONDS = 1.5
+# How long an Idempotency-Key stays bound to a request still in flight (its replays get
+# 409) before the binding lapses: far longer than a submit takes (a few Redis calls and
+# one publish, each bounded by its timeout), short enough that a function that died
+# mid-submit does not block the key for the whole window.
+IDEMPOTENCY_PENDING_SECONDS = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,19 +178,26 @@ async def submit(
     accepted = validate_submit(body, settings)
     await _ensure_queue(bus)
     digest = None
+    body_hash = ""
     claim_id = str(uuid.uuid4())
     if idempotency_key is not None:
         request = accepted.request
         # Keys are per tenant: two tenants may pick the same key.
         digest = hashlib.sha256(f"{owner or ''}\n{idempotency_key}".encode()).hexdigest()
         body_hash = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
-        window = settings.redis.idempotency_window_seconds
-        first = await store.claim_idempotency(digest, claim_id, body_hash, window)
+        first = await store.claim_idempotency(
+            digest, claim_id, body_hash, IDEMPOTENCY_PENDING_SECONDS
+        )
         if first is not None:
-            if first[1] != body_hash:
+            first_id, first_hash, committed = first
+            if first_hash != body_hash:
                 raise IdempotencyConflict()
-            log.info("idempotent replay", extra={"task_id": first[0]})
-            return SubmitResponse(task_id=first[0], replayed=True)
+            if not committed:
+                # Its first request is still publishing and may yet answer 503 and
+                # withdraw the task: a 201 with that id now could promise a lost task.
+                raise IdempotencyInProgress()
+            log.info("idempotent replay", extra={"task_id": first_id})
+            return SubmitResponse(task_id=first_id, replayed=True)
     try:
         ids = [claim_id] if digest is not None else None
         (task_id,) = await _record_and_queue([accepted], settings, store, bus, owner, ids)
@@ -192,6 +205,16 @@ async def submit(
         if digest is not None:
             await _forget(store.release_idempotency(digest), "")
         raise
+    if digest is not None:
+        window = settings.redis.idempotency_window_seconds
+        try:
+            committed = await store.commit_idempotency(digest, task_id, body_hash, window)
+        except DependencyUnavailable:
+            committed = False
+        if not committed:
+            # The task is queued, so it is accepted; only replays of this key suffer:
+            # 409 until the pending claim expires, then a new task.
+            log.warning("idempotency key not committed", extra={"task_id": task_id})
     log.info(
         "task accepted",
         extra={

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import pytest
 
 from qmill.errors import DependencyUnavailable, TaskNotFound
 from qmill.models import TaskStatus
 from qmill.store import Store
-from tests.conftest import BELL
+from tests.conftest import BELL, Server, free_port
 
 
 async def new_task(store: Store) -> str:
@@ -100,3 +101,37 @@ async def test_unreachable_redis_is_dependency_unavailable() -> None:
         assert await dead.ping() is False
     finally:
         await dead.close()
+
+
+async def test_a_retrying_store_rides_out_a_redis_restart(tmp_path: Path) -> None:
+    """The worker's Store (retries > 0) waits for a restarting Redis instead of failing.
+
+    Regression: the retry policy was redis-py's synchronous ``Retry``, which the asyncio
+    client awaits without ever retrying, so every call failed at the first error.
+    """
+    server = Server("redis", free_port(), tmp_path / "redis")
+    server.start()
+    store = Store(
+        f"redis://127.0.0.1:{server.port}", result_ttl_seconds=60, socket_timeout=None, retries=8
+    )
+    try:
+        task_id = await new_task(store)
+        server.kill()
+        restart = asyncio.get_running_loop().call_later(1.0, server.start)
+        try:
+            started = await store.start(task_id, "w1")  # issued while Redis is down
+        finally:
+            restart.cancel()
+        assert started.task is not None and started.task.attempts == 1
+    finally:
+        await store.close()
+        server.stop()
+
+
+async def test_an_idempotency_key_is_pending_until_committed(store: Store) -> None:
+    """A replay must not get the task of a request still in flight: it may be refused."""
+    assert await store.claim_idempotency("d1", "task-1", "h1", 30) is None
+    assert await store.claim_idempotency("d1", "task-2", "h1", 30) == ("task-1", "h1", False)
+    assert not await store.commit_idempotency("d1", "task-2", "h1", 60)  # not its claim
+    assert await store.commit_idempotency("d1", "task-1", "h1", 60)
+    assert await store.claim_idempotency("d1", "task-3", "h1", 30) == ("task-1", "h1", True)

@@ -24,9 +24,9 @@ from nats.errors import Error as NatsError
 from qmill import metrics
 from qmill.bus import Bus
 from qmill.config import Settings
-from qmill.errors import DependencyUnavailable, SimulationError
+from qmill.errors import DependencyUnavailable, SimulationError, TaskNotFound
 from qmill.models import TaskMessage, utcnow
-from qmill.store import StartedTask, Store
+from qmill.store import StartedTask, StartOutcome, Store
 from qmill_worker.executors import Executor, SimulationTimeout
 from qmill_worker.simulator import SimJob, SimResult
 
@@ -210,7 +210,12 @@ class Worker:
                 log.info("running task stopped: cancelled", extra={"task_id": task_id})
                 await self._ack(msg, {"task_id": task_id, "worker_id": self.worker_id})
                 return
-            # Shutdown past the grace period: hand the task to another worker now.
+            # Shutdown past the grace period: hand the task to another worker now,
+            # unless its outcome was stored just before the cancel landed (then another
+            # worker would only run it again to have its result discarded).
+            if await self._outcome_stored(task_id):
+                await self._ack(msg, {"task_id": task_id, "worker_id": self.worker_id})
+                return
             with contextlib.suppress(*_NATS_FAILURES):
                 await msg.nak()
             raise
@@ -227,17 +232,18 @@ class Worker:
             self._cancelled.discard(task_id)
             self.slots.release()
 
+    async def _outcome_stored(self, task_id: str) -> bool:
+        try:
+            return (await self.store.get(task_id)).status.terminal
+        except (DependencyUnavailable, TaskNotFound):
+            return False
+
     async def _process(self, msg: Msg, task_id: str) -> None:
         ctx: dict[str, Any] = {"task_id": task_id, "worker_id": self.worker_id}
         delivered = msg.metadata.num_delivered
         max_attempts = self.settings.worker.max_attempts
-        try:
-            outcome = await self.store.start(task_id, self.worker_id)
-        except DependencyUnavailable as exc:
-            log.warning(
-                "redis unavailable at start; task released", extra={**ctx, "error": str(exc)}
-            )
-            await msg.nak(delay=2.0)
+        outcome = await self._start(msg, task_id, ctx)
+        if outcome is None:
             return
         if outcome.task is None:
             log.info("task already %s; acking", outcome.status, extra=ctx)
@@ -252,6 +258,40 @@ class Worker:
             await self._finish(msg, ctx, error=reason)
             return
         await self._execute(msg, outcome.task, ctx, last_attempt=delivered >= max_attempts)
+
+    async def _start(self, msg: Msg, task_id: str, ctx: dict[str, Any]) -> StartOutcome | None:
+        """Move the task to `processing`, holding the message while Redis is unreachable.
+
+        Releasing it (nak) instead would make every queued task cycle through the
+        workers during an outage, each pass costing one of the consumer's
+        ``max_deliver`` deliveries; once they are spent JetStream never delivers the
+        task again and it stays `pending` forever. Held here (the in-progress
+        heartbeat keeps it ours), it costs nothing and starts as soon as Redis is back.
+        Returns None if the worker is stopping meanwhile: the message is then released.
+        """
+        delay = 0.25
+        warned = False
+        while True:
+            try:
+                return await self.store.start(task_id, self.worker_id)
+            except DependencyUnavailable as exc:
+                if self._stopping.is_set():
+                    log.warning(
+                        "redis unavailable at start; task released",
+                        extra={**ctx, "error": str(exc)},
+                    )
+                    with contextlib.suppress(*_NATS_FAILURES):
+                        await msg.nak()
+                    return None
+                if not warned:
+                    log.warning(
+                        "redis unavailable at start; holding the task until it is back",
+                        extra={**ctx, "error": str(exc)},
+                    )
+                    warned = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            delay = min(delay * 2, 2.0)
 
     async def _execute(
         self, msg: Msg, task: StartedTask, ctx: dict[str, Any], last_attempt: bool

@@ -87,7 +87,11 @@ class _Child:
             limit=_PIPE_LIMIT,
         )
         child = cls(proc)
-        ready = await child._read()
+        try:
+            ready = await child._read()
+        except BaseException:  # cancelled (the executor is closing) or a broken pipe
+            await child.kill()
+            raise
         if ready is None or not ready.get("ready"):
             await child.kill()
             raise RuntimeError("simulation child failed to start")
@@ -118,6 +122,8 @@ class ProcessExecutor:
         self._threads = threads
         self._idle: asyncio.Queue[_Child] = asyncio.Queue()
         self._busy: set[_Child] = set()
+        self._spawning: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     async def start(self) -> None:
         children = await asyncio.gather(*(_Child.spawn() for _ in range(self._slots)))
@@ -145,7 +151,7 @@ class ProcessExecutor:
             self._busy.discard(child)
             if replace:
                 await child.kill()
-                self._idle.put_nowait(await _Child.spawn())
+                self._replace()
             else:
                 self._idle.put_nowait(child)
         if not reply.get("ok"):
@@ -154,7 +160,41 @@ class ProcessExecutor:
         assert isinstance(result, dict)
         return SimResult(**result)
 
+    def _replace(self) -> None:
+        """Start a child in place of a killed one, in the background.
+
+        The run that killed its child (a timeout, a crash, a user's cancel, or a
+        shutdown past the grace period) returns at once instead of waiting for the
+        new child to import Aer and warm up (~0.5 s on an idle machine, seconds on a
+        busy one): the task's outcome is stored, or the task handed back to JetStream,
+        that much sooner, and a stopping worker keeps to its grace period. The next
+        `run` on this slot waits for the child instead.
+        """
+        task = asyncio.create_task(self._spawn_idle(), name="qmill-sim-respawn")
+        self._spawning.add(task)
+        task.add_done_callback(self._spawning.discard)
+
+    async def _spawn_idle(self) -> None:
+        delay = 1.0
+        while not self._closed:
+            try:
+                child = await _Child.spawn()
+            except (OSError, RuntimeError, ValueError):
+                log.exception("could not start a simulation child; retrying")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            if self._closed:
+                await child.kill()
+            else:
+                self._idle.put_nowait(child)
+            return
+
     async def close(self) -> None:
+        self._closed = True
+        for task in list(self._spawning):
+            task.cancel()
+        await asyncio.gather(*self._spawning, return_exceptions=True)
         children = list(self._busy)
         while not self._idle.empty():
             children.append(self._idle.get_nowait())
