@@ -8,6 +8,7 @@ JSON 500 (a bug, never a normal answer).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -100,7 +101,9 @@ async def _dispatch(
         if http_status(exc) >= 500:
             log.warning("dependency unavailable", extra={"error": exc.message})
         return error_response(exc)
-    except Exception:
+    except (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError):
+        raise
+    except BaseException:  # a bug; BaseException too, for Rust panics from the parsers
         log.exception("unhandled error", extra={"path": request.url.path})
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
@@ -122,6 +125,8 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         return json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidRequest(f"body is not valid JSON: {exc}") from None
+    except RecursionError:  # e.g. 500k nested "[": json.loads recurses per level
+        raise InvalidRequest("body is not valid JSON: nested too deeply") from None
 
 
 def path_id(path: str, prefix: str) -> str | None:
