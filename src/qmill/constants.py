@@ -77,6 +77,8 @@ RESULT_PATH_PREFIX: Final = "/tasks/"
 BATCH_PATH: Final = "/batches"
 BATCH_PATH_PREFIX: Final = "/batches/"
 HEALTH_PATH: Final = "/health"
+# The OpenAPI document (src/qmill/openapi.json), served by the health function.
+OPENAPI_PATH: Final = "/openapi.json"
 # (method, path or prefix ending in "/", function) in match order: what the gateway routes.
 # The result function owns the task resource: it reads (GET) and cancels (DELETE) it.
 ROUTES: Final = (
@@ -86,5 +88,6 @@ ROUTES: Final = (
     ("POST", BATCH_PATH, "submit"),
     ("GET", BATCH_PATH_PREFIX, "result"),
     ("GET", HEALTH_PATH, "health"),
+    ("GET", OPENAPI_PATH, "health"),
 )
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"

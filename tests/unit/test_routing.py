@@ -21,6 +21,8 @@ from qmill.gateway import route
         ("/tasks/a/b", None),
         ("/", None),
         ("/healthz", None),
+        ("/openapi.json", "health"),
+        ("/openapi.yaml", None),
     ],
 )
 def test_route(path: str, function: str | None) -> None:
