@@ -81,11 +81,22 @@ class Gateway:
         url = self._upstreams[function] + scope["raw_path"].decode("latin-1")
         if scope.get("query_string"):
             url += "?" + scope["query_string"].decode("latin-1")
-        forward = [(k, v) for k, v in headers if k.lower() not in _HOP_BY_HOP]
+        # Forward the bytes as received: httpx would encode str values as ASCII (a 500 on
+        # any byte >= 0x80) and h11 refuses values with surrounding whitespace (which
+        # was reported as the function being down). Whitespace around a field value is
+        # not part of it (RFC 9110 section 5.5), so it is dropped.
+        forward = [
+            (k, v.strip(b" \t"))
+            for k, v in scope["headers"]
+            if k.decode("latin-1").lower() not in _HOP_BY_HOP
+        ]
         try:
             upstream = await self._client.request(
                 scope["method"], url, headers=forward, content=content
             )
+        except httpx.LocalProtocolError:  # a header h11 will not send: the caller's fault
+            await _json(send, 400, b'{"detail":"malformed request header"}')
+            return
         except httpx.HTTPError:
             detail = b'{"detail":"the %s function is unavailable"}' % function.encode()
             await _json(send, 503, detail, retry_after=True)
