@@ -95,6 +95,7 @@ def parse(source: str, budget: qasm_guard.Budget | None = None) -> ParsedCircuit
     to it while it is parsed: registers, gates and time (see `qasm_guard`), raising
     LimitExceeded. Without one (the worker, on programs already accepted) it is not.
     """
+    qasm_guard.check_characters(source)  # first: later messages may quote the program
     stripped, includes = qasm_guard.strip(source)
     if not stripped.strip():
         raise InvalidCircuit("the program is empty", 1, 1)

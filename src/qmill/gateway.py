@@ -8,6 +8,7 @@ Kubernetes (an Ingress) put in front of the functions. It routes on path only, f
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,14 +37,30 @@ _HOP_BY_HOP = frozenset(
 )
 
 
+# Methods the functions dispatch themselves (their own 405 names the allowed ones).
+_FUNCTION_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
+def allowed_methods(path: str) -> list[str]:
+    """The methods `constants.ROUTES` routes for a path."""
+    allowed = []
+    for method, pattern, _function in constants.ROUTES:
+        if _matches(pattern, path) and method not in allowed:
+            allowed.append(method)
+    return allowed
+
+
+def _matches(pattern: str, path: str) -> bool:
+    if pattern.endswith("/"):
+        rest = path[len(pattern) :]
+        return path.startswith(pattern) and bool(rest) and "/" not in rest
+    return path == pattern
+
+
 def route(path: str) -> str | None:
     """The function that owns a path, or None (404)."""
     for _method, pattern, function in constants.ROUTES:
-        if pattern.endswith("/"):
-            rest = path[len(pattern) :]
-            if path.startswith(pattern) and rest and "/" not in rest:
-                return function
-        elif path == pattern:
+        if _matches(pattern, path):
             return function
     return None
 
@@ -67,6 +84,11 @@ class Gateway:
         function = route(scope["path"])
         if function is None:
             await _json(send, 404, b'{"detail":"Not Found"}')
+            return
+        if scope["method"] not in _FUNCTION_METHODS:
+            # The functions-framework answers these (TRACE, CONNECT, made-up verbs) itself,
+            # in plain text; answer like every other wrong verb: JSON 405 with Allow.
+            await _method_not_allowed(send, scope["method"], allowed_methods(scope["path"]))
             return
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         declared = next((v for k, v in headers if k.lower() == "content-length"), None)
@@ -133,6 +155,22 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
+
+
+async def _method_not_allowed(send: Send, method: str, allowed: list[str]) -> None:
+    body = json.dumps(
+        {
+            "detail": f"method {method} not allowed here; use {', '.join(allowed)}",
+            "allowed": allowed,
+        }
+    ).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"allow", ", ".join(allowed).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 405, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _json(send: Send, status: int, body: bytes, retry_after: bool = False) -> None:

@@ -44,9 +44,10 @@ MAX_NESTING = 64
 # barrier or measurement across a wide register (~8 KiB for 1000 qubits); one 1 MiB
 # statement (``barrier q,q,q,...`` or ``rz(1+1+1+...)``) costs the parser a minute.
 MAX_STATEMENT_CHARS = 32 * 1024
-# ``pow(k) @ g`` makes qiskit build g's 2**n x 2**n matrix: 16 MiB at 10 qubits, 32 GiB
-# at 16 (an allocation that overcommit may grant and the OOM killer then collects).
-MAX_POW_QUBITS = 10
+# ``pow(k) @ g`` makes qiskit build g's 2**n x 2**n matrix (32 GiB at 16 qubits: an
+# allocation that overcommit may grant and the OOM killer then collects), and then
+# synthesise it back into gates, which takes seconds from 6 qubits on.
+MAX_POW_QUBITS = 3
 # How often (in tokens, nodes or bytecodes) the parse deadline is looked at.
 _CHECK_EVERY = 512
 
@@ -60,7 +61,9 @@ _LEXEMES = re.compile(
 _FILE_NAME = re.compile(r"\s*(?:\"([^\"\r\n]*)\"|'([^'\r\n]*)')")
 _BAD_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 _BRACKET = re.compile(r"[(\[{)\]}]")
+_UNARY_RUN = re.compile(r"(?:[-+~!]\s*){" + str(MAX_NESTING + 1) + "}")
 _SIZED = re.compile(r"\b(qubit|bit)\s*\[([^\]\n]*)\]|\b(qreg|creg)\s+[^\s\[;]+\s*\[([^\]\n]*)\]")
+_HARDWARE_QUBIT = re.compile(r"\$([0-9]{1,4000})")
 _UNSIZED = re.compile(r"\b(qubit|bit)\b(?!\s*\[)")
 
 
@@ -149,8 +152,10 @@ def check_includes(stripped: str, includes: list[int], version: int) -> None:
             )
 
 
-def prescan(source: str, stripped: str, budget: Budget | None) -> None:
-    """Refuse, from the text alone, what no parser should ever be handed."""
+def check_characters(source: str) -> None:
+    """Control characters (NUL included) and lone surrogates: no parser or store wants
+    them (a lone surrogate cannot even be encoded as UTF-8 to store the task: that was
+    a 500), and error messages that quote the program must stay encodable."""
     bad = _BAD_CHARACTER.search(source)
     if bad is not None:
         line, column = line_col(source, bad.start())
@@ -160,6 +165,11 @@ def prescan(source: str, stripped: str, budget: Budget | None) -> None:
             line,
             column,
         )
+
+
+def prescan(source: str, stripped: str, budget: Budget | None) -> None:
+    """Refuse, from the text alone, what no parser should ever be handed."""
+    check_characters(source)
     _check_nesting(stripped)
     _check_statement_length(stripped)
     if budget is not None:
@@ -167,6 +177,12 @@ def prescan(source: str, stripped: str, budget: Budget | None) -> None:
 
 
 def _check_nesting(stripped: str) -> None:
+    unary = _UNARY_RUN.search(stripped)
+    if unary is not None:  # "- - - ... 1" nests like brackets, without any
+        line, column = line_col(stripped, unary.start())
+        raise InvalidCircuit(
+            f"nested too deeply: more than {MAX_NESTING} unary operators in a row", line, column
+        )
     if sum(stripped.count(c) for c in "([{") <= MAX_NESTING:
         return
     depth = 0
@@ -224,6 +240,16 @@ def _check_declarations(stripped: str, budget: Budget) -> None:
         else:
             clbits += 1
     budget.check_registers(qubits, clbits)
+    # Hardware qubits: the importer makes every qubit up to the highest index named, so
+    # ``x $99999999;`` allocated 10**8 qubits (and held the event loop while it did).
+    highest = max((len(m.group(1)) for m in _HARDWARE_QUBIT.finditer(stripped)), default=0)
+    if highest:
+        index = max(
+            int(m.group(1))
+            for m in _HARDWARE_QUBIT.finditer(stripped)
+            if len(m.group(1)) == highest
+        )
+        budget.check_registers(index + 1, 0)
 
 
 _CAP = 2**63
@@ -490,7 +516,9 @@ def expanded_size(circuit: QuantumCircuit) -> int:
         if op.name in native or op.name in memo:
             return memo.get(op.name, 1)
         definition = getattr(op, "definition", None)
-        memo[op.name] = 1 if definition is None else size(definition)
+        if definition is None:  # an opaque gate: the simulator would fail the task later
+            raise InvalidCircuit(f"gate '{op.name}' has no definition, so it cannot be simulated")
+        memo[op.name] = size(definition)
         return memo[op.name]
 
     def size(circuit: QuantumCircuit) -> int:
@@ -518,15 +546,24 @@ def _iterations(indexset: Any) -> int:
     return len(indexset)
 
 
-def check_parameters(circuit: QuantumCircuit) -> None:
-    """Refuse angles that are not finite numbers (``rz(1e99999)`` is +inf)."""
+def check_parameters(circuit: QuantumCircuit, top: bool = True) -> None:
+    """Refuse angles and durations that are not finite numbers (``rz(1e99999)`` is
+    +inf), and parameters left unbound (``input angle a;``: nothing can bind them, so
+    the simulator would fail the task later)."""
     from qiskit.circuit import ControlFlowOp
+
+    if top and circuit.num_parameters:
+        names = ", ".join(sorted(p.name for p in circuit.parameters)[:5])
+        raise InvalidCircuit(f"the program has parameters with no value: {names}")
 
     for instruction in circuit.data:
         op = instruction.operation
+        duration = getattr(op, "duration", None)
+        if isinstance(duration, int | float) and not _finite(duration):
+            raise InvalidCircuit(f"'{op.name}' has a duration that is not a finite number")
         if isinstance(op, ControlFlowOp):
             for block in op.blocks:
-                check_parameters(block)
+                check_parameters(block, top=False)
             continue
         for param in op.params:
             if isinstance(param, int | float) and not _finite(param):

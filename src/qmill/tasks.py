@@ -156,8 +156,13 @@ async def validate(
     loop = asyncio.get_running_loop()
     if _parse_slots is None or _parse_slots[0] is not loop:
         _parse_slots = (loop, asyncio.Semaphore(THREADED_PARSES))
-    async with _parse_slots[1]:
-        return await asyncio.to_thread(_check_all, requests, settings, batch)
+    slots = _parse_slots[1]
+    await slots.acquire()
+    # The slot is freed when the thread is done, not when the request goes away: a
+    # caller that hangs up must not let the next big parse start beside its own.
+    work = loop.run_in_executor(None, _check_all, requests, settings, batch)
+    work.add_done_callback(lambda _: slots.release())
+    return await asyncio.shield(work)
 
 
 async def _ensure_queue(bus: Bus) -> None:

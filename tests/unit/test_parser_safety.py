@@ -77,6 +77,13 @@ def test_gates_defined_by_gates_count_as_what_they_unroll_to() -> None:
             + "c = measure q[0];",
             "pow() of a gate on 12 qubits",
         ),
+        # x $99999999 made the importer create 10**8 hardware qubits, inline on the loop.
+        (Q3 + "bit c; x $99999999; c = measure $99999999;", "qubits"),
+        # Nothing can bind an input; the simulator would have failed the task.
+        (Q3 + "input angle a; qubit q; bit c; rz(a) q; c = measure q;", "no value: a"),
+        (Q3 + "qubit q; bit c; box[1e99999s] { x q; } c = measure q;", "not a finite number"),
+        (Q2 + "opaque o a; qreg q[1]; creg c[1]; o q[0]; measure q -> c;", "no definition"),
+        (Q3 + "qubit q; bit c; rz(" + "-" * 100 + "1) q; c = measure q;", "nested too deeply"),
         # ctrl(10**8) built a 10**8-bit control state and a gate expecting 10**8 qubits.
         (Q3 + "qubit[2] q; bit c; ctrl(99999999) @ x q[0], q[1]; c = measure q[0];", "qubits"),
     ],
@@ -152,6 +159,20 @@ class _Body:
 
     async def stream(self):  # type: ignore[no-untyped-def]
         yield self._raw
+
+
+def test_bodies_must_be_utf8() -> None:
+    for raw in ('{"quantum_circuit": "x"}'.encode("utf-16"), b'\xef\xbb\xbf{"a": 1}'):
+        with pytest.raises(InvalidRequest, match="not valid JSON"):
+            asyncio.run(read_json(_Body(raw), 1 << 20))  # type: ignore[arg-type]
+
+
+def test_error_bodies_stay_encodable() -> None:
+    from qmill.errors import InvalidCircuit as Bad
+    from qmill.http import error_response
+
+    response = error_response(Bad('include "\ud800" is not allowed'))
+    assert response.status_code == 400 and "\ufffd" in response.body.decode()
 
 
 def test_deeply_nested_json_is_a_422_not_a_500() -> None:

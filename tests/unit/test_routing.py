@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qmill import errors
-from qmill.gateway import route
+from qmill.gateway import allowed_methods, route
 
 
 @pytest.mark.parametrize(
@@ -27,6 +27,12 @@ from qmill.gateway import route
 )
 def test_route(path: str, function: str | None) -> None:
     assert route(path) == function
+
+
+def test_allowed_methods_follow_the_routes() -> None:
+    assert allowed_methods("/tasks") == ["POST"]
+    assert allowed_methods("/tasks/3f2c") == ["GET", "DELETE"]
+    assert allowed_methods("/openapi.json") == ["GET"]
 
 
 @pytest.mark.parametrize(
