@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +38,7 @@ _HOP_BY_HOP = frozenset(
 )
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Methods the functions dispatch themselves (their own 405 names the allowed ones).
 _FUNCTION_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
@@ -58,7 +60,13 @@ def _matches(pattern: str, path: str) -> bool:
 
 
 def route(path: str) -> str | None:
-    """The function that owns a path, or None (404)."""
+    """The function that owns a path, or None (404).
+
+    A path with a control character (``/tasks/%0d%0a...``) is nobody's: the functions'
+    own router does not match it and answered with a plain-text 404.
+    """
+    if _CONTROL.search(path):
+        return None
     for _method, pattern, function in constants.ROUTES:
         if _matches(pattern, path):
             return function

@@ -433,11 +433,18 @@ def convert_qasm3(program: Any, budget: Budget | None) -> QuantumCircuit:
                 if count < 1 or gate.num_qubits + count > meter.qubits:
                     wanted = gate.num_qubits + count
                     raise LimitExceeded(meter.qubits_limit, wanted, meter.qubits)
-            elif kind == "pow" and gate.num_qubits > MAX_POW_QUBITS:
-                raise InvalidCircuit(
-                    f"pow() of a gate on {gate.num_qubits} qubits is not supported "
-                    f"(at most {MAX_POW_QUBITS})"
+            elif kind == "pow":
+                if gate.num_qubits > MAX_POW_QUBITS:
+                    raise InvalidCircuit(
+                        f"pow() of a gate on {gate.num_qubits} qubits is not supported "
+                        f"(at most {MAX_POW_QUBITS})"
+                    )
+                argument = modifier.argument
+                exponent = (
+                    1.0 if argument is None else self._resolve_constant_float(argument, context)
                 )
+                if not _finite(exponent):
+                    raise InvalidCircuit(f"pow({exponent}) is not a finite power")
             return super()._apply_gate_modifier(modifier, gate, context)
 
     circuit: QuantumCircuit = _Bounded().convert(program).circuit

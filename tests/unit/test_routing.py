@@ -23,6 +23,8 @@ from qmill.gateway import allowed_methods, route
         ("/healthz", None),
         ("/openapi.json", "health"),
         ("/openapi.yaml", None),
+        ("/tasks/\r\nSet-Cookie:x=1", None),
+        ("/tasks/a\x00b", None),
     ],
 )
 def test_route(path: str, function: str | None) -> None:
