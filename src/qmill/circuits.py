@@ -16,7 +16,10 @@ exactly what runs. Parser quirks are normalised here:
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import threading
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 ALLOWED_INCLUDES = qasm_guard.ALLOWED_INCLUDES
 
 _VERSION = re.compile(r"\s*OPENQASM\s+([0-9]+)(?:\.[0-9]+)?\s*;")
+_BRACKETS = re.compile(r"[()\[\]{}]")
 # "<input>:3,0: msg" (qasm2) or "3,0: msg" (qasm3 importer)
 _POSITION = re.compile(r"^(?:<input>:)?(\d+),(\d+):\s*(.*)$", re.DOTALL)
 
@@ -83,9 +87,22 @@ def state_bytes(qubits: int, clifford: bool) -> int:
     return STABILIZER_STATE_BYTES if clifford else 16 * 2**qubits
 
 
-def count_statements(source: str) -> int:
-    """A cheap upper bound on a program's statements, checked before parsing."""
-    return source.count(";")
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What a linear scan sees before any parser runs: parse cost grows with these."""
+
+    statements: int
+    longest_statement: int
+    nesting: int
+
+
+def shape(source: str) -> Shape:
+    chunks = source.split(";")
+    depth = deepest = 0
+    for match in _BRACKETS.finditer(source):
+        depth += 1 if match.group() in "([{" else -1
+        deepest = max(deepest, depth)
+    return Shape(len(chunks) - 1, max(map(len, chunks)), deepest)
 
 
 def parse(source: str, budget: qasm_guard.Budget | None = None) -> ParsedCircuit:
@@ -137,7 +154,66 @@ def _parse_qasm2(source: str, budget: qasm_guard.Budget | None = None) -> Quantu
 
 
 def _parse_qasm3(source: str, budget: qasm_guard.Budget | None = None) -> QuantumCircuit:
+    """The Rust importer when it can, else the reference (ANTLR) importer.
+
+    ``qasm3.loads_experimental`` is ~25x faster (0.27 vs 7.8 ms for Bell, measured
+    under the same load) but handles less: custom gates, ``if``, ``measure q -> c``
+    and parameter expressions make it fail, and then the reference importer decides,
+    with the error positions users see. Both build the same standard gates.
+    """
+    fast = _parse_qasm3_fast(source) if _safe_for_fast_parser(source, budget) else None
+    if fast is not None:
+        return fast
     return qasm_guard.convert_qasm3(_qasm3_ast(source, budget), budget)
+
+
+_STDERR_LOCK = threading.Lock()
+# The Rust parser recurses on nesting and on operator chains, and a deep enough program
+# overflows its stack: a segfault that takes the whole process down (seen with 20000
+# nested parentheses and with 100000-term sums; 2000 and 5000 were still handled). Far
+# below those, these bounds hand anything unusual to the reference importer instead.
+_FAST_MAX_NESTING = 64
+_FAST_MAX_STATEMENT_CHARS = 2000
+
+
+def _safe_for_fast_parser(source: str, budget: qasm_guard.Budget | None = None) -> bool:
+    """Also, with a budget: the Rust importer builds a whole program in one call, out of
+    reach of the budget's meters, so programs that could build far more than the gate
+    limit (broadcasts over wide registers) or that use gate modifiers (``ctrl(n) @``,
+    ``pow(k) @``: allocations that grow with n and k) go to the metered importer."""
+    found = shape(source)
+    if budget is not None and (
+        "@" in source or budget.declared_qubits * found.statements > 4 * budget.gates
+    ):
+        return False
+    return (
+        found.longest_statement <= _FAST_MAX_STATEMENT_CHARS and found.nesting <= _FAST_MAX_NESTING
+    )
+
+
+def _parse_qasm3_fast(source: str) -> QuantumCircuit | None:
+    from qiskit import qasm3
+    from qiskit.exceptions import ExperimentalWarning
+
+    # The Rust parser prints its syntax errors straight to fd 2, which would put
+    # non-JSON lines into our logs for every program it does not handle; silence fd 2
+    # for the call (the lock keeps two such calls from restoring each other's fd).
+    with _STDERR_LOCK:
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                return qasm3.loads_experimental(source)
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException:  # QASM3ImporterError, or a Rust PanicException
+            return None
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
 
 
 def _qasm3_ast(source: str, budget: qasm_guard.Budget | None = None) -> Any:

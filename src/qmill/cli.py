@@ -1,36 +1,77 @@
 """``qmill``: one entry point for people and scripts.
 
-Exit codes: 0 success, 1 the operation failed, 2 bad usage or configuration.
+Server side: ``qmill up`` runs the whole system, ``qmill config`` shows its settings.
+Client side: ``submit``, ``get``, ``cancel``, ``health`` talk to a running system over
+HTTP (``--url`` / $QMILL_URL); ``bench`` runs the benchmark suite.
+
+Exit codes are part of the interface (scripts branch on them), see `EXIT_CODES`.
+Imports are deferred into the commands: ``qmill get`` should not pay for loading the
+server's settings, NATS client and qiskit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from qmill import bus
-from qmill.config import Settings, get_settings
-from qmill.errors import ConfigError
-from qmill.logs import setup_logging
+if TYPE_CHECKING:
+    from qmill.client import AsyncClient, QmillClientError, Task
+    from qmill.config import Settings
+
+EXIT_OK = 0  # done: the task completed, the cancel happened, the system is healthy
+EXIT_TASK_FAILED = 1  # the task failed or was cancelled; cancel: it had already finished
+EXIT_USAGE = 2  # bad arguments, file, configuration or API key; a request the server refused
+EXIT_UNAVAILABLE = 3  # no answer from the server, 503/429 after retries, or unhealthy
+EXIT_NOT_FOUND = 4  # no such task (or it expired)
+EXIT_TIMEOUT = 5  # --wait ran out of time; the task is still running
+EXIT_CODES = f"""\b
+Exit codes:
+  {EXIT_OK}  success: the task completed (or was queued, or cancelled); healthy
+  {EXIT_TASK_FAILED}  the task failed or was cancelled; cancel: it had already finished
+  {EXIT_USAGE}  usage error: bad arguments, file or config; the server refused the
+     request (invalid circuit 400, too large 413, invalid 422, API key 401)
+  {EXIT_UNAVAILABLE}  server unreachable or unavailable (503/429 after retries), unhealthy
+  {EXIT_NOT_FOUND}  task not found (unknown id, or its result expired)
+  {EXIT_TIMEOUT}  timed out waiting; the task keeps running (qmill get ID --wait)
+"""
+DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def _settings_or_exit() -> Settings:
+    from qmill.config import get_settings
+    from qmill.errors import ConfigError
+
     try:
         return get_settings()
     except ConfigError as exc:
         click.echo(f"qmill: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(EXIT_USAGE)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EXIT_CODES,
+)
 def main() -> None:
-    """qmill runs OpenQASM circuits as a service."""
+    """qmill runs OpenQASM circuits as a service.
+
+    \b
+    qmill up                          start the whole system (what `make run` does)
+    qmill submit bell.qasm --wait     run a circuit, show its counts
+    qmill get ID | cancel ID | health
+    qmill COMMAND --help              the options of one command
+    """
 
 
-@main.command()
+@main.command(short_help="Start the whole system in the foreground (make run).")
 def up() -> None:
     """Start the whole system in the foreground (what `make run` does).
 
@@ -38,6 +79,7 @@ def up() -> None:
     functions, the workers and the gateway on [server] host:port. Ctrl-C stops all.
     """
     from qmill import embedded
+    from qmill.logs import setup_logging
 
     settings = _settings_or_exit()
     setup_logging(settings.log, service="supervisor")
@@ -49,9 +91,458 @@ def up() -> None:
     sys.exit(asyncio.run(embedded.up(settings)))
 
 
-@main.command("config")
+# --- client commands: they talk to a running system over HTTP ---------------------------
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def client_options(command: F) -> F:
+    """The options every client command shares, each with an environment twin."""
+    options = [
+        click.option(
+            "--url",
+            envvar="QMILL_URL",
+            default=DEFAULT_URL,
+            show_default=True,
+            show_envvar=True,
+            help="The qmill server (its gateway).",
+        ),
+        click.option(
+            "--api-key",
+            envvar="QMILL_API_KEY",
+            show_envvar=True,
+            help="Sent as 'Authorization: Bearer KEY'; needed only if the server asks.",
+        ),
+        click.option(
+            "--retries",
+            envvar="QMILL_RETRIES",
+            type=click.IntRange(0, 20),
+            default=5,
+            show_default=True,
+            show_envvar=True,
+            help="Retries, with backoff, when the server answers 503/429 or cannot be reached.",
+        ),
+        click.option(
+            "--json",
+            "as_json",
+            is_flag=True,
+            envvar="QMILL_JSON",
+            show_envvar=True,
+            help="Machine output: one JSON document on stdout (errors too).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def wait_options(command: F) -> F:
+    command = click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=300.0,
+        show_default=True,
+        envvar="QMILL_TIMEOUT",
+        show_envvar=True,
+        help="With --wait: give up waiting after this many seconds (exit 5).",
+    )(command)
+    command = click.option(
+        "--quiet", "-q", is_flag=True, help="No progress display on stderr while waiting."
+    )(command)
+    command = click.option(
+        "--top",
+        type=click.IntRange(min=1),
+        default=32,
+        show_default=True,
+        help="Show at most this many outcomes (the most frequent).",
+    )(command)
+    command = click.option(
+        "--sort",
+        type=click.Choice(["count", "outcome"]),
+        default="count",
+        show_default=True,
+        help="Order the counts table by count (most frequent first) or by outcome.",
+    )(command)
+    return command
+
+
+def _client(url: str, api_key: str | None, retries: int) -> AsyncClient:
+    from qmill.client import AsyncClient, RetryPolicy
+
+    return AsyncClient(url, api_key=api_key or None, retry=RetryPolicy(retries=retries))
+
+
+T = TypeVar("T")
+
+
+def _run(coroutine: Awaitable[T], as_json: bool, task_id: str | None = None) -> T:
+    """Run one command's coroutine; a client error becomes its message and exit code."""
+    from qmill.client import QmillClientError
+
+    async def main() -> T:
+        return await coroutine
+
+    try:
+        return asyncio.run(main())
+    except QmillClientError as exc:
+        _fail(exc, as_json)
+    except KeyboardInterrupt:
+        if task_id:
+            click.echo(f"\nqmill: stopped waiting; {task_id} keeps running", err=True)
+        sys.exit(130)
+
+
+def exit_code(exc: QmillClientError) -> int:
+    """The documented exit code for a client error (see `EXIT_CODES`)."""
+    from qmill import client as c
+
+    if isinstance(exc, c.ResultTimeoutError):
+        return EXIT_TIMEOUT
+    if isinstance(exc, c.TaskFailedError | c.ConflictError):
+        return EXIT_TASK_FAILED
+    if isinstance(exc, c.TaskNotFoundError):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, c.ServerUnreachableError | c.ServiceUnavailableError | c.RateLimitedError):
+        return EXIT_UNAVAILABLE
+    if isinstance(exc, c.APIError) and exc.status >= 500:
+        return EXIT_UNAVAILABLE
+    return EXIT_USAGE
+
+
+def _fail(exc: QmillClientError, as_json: bool) -> NoReturn:
+    from qmill.client import APIError, InvalidCircuitError
+
+    message = str(exc)
+    if isinstance(exc, InvalidCircuitError) and isinstance(exc.detail, str):
+        message = exc.detail  # already says "invalid OpenQASM: line L, column C: ..."
+    click.echo(f"qmill: {message}", err=True)
+    if as_json:
+        out: dict[str, Any] = {"error": type(exc).__name__, "message": message}
+        if isinstance(exc, APIError):
+            out["status"] = exc.status
+            if isinstance(exc.body, dict):
+                out.update({k: v for k, v in exc.body.items() if k not in out})
+        task = getattr(exc, "task", None)
+        if task is not None:
+            out["task"] = task.raw
+        click.echo(json.dumps(out))
+    sys.exit(exit_code(exc))
+
+
+class Progress:
+    """Shows a task's status on stderr while the CLI waits for it.
+
+    On a terminal: one line, redrawn ten times a second (spinner, status, elapsed).
+    Elsewhere (CI logs, pipes): one line per status change, so logs stay readable.
+    """
+
+    FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+    def __init__(self, task_id: str, *, enabled: bool, tty: bool) -> None:
+        self.task_id = task_id
+        self.enabled = enabled
+        self.tty = tty and enabled
+        self.status = "pending"
+        self.started = time.monotonic()
+        self._frame = 0
+        self._drawn = False
+
+    def update(self, task: Task) -> None:
+        if task.status != self.status and self.enabled and not self.tty:
+            click.echo(f"qmill: {self.task_id} {task.status}", err=True)
+        self.status = task.status
+        if self.tty:
+            self.draw()
+
+    def draw(self) -> None:
+        frame = self.FRAMES[self._frame % len(self.FRAMES)]
+        self._frame += 1
+        elapsed = time.monotonic() - self.started
+        line = f"{frame} {self.task_id} {self.status} {elapsed:.1f} s"
+        click.echo(f"\r{line}\x1b[K", err=True, nl=False)
+        self._drawn = True
+
+    async def spin(self) -> None:
+        while True:
+            self.draw()
+            await asyncio.sleep(0.1)
+
+    def start(self) -> None:
+        if self.enabled and not self.tty:
+            click.echo(f"qmill: {self.task_id} {self.status}", err=True)
+
+    def finish(self) -> None:
+        if self._drawn:
+            click.echo("\r\x1b[K", err=True, nl=False)
+
+
+async def _wait(client: AsyncClient, task_id: str, timeout: float, show_progress: bool) -> Task:
+    progress = Progress(task_id, enabled=show_progress, tty=sys.stderr.isatty())
+    progress.start()
+    spinner = asyncio.create_task(progress.spin()) if progress.tty else None
+    try:
+        # Short long-polls while someone watches, so "processing" shows when it starts;
+        # a finished task still answers at once.
+        return await client.wait(
+            task_id,
+            timeout=timeout,
+            long_poll=2.0 if show_progress else 30.0,
+            on_update=progress.update,
+        )
+    finally:
+        if spinner is not None:
+            spinner.cancel()
+        progress.finish()
+
+
+def _bar_chars() -> tuple[str, str]:
+    """Block characters when stdout can encode them, else ASCII."""
+    encoding = getattr(sys.stdout, "encoding", None) or "ascii"
+    try:
+        "█▏".encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return "#", ""
+    return "█", " ▏▎▍▌▋▊▉"
+
+
+def counts_table(
+    counts: Mapping[str, int],
+    *,
+    top: int = 32,
+    order: str = "count",
+    width: int = 40,
+    unicode: bool = True,
+) -> list[str]:
+    """The counts as text rows: outcome, count, share, and a bar scaled to the largest.
+
+    With ``unicode`` the bars use eighth blocks, so close counts still look different.
+    """
+    from qmill.pictures import top_outcomes
+
+    shots = sum(counts.values())
+    rows = top_outcomes(counts, top, "outcome" if order == "outcome" else "count")
+    if not rows:
+        return ["(no counts)"]
+    biggest = max(v for _, v in rows)
+    key_width = max(len("outcome"), *(len(k) for k, _ in rows))
+    count_width = max(len("count"), *(len(str(v)) for _, v in rows))
+    full, eighths = ("█", " ▏▎▍▌▋▊▉") if unicode else ("#", "")
+    lines = [f"{'outcome':<{key_width}}  {'count':>{count_width}}  {'share':>6}"]
+    for outcome, count in rows:
+        length = width * count / biggest if biggest else 0.0
+        bar = full * int(length)
+        if eighths:
+            bar += eighths[int((length - int(length)) * 8)].strip()
+        elif length - int(length) >= 0.5:
+            bar += full
+        if count and not bar:
+            bar = eighths[1] if eighths else full
+        share = f"{100 * count / shots:.1f}%" if shots else "-"
+        lines.append(f"{outcome:<{key_width}}  {count:>{count_width}}  {share:>6}  {bar}")
+    hidden = len(counts) - len(rows)
+    if hidden:
+        rest = shots - sum(v for _, v in rows)
+        lines.append(f"... and {hidden} more outcomes ({rest} shots); --top shows more")
+    return lines
+
+
+def describe(task: Task) -> list[str]:
+    """A finished or running task in a few human lines (the counts come separately)."""
+    parts = [f"task {task.task_id}", task.status, f"{task.shots} shots"]
+    shape = []
+    if task.qubits is not None:
+        shape.append(f"{task.qubits} qubit{'s' if task.qubits != 1 else ''}")
+    if task.depth is not None:
+        shape.append(f"depth {task.depth}")
+    if task.method:
+        shape.append(task.method)
+    lines = ["  ".join(parts) + (f"  ({', '.join(shape)})" if shape else "")]
+    timing = []
+    if task.queue_seconds is not None:
+        timing.append(f"queued {task.queue_seconds:.3g} s")
+    if task.execution_seconds is not None:
+        timing.append(f"ran {task.execution_seconds:.3g} s")
+    if task.worker_id:
+        timing.append(f"on {task.worker_id}")
+    if task.attempts > 1:
+        timing.append(f"{task.attempts} attempts")
+    if timing:
+        lines.append(", ".join(timing))
+    if task.error:
+        lines.append(f"error: {task.error}")
+    return lines
+
+
+def _show_task(task: Task, as_json: bool, top: int = 32, order: str = "count") -> NoReturn:
+    """Print a task (and its counts) and exit with the code its status stands for."""
+    if as_json:
+        click.echo(json.dumps(task.raw))
+    else:
+        for line in describe(task):
+            click.echo(line)
+        if task.counts is not None:
+            full, _ = _bar_chars()
+            click.echo("")
+            for line in counts_table(task.counts, top=top, order=order, unicode=full != "#"):
+                click.echo(line)
+    failed = task.status in ("failed", "cancelled")
+    sys.exit(EXIT_TASK_FAILED if failed else EXIT_OK)
+
+
+def _read_program(source: str) -> str:
+    try:
+        if source == "-":
+            return sys.stdin.read()
+        return Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {source}: {exc}", param_hint="FILE") from None
+
+
+@main.command(epilog=EXIT_CODES, short_help="Run an OpenQASM file; --wait prints its counts.")
+@click.argument("file", metavar="FILE")
+@click.option(
+    "--shots",
+    "-s",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="How many times to run the circuit.",
+)
+@click.option("--seed", type=click.IntRange(min=0), help="Simulator seed: same seed, same counts.")
+@click.option("--wait", "-w", is_flag=True, help="Wait for the counts and print them.")
+@wait_options
+@client_options
+def submit(
+    file: str,
+    shots: int,
+    seed: int | None,
+    wait: bool,
+    timeout: float,
+    quiet: bool,
+    top: int,
+    sort: str,
+    url: str,
+    api_key: str | None,
+    retries: int,
+    as_json: bool,
+) -> None:
+    """Queue the OpenQASM program in FILE ('-' reads stdin).
+
+    Prints the task id (so `ID=$(qmill submit bell.qasm)` works). With --wait, shows
+    progress on stderr, then the counts as a table with a bar per outcome.
+    """
+    program = _read_program(file)
+
+    async def go() -> tuple[str, Task | None]:
+        async with _client(url, api_key, retries) as client:
+            task_id = await client.submit(program, shots, seed=seed)
+            if not wait:
+                return task_id, None
+            return task_id, await _wait(client, task_id, timeout, not quiet)
+
+    task_id, task = _run(go(), as_json)
+    if task is not None:
+        _show_task(task, as_json, top, sort)
+    click.echo(json.dumps({"task_id": task_id, "status": "pending"}) if as_json else task_id)
+
+
+@main.command(epilog=EXIT_CODES, short_help="Show a task and its counts.")
+@click.argument("task_id", metavar="ID")
+@click.option("--wait", "-w", is_flag=True, help="Wait until the task has finished.")
+@wait_options
+@client_options
+def get(
+    task_id: str,
+    wait: bool,
+    timeout: float,
+    quiet: bool,
+    top: int,
+    sort: str,
+    url: str,
+    api_key: str | None,
+    retries: int,
+    as_json: bool,
+) -> None:
+    """Show a task: its status, details and, once completed, its counts.
+
+    Exits 0 while the task is pending or processing too; --wait waits for the end.
+    """
+
+    async def go() -> Task:
+        async with _client(url, api_key, retries) as client:
+            if wait:
+                return await _wait(client, task_id, timeout, not quiet)
+            return await client.get(task_id)
+
+    _show_task(_run(go(), as_json, task_id if wait else None), as_json, top, sort)
+
+
+@main.command(epilog=EXIT_CODES, short_help="Cancel a pending or running task.")
+@click.argument("task_id", metavar="ID")
+@client_options
+def cancel(task_id: str, url: str, api_key: str | None, retries: int, as_json: bool) -> None:
+    """Cancel a pending or running task (exit 1 if it had already finished)."""
+
+    async def go() -> Task:
+        async with _client(url, api_key, retries) as client:
+            return await client.cancel(task_id)
+
+    task = _run(go(), as_json)
+    click.echo(json.dumps(task.raw) if as_json else f"task {task.task_id} {task.status}")
+
+
+@main.command(epilog=EXIT_CODES, short_help="Check that the system is up (exit 0) or not (3).")
+@client_options
+def health(url: str, api_key: str | None, retries: int, as_json: bool) -> None:
+    """Check the system: exit 0 when NATS and Redis both answer, else 3."""
+
+    async def go() -> dict[str, Any]:
+        async with _client(url, api_key, retries) as client:
+            return await client.health()
+
+    view = _run(go(), as_json)
+    healthy = view.get("status") == "healthy"
+    if as_json:
+        click.echo(json.dumps(view))
+    else:
+        services = view.get("services") or {}
+        parts = [f"{name} {'ok' if up else 'DOWN'}" for name, up in services.items()]
+        click.echo(f"{view.get('status')}  {'  '.join(parts)}  ({url})")
+    sys.exit(EXIT_OK if healthy else EXIT_UNAVAILABLE)
+
+
+def source_root() -> Path:
+    """The checkout this package runs from (bench/ is not installed, like functions/)."""
+    return Path(__file__).resolve().parents[2]
+
+
+@main.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    epilog="Arguments after `--` (or any this command does not know) go to bench.run; "
+    "`qmill bench -- --help` shows them. The exit code is bench.run's.",
+    short_help="Run the benchmark suite (bench/run.py).",
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: tuple[str, ...]) -> None:
+    """Run the benchmark suite (python -m bench.run) from the source tree."""
+    root = source_root()
+    package = root / "bench"
+    if not ((package / "run.py").is_file() or (package / "run" / "__main__.py").is_file()):
+        click.echo(
+            f"qmill: no benchmark suite at {package}/run.py; `qmill bench` needs a source "
+            "checkout of qmill that has bench/",
+            err=True,
+        )
+        sys.exit(EXIT_USAGE)
+    completed = subprocess.run([sys.executable, "-m", "bench.run", *args], cwd=root, check=False)
+    sys.exit(completed.returncode)
+
+
+@main.command("config", short_help="Print the effective settings as JSON.")
 def show_config() -> None:
     """Print the effective settings (defaults < config.toml < QMILL_* env) as JSON."""
+    from qmill import bus
+
     settings = _settings_or_exit()
     data = settings.model_dump(mode="json")
     data["queue"] = bus.describe(settings)

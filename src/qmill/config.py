@@ -10,6 +10,7 @@ see every knob by reading it.
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -20,6 +21,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -132,6 +134,9 @@ class LimitsSettings(_Section):
     # Checked before parsing (a ';' count), so a huge program is refused without the
     # cost of parsing it.
     max_statements: int = Field(50_000, ge=1)
+    # The reference parser needs seconds for one 100 KB expression; nobody writes one.
+    max_statement_chars: int = Field(4_000, ge=100)
+    max_nesting: int = Field(64, ge=1)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_batch_tasks: int = Field(1000, ge=1)
     # A simulation that runs longer is stopped (process executor) and fails with `timeout`.
@@ -274,8 +279,27 @@ def load_settings() -> Settings:
             where = f"[{keys[0]}] {'.'.join(keys[1:])}" if len(keys) > 1 else ".".join(keys)
             problems.append(f"{where} (env {env_name(*keys)}): {err['msg']}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+    except SettingsError as exc:  # an env value that should be JSON (a list) is not
+        raise ConfigError(f"invalid configuration: {_json_settings_hint(str(exc))}") from None
     except ValueError as exc:  # a malformed TOML file
         raise ConfigError(f"invalid configuration file: {exc}") from None
+
+
+def _json_settings_hint(message: str) -> str:
+    """pydantic-settings names only the section; name the JSON-valued keys in it."""
+    match = re.search(r'field "(\w+)"', message)
+    section = match.group(1) if match else ""
+    info = Settings.model_fields.get(section)
+    model = info.annotation if info else None
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return message
+    keys = [
+        key
+        for key, field in model.model_fields.items()
+        if getattr(field.annotation, "__origin__", None) in (list, dict)
+    ]
+    where = ", ".join(f"[{section}] {key} (env {env_name(section, key)})" for key in keys)
+    return f'{where}: the value must be JSON, for example ["..."] ({message})'
 
 
 @lru_cache(maxsize=1)

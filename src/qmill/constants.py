@@ -79,8 +79,15 @@ BATCH_PATH_PREFIX: Final = "/batches/"
 HEALTH_PATH: Final = "/health"
 # The OpenAPI document (src/qmill/openapi.json), served by the health function.
 OPENAPI_PATH: Final = "/openapi.json"
-# (method, path or prefix ending in "/", function) in match order: what the gateway routes.
-# The result function owns the task resource: it reads (GET) and cancels (DELETE) it.
+# The counts of a task as an SVG bar chart, and the web page (static, served at the root).
+HISTOGRAM_SUFFIX: Final = "/histogram.svg"
+HISTOGRAM_PATH: Final = RESULT_PATH_PREFIX + "{id}" + HISTOGRAM_SUFFIX
+PAGE_PATH: Final = "/"
+# (method, pattern, function) in match order: what the gateway routes. A pattern is an
+# exact path, a prefix ending in "/" that takes one more path segment (the id), or a
+# path with one "{id}" segment. "/" is exact: the page, not every path.
+# The result function owns the task resource: it reads (GET) and cancels (DELETE) it,
+# draws its counts, and serves the page that uses all of this.
 ROUTES: Final = (
     ("POST", SUBMIT_PATH, "submit"),
     ("GET", RESULT_PATH_PREFIX, "result"),
@@ -89,5 +96,7 @@ ROUTES: Final = (
     ("GET", BATCH_PATH_PREFIX, "result"),
     ("GET", HEALTH_PATH, "health"),
     ("GET", OPENAPI_PATH, "health"),
+    ("GET", HISTOGRAM_PATH, "result"),
+    ("GET", PAGE_PATH, "result"),
 )
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"

@@ -47,16 +47,9 @@ def allowed_methods(path: str) -> list[str]:
     """The methods `constants.ROUTES` routes for a path."""
     allowed = []
     for method, pattern, _function in constants.ROUTES:
-        if _matches(pattern, path) and method not in allowed:
+        if matches(pattern, path) and method not in allowed:
             allowed.append(method)
     return allowed
-
-
-def _matches(pattern: str, path: str) -> bool:
-    if pattern.endswith("/"):
-        rest = path[len(pattern) :]
-        return path.startswith(pattern) and bool(rest) and "/" not in rest
-    return path == pattern
 
 
 def route(path: str) -> str | None:
@@ -68,9 +61,26 @@ def route(path: str) -> str | None:
     if _CONTROL.search(path):
         return None
     for _method, pattern, function in constants.ROUTES:
-        if _matches(pattern, path):
+        if matches(pattern, path):
             return function
     return None
+
+
+def matches(pattern: str, path: str) -> bool:
+    """Whether ``path`` fits a `constants.ROUTES` pattern (see there for the three kinds)."""
+    if "{id}" in pattern:
+        head, tail = pattern.split("{id}", 1)
+        middle = path[len(head) : len(path) - len(tail)]
+        return (
+            len(path) > len(head) + len(tail)
+            and path.startswith(head)
+            and path.endswith(tail)
+            and "/" not in middle
+        )
+    if pattern.endswith("/") and pattern != "/":
+        rest = path[len(pattern) :]
+        return path.startswith(pattern) and bool(rest) and "/" not in rest
+    return path == pattern
 
 
 class Gateway:

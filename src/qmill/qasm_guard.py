@@ -83,6 +83,8 @@ class Budget:
     # The limit ``qubits`` is, as LimitExceeded names it (the Clifford one when wider).
     qubits_limit: str = "qubits"
     deadline: float = field(init=False)
+    # Qubits the program text declares (set by `prescan`): bounds what broadcasts build.
+    declared_qubits: int = field(default=0, init=False)
     _ticks: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
@@ -242,14 +244,9 @@ def _check_declarations(stripped: str, budget: Budget) -> None:
     budget.check_registers(qubits, clbits)
     # Hardware qubits: the importer makes every qubit up to the highest index named, so
     # ``x $99999999;`` allocated 10**8 qubits (and held the event loop while it did).
-    highest = max((len(m.group(1)) for m in _HARDWARE_QUBIT.finditer(stripped)), default=0)
-    if highest:
-        index = max(
-            int(m.group(1))
-            for m in _HARDWARE_QUBIT.finditer(stripped)
-            if len(m.group(1)) == highest
-        )
-        budget.check_registers(index + 1, 0)
+    highest = max((int(m.group(1)) for m in _HARDWARE_QUBIT.finditer(stripped)), default=-1)
+    budget.check_registers(highest + 1, 0)
+    budget.declared_qubits = max(qubits, highest + 1)
 
 
 _CAP = 2**63

@@ -87,9 +87,15 @@ def check(
         raise InvalidRequest(f"shots must be at least {limits.min_shots}, got {request.shots}")
     if request.shots > limits.max_shots:
         raise LimitExceeded("shots", request.shots, limits.max_shots)
-    statements = circuits.count_statements(request.quantum_circuit)
-    if statements > limits.max_statements:
-        raise LimitExceeded("statements", statements, limits.max_statements)
+    # Parsing costs grow with these, so they are refused before any parser runs.
+    found = circuits.shape(request.quantum_circuit)
+    for name, value, allowed in (
+        ("statements", found.statements, limits.max_statements),
+        ("characters in one statement", found.longest_statement, limits.max_statement_chars),
+        ("nesting depth", found.nesting, limits.max_nesting),
+    ):
+        if value > allowed:
+            raise LimitExceeded(name, value, allowed)
     parsed = circuits.parse(request.quantum_circuit, budget or parse_budget(settings))
     if parsed.clifford:
         qubit_limit, kind = limits.max_clifford_qubits, "qubits (Clifford circuit)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -81,8 +82,30 @@ def running_system(tmp: Path, **env_overrides: str) -> Iterator[System]:
             proc, f"http://127.0.0.1:{port}", log, env["QMILL_NATS__URL"], env["QMILL_REDIS__URL"]
         )
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            for child in psutil.Process(proc.pid).children(recursive=True):
-                child.kill()
-            proc.wait()
+        kill_system(proc)
+
+
+def kill_system(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL `qmill up` and every process under it.
+
+    The children must be found before the supervisor dies: a dead process has no
+    children (they are re-parented to init), which is how killing the supervisor first
+    leaked every service. The supervisor is frozen first so it restarts nothing while
+    this runs, and each service is killed with its process group (`qmill up` starts
+    each in its own session), which also takes grandchildren such as simulation
+    processes started after the list was taken.
+    """
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGSTOP)
+    try:
+        services = psutil.Process(proc.pid).children()
+    except psutil.NoSuchProcess:
+        services = []
+    for service in services:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(service.pid, signal.SIGKILL)
+    proc.kill()
+    proc.wait()
+    psutil.wait_procs(services, timeout=10)

@@ -54,6 +54,12 @@ def test_qubit_limit_follows_the_worker_memory_budget() -> None:
         ({"max_gates": 3}, {"quantum_circuit": BELL}, "gates"),
         ({"max_depth": 2}, {"quantum_circuit": BELL}, "depth"),
         ({"max_statements": 5}, {"quantum_circuit": BELL}, "statements"),
+        ({}, {"quantum_circuit": BELL + "x" * 5000}, "characters in one statement"),
+        (
+            {"max_nesting": 2},
+            {"quantum_circuit": BELL.replace("q[0]", "q[((0))]")},
+            "nesting depth",
+        ),
     ],
 )
 def test_each_limit(values: dict[str, object], body: dict[str, object], limit: str) -> None:

@@ -20,6 +20,7 @@ def test_every_routed_path_and_method_is_documented() -> None:
         template = {
             constants.RESULT_PATH_PREFIX: "/tasks/{task_id}",
             constants.BATCH_PATH_PREFIX: "/batches/{batch_id}",
+            constants.HISTOGRAM_PATH: "/tasks/{task_id}/histogram.svg",
         }.get(pattern, pattern)
         assert method.lower() in paths[template], (method, template)
 

@@ -1,0 +1,144 @@
+# The three HTTP functions as Cloud Run services from the functions image, reachable
+# only through the load balancer in lb.tf.
+resource "google_service_account" "functions" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-functions"
+  display_name = "qmill HTTP functions"
+}
+
+resource "google_cloud_run_v2_service" "function" {
+  for_each = toset(local.function_names)
+
+  project             = var.project_id
+  name                = "${var.name_prefix}-${each.key}"
+  location            = var.region
+  ingress             = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+  deletion_protection = var.deletion_protection
+  labels              = local.labels
+  # The load balancer is the API's door; callers carry no Google identity (API keys
+  # come with the [auth] settings of a later issue).
+  invoker_iam_disabled = true
+
+  template {
+    service_account                  = google_service_account.functions.email
+    max_instance_request_concurrency = var.function_concurrency
+    # Long polls (GET /tasks/{id}?wait=) last up to [server] max_wait_seconds.
+    timeout = "90s"
+
+    scaling {
+      min_instance_count = var.function_min_replicas
+      max_instance_count = var.function_max_replicas
+    }
+
+    vpc_access {
+      network_interfaces {
+        network    = local.vpc_network
+        subnetwork = local.vpc_subnetwork
+      }
+      egress = "ALL_TRAFFIC"
+    }
+
+    containers {
+      name    = each.key
+      image   = module.shared.functions_image
+      command = ["functions-framework"]
+      args = [
+        "--asgi",
+        "--target", each.key,
+        "--source", "/app/functions/${each.key}/main.py",
+        "--host", "0.0.0.0",
+        "--port", tostring(local.function_port),
+      ]
+
+      ports {
+        name           = "http1"
+        container_port = local.function_port
+      }
+
+      env {
+        name  = "WORKERS"
+        value = tostring(module.shared.function_workers)
+      }
+
+      env {
+        name  = "QMILL_NATS__URL"
+        value = local.nats_url
+      }
+
+      env {
+        name = "QMILL_REDIS__URL"
+        value_source {
+          secret_key_ref {
+            secret  = google_secret_manager_secret.redis_url.secret_id
+            version = "latest"
+          }
+        }
+      }
+
+      env {
+        name = "QMILL_AUTH__API_KEY_HASHES"
+        value_source {
+          secret_key_ref {
+            secret  = google_secret_manager_secret.api_key_hashes.secret_id
+            version = "latest"
+          }
+        }
+      }
+
+      dynamic "env" {
+        for_each = module.shared.function_env
+        content {
+          name  = env.key
+          value = env.value
+        }
+      }
+
+      resources {
+        limits            = { cpu = var.function_cpu, memory = var.function_memory }
+        cpu_idle          = true
+        startup_cpu_boost = true
+      }
+
+      # TCP: a function whose NATS or Redis is down still answers 503 with Retry-After.
+      startup_probe {
+        tcp_socket {
+          port = local.function_port
+        }
+        period_seconds    = 2
+        failure_threshold = 30
+      }
+    }
+  }
+
+  depends_on = [
+    google_secret_manager_secret_iam_member.redis_url,
+    google_secret_manager_secret_version.redis_url,
+    google_secret_manager_secret_iam_member.api_key_hashes,
+    google_secret_manager_secret_version.api_key_hashes,
+  ]
+}
+
+# [auth] api_key_hashes for the functions.
+resource "google_secret_manager_secret" "api_key_hashes" {
+  project   = var.project_id
+  secret_id = "${var.name_prefix}-api-key-hashes"
+  labels    = local.labels
+
+  replication {
+    auto {}
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_secret_manager_secret_version" "api_key_hashes" {
+  secret      = google_secret_manager_secret.api_key_hashes.id
+  secret_data = module.shared.api_key_hashes_json
+}
+
+resource "google_secret_manager_secret_iam_member" "api_key_hashes" {
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.api_key_hashes.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.functions.email}"
+}

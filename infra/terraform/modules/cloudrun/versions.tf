@@ -1,0 +1,15 @@
+terraform {
+  required_version = ">= 1.9"
+
+  required_providers {
+    google = {
+      source  = "hashicorp/google"
+      version = ">= 6.50, < 8.0"
+    }
+    # Cloud Run worker pools are a beta API.
+    google-beta = {
+      source  = "hashicorp/google-beta"
+      version = ">= 6.50, < 8.0"
+    }
+  }
+}

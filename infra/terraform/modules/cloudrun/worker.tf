@@ -1,0 +1,87 @@
+# The worker as a Cloud Run worker pool (no HTTP port; pulls from JetStream). Its
+# instance count is set by the autoscaler in autoscaler.tf.
+resource "google_service_account" "worker" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-worker"
+  display_name = "qmill workers"
+}
+
+resource "google_cloud_run_v2_worker_pool" "worker" {
+  provider = google-beta
+
+  project             = var.project_id
+  name                = "${var.name_prefix}-worker"
+  location            = var.region
+  launch_stage        = "BETA"
+  deletion_protection = var.deletion_protection
+  labels              = local.labels
+
+  scaling {
+    scaling_mode = "MANUAL"
+    # The starting count; afterwards CREMA (or you, with gcloud) sets it.
+    manual_instance_count = var.autoscaler_enabled ? var.worker_min_replicas : max(var.worker_min_replicas, 1)
+  }
+
+  template {
+    service_account = google_service_account.worker.email
+
+    vpc_access {
+      network_interfaces {
+        network    = local.vpc_network
+        subnetwork = local.vpc_subnetwork
+      }
+      egress = "ALL_TRAFFIC"
+    }
+
+    containers {
+      name    = "worker"
+      image   = module.shared.worker_image
+      command = ["qmill-worker"]
+
+      env {
+        name  = "QMILL_NATS__URL"
+        value = local.nats_url
+      }
+
+      env {
+        name = "QMILL_REDIS__URL"
+        value_source {
+          secret_key_ref {
+            secret  = google_secret_manager_secret.redis_url.secret_id
+            version = "latest"
+          }
+        }
+      }
+
+      # Includes QMILL_WORKER__GRACE_PERIOD_SECONDS capped below Cloud Run's 10 s
+      # between SIGTERM and SIGKILL; tasks still running then are released for redelivery.
+      dynamic "env" {
+        for_each = module.shared.worker_env
+        content {
+          name  = env.key
+          value = env.value
+        }
+      }
+
+      # Memory from Settings.worker_memory_bytes: every slot simulating max_qubits.
+      resources {
+        limits = {
+          cpu    = tostring(module.shared.worker_cpu)
+          memory = "${module.shared.worker_memory_mib}Mi"
+        }
+      }
+    }
+  }
+
+  lifecycle {
+    # The autoscaler owns the instance count.
+    ignore_changes = [scaling[0].manual_instance_count]
+
+    precondition {
+      condition     = contains([1, 2, 4, 6, 8], module.shared.worker_cpu)
+      error_message = "Cloud Run instances have 1, 2, 4, 6 or 8 CPUs: set worker_cpu (or worker_max_concurrent_tasks) to one of them."
+    }
+  }
+
+  depends_on = [google_secret_manager_secret_iam_member.redis_url, google_secret_manager_secret_version.redis_url]
+}

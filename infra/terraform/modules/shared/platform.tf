@@ -1,0 +1,30 @@
+# Set by the target module, not by users (these are not in variables.tf, which the
+# targets link in): what the platform imposes on the worker.
+
+variable "platform_stop_seconds" {
+  description = "Seconds the platform waits between SIGTERM and SIGKILL when it fixes them (Cloud Run: 10); null when the module sets the termination grace period itself (Kubernetes)."
+  type        = number
+  default     = null
+}
+
+variable "platform_max_memory_mib" {
+  description = "Most memory one worker instance may have on the platform; null: no fixed bound."
+  type        = number
+  default     = null
+}
+
+locals {
+  # Leave the worker this many seconds between its own deadline and SIGKILL.
+  stop_margin_seconds = 2
+  worker_grace_period_seconds = (
+    var.platform_stop_seconds == null
+    ? var.worker_grace_period_seconds
+    : min(var.worker_grace_period_seconds, var.platform_stop_seconds - local.stop_margin_seconds)
+  )
+  # Longer than the worker's own grace period: time to release unfinished tasks and close.
+  termination_grace_period_seconds = (
+    var.platform_stop_seconds == null
+    ? ceil(local.worker_grace_period_seconds) + 15
+    : var.platform_stop_seconds
+  )
+}

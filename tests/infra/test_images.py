@@ -1,0 +1,221 @@
+"""The Dockerfiles, checked without building them (no Docker engine here): multi-stage,
+pinned slim base, unprivileged runtime, dependencies in a layer of their own, a build
+context that holds exactly what they copy. hadolint lints them in `make lint`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from qmill import constants, embedded
+from tests.infra.conftest import DOCKERFILES, REPO
+
+REQUIREMENTS_SCRIPT = REPO / "infra" / "docker" / "requirements.py"
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+# What a final image must never contain: compilers and the like.
+BUILD_TOOLS = ("gcc", "g++", "build-essential", "make ", "clang", "cargo", "rustc")
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    args: str
+
+
+def instructions(path: Path) -> list[Instruction]:
+    """A Dockerfile's instructions, with continuation lines joined and comments dropped."""
+    out: list[Instruction] = []
+    pending = ""
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        full = pending + line
+        pending = ""
+        keyword, _, args = full.partition(" ")
+        out.append(Instruction(keyword.upper(), " ".join(args.split())))
+    return out
+
+
+def stages(path: Path) -> list[list[Instruction]]:
+    found: list[list[Instruction]] = []
+    for ins in instructions(path):
+        if ins.keyword == "FROM":
+            found.append([])
+        found[-1].append(ins)
+    return found
+
+
+def copy_sources(ins: Instruction) -> list[str]:
+    """The build-context paths a COPY reads (none for COPY --from=stage)."""
+    words = [w for w in shlex.split(ins.args) if not w.startswith("--")]
+    if "--from=" in ins.args:
+        return []
+    return words[:-1]
+
+
+def exec_form(ins: Instruction) -> list[str]:
+    value = json.loads(ins.args)
+    assert isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return value
+
+
+@pytest.mark.parametrize("kind", sorted(DOCKERFILES))
+def test_multi_stage_on_a_pinned_slim_base(kind: str) -> None:
+    found = stages(DOCKERFILES[kind])
+    assert len(found) >= 2
+    bases = {stage[0].args.split()[0] for stage in found}
+    (base,) = bases
+    name, _, tag = base.partition(":")
+    assert name == "python"
+    assert re.fullmatch(r"3\.11\.\d+-slim-\w+", tag), base
+    assert found[0][0].args.split()[-1] == "build"
+
+
+def test_both_images_share_one_base() -> None:
+    bases = {
+        ins.args.split()[0]
+        for path in DOCKERFILES.values()
+        for ins in instructions(path)
+        if ins.keyword == "FROM"
+    }
+    assert len(bases) == 1
+
+
+@pytest.mark.parametrize("kind", sorted(DOCKERFILES))
+def test_final_stage_is_unprivileged_and_has_no_build_tools(kind: str) -> None:
+    final = stages(DOCKERFILES[kind])[-1]
+    users = [ins.args for ins in final if ins.keyword == "USER"]
+    assert users, "the final stage runs as root"
+    uid = users[-1].split(":")[0]
+    assert uid not in {"0", "root"}
+    for ins in final:
+        if ins.keyword == "RUN":
+            assert "apt-get install" not in ins.args and "apk add" not in ins.args
+            assert not any(tool in ins.args for tool in BUILD_TOOLS), ins.args
+    copies = [ins.args for ins in final if ins.keyword == "COPY"]
+    assert any(c.startswith("--from=build /opt/venv") for c in copies)
+
+
+@pytest.mark.parametrize(("kind", "extras"), [("functions", []), ("worker", ["worker"])])
+def test_dependencies_are_a_layer_of_their_own(kind: str, extras: list[str]) -> None:
+    """In the build stage the dependencies are installed from pyproject.toml alone, before
+    any source is copied, so a code change reuses the cached dependency layer."""
+    build = stages(DOCKERFILES[kind])[0]
+    install = next(
+        i for i, ins in enumerate(build) if ins.keyword == "RUN" and "requirements.py" in ins.args
+    )
+    before = [s for ins in build[:install] if ins.keyword == "COPY" for s in copy_sources(ins)]
+    assert sorted(before) == ["infra/docker/requirements.py", "pyproject.toml"]
+    after = [s for ins in build[install:] if ins.keyword == "COPY" for s in copy_sources(ins)]
+    assert {"src/", "worker/"} <= set(after)
+    # The extras it installs: [worker] for the worker only; never [local] or [dev].
+    run = build[install].args
+    called = re.search(r"python requirements\.py([^>]*)>", run)
+    assert called and called.group(1).split() == extras
+    assert "--only-binary=:all:" in run
+    # The project itself goes in last, without touching the dependencies.
+    last = [ins.args for ins in build if ins.keyword == "RUN"][-1]
+    assert "--no-deps ." in last
+
+
+def test_dockerignore_sends_exactly_what_the_images_copy() -> None:
+    lines = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines[0] == "*", "the build context is an allowlist"
+    allowed = {line[1:] for line in lines if line.startswith("!")}
+    copied = {
+        src
+        for path in DOCKERFILES.values()
+        for ins in instructions(path)
+        if ins.keyword == "COPY"
+        for src in copy_sources(ins)
+    }
+    assert allowed == copied
+    for src in copied:
+        assert (REPO / src).exists(), src
+    # Local state never reaches an image; containers are configured by QMILL_* alone.
+    for local in ("config.toml", ".venv", ".git", ".qmill"):
+        assert not any(fnmatch.fnmatch(local, a.rstrip("/")) for a in allowed), local
+
+
+def test_functions_image_default_command_is_the_embedded_one() -> None:
+    final = stages(DOCKERFILES["functions"])[-1]
+    (cmd,) = [exec_form(ins) for ins in final if ins.keyword == "CMD"]
+    (copy,) = [ins for ins in final if ins.keyword == "COPY" and copy_sources(ins)]
+    dest = Path(shlex.split(copy.args)[-1])
+    port = next(int(ins.args) for ins in final if ins.keyword == "EXPOSE")
+    expected = embedded.function_command("health", port, dest, host="0.0.0.0")
+    assert cmd == [Path(expected[0]).name, *expected[1:]]
+    assert copy_sources(copy) == ["functions/"]
+    assert {p.parent.name for p in (REPO / "functions").glob("*/main.py")} == set(
+        constants.FUNCTION_NAMES
+    )
+
+
+def test_worker_image_default_command_is_the_entry_point() -> None:
+    final = stages(DOCKERFILES["worker"])[-1]
+    (cmd,) = [exec_form(ins) for ins in final if ins.keyword == "CMD"]
+    assert cmd == ["qmill-worker"]
+    assert cmd[0] in PYPROJECT["project"]["scripts"]
+
+
+def run_requirements(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            str(REQUIREMENTS_SCRIPT),
+            "--pyproject",
+            str(REPO / "pyproject.toml"),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_requirements_come_from_pyproject() -> None:
+    project = PYPROJECT["project"]
+    runtime = run_requirements()
+    assert runtime.returncode == 0, runtime.stderr
+    assert runtime.stdout.split() == project["dependencies"]
+    worker = run_requirements("worker")
+    assert (
+        worker.stdout.split()
+        == project["dependencies"] + (project["optional-dependencies"]["worker"])
+    )
+
+
+def test_requirements_refuse_unpinned_or_unknown(tmp_path: Path) -> None:
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(
+        '[project]\nname = "x"\ndependencies = ["a==1", "b>=2"]\n'
+        '[project.optional-dependencies]\nextra = ["c==3"]\n',
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, str(REQUIREMENTS_SCRIPT), "--pyproject", str(pyproject)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2 and "b>=2" in done.stderr
+    unknown = run_requirements("no-such-extra")
+    assert unknown.returncode == 2 and "no-such-extra" in unknown.stderr
