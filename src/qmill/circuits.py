@@ -8,11 +8,14 @@ exactly what runs. Parser quirks are normalised here:
   with ANTLR's default strategy and an error listener that keeps line and column.
 * qiskit's importers report ``"3,0: ..."`` with 0-based columns; we report 1-based.
 * Both importers can raise plain ``IndexError``/``AttributeError``/``RecursionError``
-  on hostile input; every such failure becomes `InvalidCircuit`, never a 500.
+  (and Rust code a ``PanicException``, a BaseException) on hostile input; every such
+  failure becomes `InvalidCircuit`, never a 500.
+* What parsing may cost (registers, gates, time) is bounded by `qasm_guard`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import threading
@@ -20,19 +23,18 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from qmill.errors import InvalidCircuit
+from qmill import qasm_guard
+from qmill.errors import InvalidCircuit, RequestError
 
 if TYPE_CHECKING:
     from qiskit import QuantumCircuit
 
 # Include files a program may name. Both are built into the parsers; nothing is ever
 # read from the server's filesystem.
-ALLOWED_INCLUDES = {3: frozenset({"stdgates.inc"}), 2: frozenset({"qelib1.inc"})}
+ALLOWED_INCLUDES = qasm_guard.ALLOWED_INCLUDES
 
-_COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/", re.DOTALL)
 _VERSION = re.compile(r"\s*OPENQASM\s+([0-9]+)(?:\.[0-9]+)?\s*;")
 _BRACKETS = re.compile(r"[()\[\]{}]")
-_INCLUDE = re.compile(r'\binclude\s+"([^"]*)"')
 # "<input>:3,0: msg" (qasm2) or "3,0: msg" (qasm3 importer)
 _POSITION = re.compile(r"^(?:<input>:)?(\d+),(\d+):\s*(.*)$", re.DOTALL)
 
@@ -103,23 +105,34 @@ def shape(source: str) -> Shape:
     return Shape(len(chunks) - 1, max(map(len, chunks)), deepest)
 
 
-def parse(source: str) -> ParsedCircuit:
-    """Parse an OpenQASM 3 (default) or 2 program; raise InvalidCircuit on any problem."""
-    stripped = _COMMENTS.sub(_blank_comment, source)
+def parse(source: str, budget: qasm_guard.Budget | None = None) -> ParsedCircuit:
+    """Parse an OpenQASM 3 (default) or 2 program; raise InvalidCircuit on any problem.
+
+    With a ``budget`` (the submit function always passes one), the program is also held
+    to it while it is parsed: registers, gates and time (see `qasm_guard`), raising
+    LimitExceeded. Without one (the worker, on programs already accepted) it is not.
+    """
+    qasm_guard.check_characters(source)  # first: later messages may quote the program
+    stripped, includes = qasm_guard.strip(source)
     if not stripped.strip():
         raise InvalidCircuit("the program is empty", 1, 1)
     match = _VERSION.match(stripped)
     version = int(match.group(1)) if match else 3
     if version not in ALLOWED_INCLUDES:
         raise InvalidCircuit(f"unsupported OpenQASM version {version}; use 3 or 2", 1, 1)
-    _check_includes(stripped, version)
+    qasm_guard.check_includes(stripped, includes, version)
+    qasm_guard.prescan(source, stripped, budget)
     try:
-        circuit = _parse_qasm2(source) if version == 2 else _parse_qasm3(source)
-    except InvalidCircuit:
+        circuit = _parse_qasm2(source, budget) if version == 2 else _parse_qasm3(source, budget)
+        size = qasm_guard.expanded_size(circuit)
+        qasm_guard.check_parameters(circuit)
+    except RequestError:
         raise
     except RecursionError:
         raise InvalidCircuit("program is nested too deeply") from None
-    except Exception as exc:  # importer bugs on hostile input: still the caller's input
+    except (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError):
+        raise
+    except BaseException as exc:  # importer bugs (and Rust panics) on hostile input
         _raise_positioned(exc)
     if circuit.num_clbits == 0 or not any(
         inst.operation.name == "measure" for inst in circuit.data
@@ -131,44 +144,16 @@ def parse(source: str) -> ParsedCircuit:
         qubits=circuit.num_qubits,
         clbits=circuit.num_clbits,
         depth=circuit.depth(),
-        size=circuit.size(),
+        size=size,
         clifford=set(circuit.count_ops()) <= CLIFFORD_OPS,
     )
 
 
-def _blank_comment(match: re.Match[str]) -> str:
-    # Keep newlines so positions found in the stripped text stay right.
-    return re.sub(r"[^\n]", " ", match.group(0))
+def _parse_qasm2(source: str, budget: qasm_guard.Budget | None = None) -> QuantumCircuit:
+    return qasm_guard.load_qasm2(source, budget)
 
 
-def _check_includes(stripped: str, version: int) -> None:
-    allowed = ALLOWED_INCLUDES[version]
-    for match in _INCLUDE.finditer(stripped):
-        if match.group(1) not in allowed:
-            line, column = _line_col(stripped, match.start())
-            raise InvalidCircuit(
-                f'include "{match.group(1)}" is not allowed; OpenQASM {version} programs '
-                f"may include only {', '.join(sorted(allowed))}",
-                line,
-                column,
-            )
-
-
-def _line_col(text: str, offset: int) -> tuple[int, int]:
-    line = text.count("\n", 0, offset) + 1
-    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
-    return line, column
-
-
-def _parse_qasm2(source: str) -> QuantumCircuit:
-    from qiskit import qasm2
-
-    return qasm2.loads(
-        source, include_path=(), custom_instructions=qasm2.LEGACY_CUSTOM_INSTRUCTIONS
-    )
-
-
-def _parse_qasm3(source: str) -> QuantumCircuit:
+def _parse_qasm3(source: str, budget: qasm_guard.Budget | None = None) -> QuantumCircuit:
     """The Rust importer when it can, else the reference (ANTLR) importer.
 
     ``qasm3.loads_experimental`` is ~25x faster (0.27 vs 7.8 ms for Bell, measured
@@ -176,12 +161,10 @@ def _parse_qasm3(source: str) -> QuantumCircuit:
     and parameter expressions make it fail, and then the reference importer decides,
     with the error positions users see. Both build the same standard gates.
     """
-    fast = _parse_qasm3_fast(source) if _safe_for_fast_parser(source) else None
+    fast = _parse_qasm3_fast(source) if _safe_for_fast_parser(source, budget) else None
     if fast is not None:
         return fast
-    from qiskit_qasm3_import import convert
-
-    return convert(_qasm3_ast(source))
+    return qasm_guard.convert_qasm3(_qasm3_ast(source, budget), budget)
 
 
 _STDERR_LOCK = threading.Lock()
@@ -193,8 +176,16 @@ _FAST_MAX_NESTING = 64
 _FAST_MAX_STATEMENT_CHARS = 2000
 
 
-def _safe_for_fast_parser(source: str) -> bool:
+def _safe_for_fast_parser(source: str, budget: qasm_guard.Budget | None = None) -> bool:
+    """Also, with a budget: the Rust importer builds a whole program in one call, out of
+    reach of the budget's meters, so programs that could build far more than the gate
+    limit (broadcasts over wide registers) or that use gate modifiers (``ctrl(n) @``,
+    ``pow(k) @``: allocations that grow with n and k) go to the metered importer."""
     found = shape(source)
+    if budget is not None and (
+        "@" in source or budget.declared_qubits * found.statements > 4 * budget.gates
+    ):
+        return False
     return (
         found.longest_statement <= _FAST_MAX_STATEMENT_CHARS and found.nesting <= _FAST_MAX_NESTING
     )
@@ -225,13 +216,12 @@ def _parse_qasm3_fast(source: str) -> QuantumCircuit | None:
             os.close(devnull)
 
 
-def _qasm3_ast(source: str) -> Any:
+def _qasm3_ast(source: str, budget: qasm_guard.Budget | None = None) -> Any:
     """``openqasm3.parse`` with an error listener that keeps the first error's position."""
-    from antlr4 import CommonTokenStream, InputStream
+    from antlr4 import InputStream
     from antlr4.error.ErrorListener import ErrorListener
     from openqasm3._antlr.qasm3Lexer import qasm3Lexer
     from openqasm3._antlr.qasm3Parser import qasm3Parser
-    from openqasm3.parser import QASMNodeVisitor
 
     class _Raise(ErrorListener):  # type: ignore[misc]
         def syntaxError(
@@ -248,13 +238,13 @@ def _qasm3_ast(source: str) -> Any:
     lexer = qasm3Lexer(InputStream(source))
     lexer.removeErrorListeners()
     lexer.addErrorListener(_Raise())
-    parser = qasm3Parser(CommonTokenStream(lexer))
+    parser = qasm3Parser(qasm_guard.token_stream(lexer, budget))
     parser.removeErrorListeners()
     parser.addErrorListener(_Raise())
-    return QASMNodeVisitor().visitProgram(parser.program())  # type: ignore[no-untyped-call]
+    return qasm_guard.tree_visitor(budget).visitProgram(parser.program())
 
 
-def _raise_positioned(exc: Exception) -> NoReturn:
+def _raise_positioned(exc: BaseException) -> NoReturn:
     text = _unquote(str(exc).strip())
     match = _POSITION.match(text)
     if match:

@@ -141,6 +141,10 @@ class LimitsSettings(_Section):
     max_batch_tasks: int = Field(1000, ge=1)
     # A simulation that runs longer is stopped (process executor) and fails with `timeout`.
     max_execution_seconds: float = Field(120.0, gt=0)
+    # Wall time one request may spend parsing its program(s); past it the submit is a 422.
+    # The reference OpenQASM 3 parser needs ~0.4-0.8 ms a statement here, so the default
+    # covers a program at max_gates while a hostile 1 MiB program (40-70 s) is cut off.
+    max_parse_seconds: float = Field(15.0, gt=0, le=600)
 
 
 class AuthSettings(_Section):

@@ -77,6 +77,8 @@ RESULT_PATH_PREFIX: Final = "/tasks/"
 BATCH_PATH: Final = "/batches"
 BATCH_PATH_PREFIX: Final = "/batches/"
 HEALTH_PATH: Final = "/health"
+# The OpenAPI document (src/qmill/openapi.json), served by the health function.
+OPENAPI_PATH: Final = "/openapi.json"
 # The counts of a task as an SVG bar chart, and the web page (static, served at the root).
 HISTOGRAM_SUFFIX: Final = "/histogram.svg"
 HISTOGRAM_PATH: Final = RESULT_PATH_PREFIX + "{id}" + HISTOGRAM_SUFFIX
@@ -93,6 +95,7 @@ ROUTES: Final = (
     ("POST", BATCH_PATH, "submit"),
     ("GET", BATCH_PATH_PREFIX, "result"),
     ("GET", HEALTH_PATH, "health"),
+    ("GET", OPENAPI_PATH, "health"),
     ("GET", HISTOGRAM_PATH, "result"),
     ("GET", PAGE_PATH, "result"),
 )

@@ -8,6 +8,8 @@ Kubernetes (an Ingress) put in front of the functions. It routes on path only, f
 from __future__ import annotations
 
 import argparse
+import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,8 +38,28 @@ _HOP_BY_HOP = frozenset(
 )
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Methods the functions dispatch themselves (their own 405 names the allowed ones).
+_FUNCTION_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
+def allowed_methods(path: str) -> list[str]:
+    """The methods `constants.ROUTES` routes for a path."""
+    allowed = []
+    for method, pattern, _function in constants.ROUTES:
+        if matches(pattern, path) and method not in allowed:
+            allowed.append(method)
+    return allowed
+
+
 def route(path: str) -> str | None:
-    """The function that owns a path, or None (404)."""
+    """The function that owns a path, or None (404).
+
+    A path with a control character (``/tasks/%0d%0a...``) is nobody's: the functions'
+    own router does not match it and answered with a plain-text 404.
+    """
+    if _CONTROL.search(path):
+        return None
     for _method, pattern, function in constants.ROUTES:
         if matches(pattern, path):
             return function
@@ -81,6 +103,11 @@ class Gateway:
         if function is None:
             await _json(send, 404, b'{"detail":"Not Found"}')
             return
+        if scope["method"] not in _FUNCTION_METHODS:
+            # The functions-framework answers these (TRACE, CONNECT, made-up verbs) itself,
+            # in plain text; answer like every other wrong verb: JSON 405 with Allow.
+            await _method_not_allowed(send, scope["method"], allowed_methods(scope["path"]))
+            return
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         declared = next((v for k, v in headers if k.lower() == "content-length"), None)
         if declared is not None and declared.isdigit() and int(declared) > self._max_body:
@@ -94,11 +121,22 @@ class Gateway:
         url = self._upstreams[function] + scope["raw_path"].decode("latin-1")
         if scope.get("query_string"):
             url += "?" + scope["query_string"].decode("latin-1")
-        forward = [(k, v) for k, v in headers if k.lower() not in _HOP_BY_HOP]
+        # Forward the bytes as received: httpx would encode str values as ASCII (a 500 on
+        # any byte >= 0x80) and h11 refuses values with surrounding whitespace (which
+        # was reported as the function being down). Whitespace around a field value is
+        # not part of it (RFC 9110 section 5.5), so it is dropped.
+        forward = [
+            (k, v.strip(b" \t"))
+            for k, v in scope["headers"]
+            if k.decode("latin-1").lower() not in _HOP_BY_HOP
+        ]
         try:
             upstream = await self._client.request(
                 scope["method"], url, headers=forward, content=content
             )
+        except httpx.LocalProtocolError:  # a header h11 will not send: the caller's fault
+            await _json(send, 400, b'{"detail":"malformed request header"}')
+            return
         except httpx.HTTPError:
             detail = b'{"detail":"the %s function is unavailable"}' % function.encode()
             await _json(send, 503, detail, retry_after=True)
@@ -135,6 +173,22 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
+
+
+async def _method_not_allowed(send: Send, method: str, allowed: list[str]) -> None:
+    body = json.dumps(
+        {
+            "detail": f"method {method} not allowed here; use {', '.join(allowed)}",
+            "allowed": allowed,
+        }
+    ).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"allow", ", ".join(allowed).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 405, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _json(send: Send, status: int, body: bytes, retry_after: bool = False) -> None:

@@ -8,8 +8,10 @@ JSON 500 (a bug, never a normal answer).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -32,6 +34,8 @@ from qmill.errors import (
 
 log = logging.getLogger(__name__)
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -52,7 +56,19 @@ def error_response(exc: QmillError) -> JSONResponse:
         headers["WWW-Authenticate"] = 'Bearer realm="qmill"'
     if isinstance(exc, MethodNotAllowed):
         headers["Allow"] = ", ".join(exc.allowed)
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(_encodable(body), status_code=status, headers=headers)
+
+
+def _encodable(value: Any) -> Any:
+    """Error messages may quote the request; a lone surrogate in a quote made the JSON
+    response itself fail to encode (a 500). Replace any with U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATES.sub("\ufffd", value)
+    if isinstance(value, list | tuple):
+        return [_encodable(v) for v in value]
+    if isinstance(value, dict):
+        return {_encodable(k): _encodable(v) for k, v in value.items()}
+    return value
 
 
 def not_found() -> JSONResponse:
@@ -101,7 +117,9 @@ async def _dispatch(
         if http_status(exc) >= 500:
             log.warning("dependency unavailable", extra={"error": exc.message})
         return error_response(exc)
-    except Exception:
+    except (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError):
+        raise
+    except BaseException:  # a bug; BaseException too, for Rust panics from the parsers
         log.exception("unhandled error", extra={"path": request.url.path})
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
@@ -120,9 +138,12 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         chunks.append(chunk)
     raw = b"".join(chunks)
     try:
-        return json.loads(raw)
+        # UTF-8 only (RFC 8259): json.loads(bytes) would also guess UTF-16/32 and skip a BOM.
+        return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidRequest(f"body is not valid JSON: {exc}") from None
+    except RecursionError:  # e.g. 500k nested "[": json.loads recurses per level
+        raise InvalidRequest("body is not valid JSON: nested too deeply") from None
 
 
 def path_id(path: str, prefix: str) -> str | None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
 
 
 class TaskStatus(StrEnum):
@@ -32,15 +32,39 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class SubmitRequest(_Open):
-    """``POST /tasks`` body, as the seed's clients send it."""
+def _json_integer(value: object) -> object:
+    """JSON's integers, as JSON Schema (and so openapi.json) defines them: ``5`` and
+    ``5.0`` are the same integer, ``"5"``, ``true`` and ``5.5`` are not. pydantic's lax
+    mode accepted ``"5"`` and ``true`` (schemathesis' negative data found it)."""
+    if value is None:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be an integer")
+        return int(value)
+    return value
 
-    quantum_circuit: str
-    shots: int = 1024
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+
+
+class SubmitRequest(_Open):
+    """``POST /tasks`` body, as the seed's clients send it.
+
+    Types are JSON's, strictly: a string is not a number and ``0`` is not ``false``, so
+    a request means what openapi.json says it means. Unknown fields are ignored.
+    """
+
+    quantum_circuit: StrictStr
+    shots: JsonInt = 1024
     # Fixes the simulator's random seed, so the same task gives the same counts.
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    seed: Annotated[int | None, BeforeValidator(_json_integer)] = Field(
+        default=None, ge=0, le=2**63 - 1
+    )
     # Also return every shot's outcome, in order (``memory`` in the task view).
-    memory: bool = False
+    memory: StrictBool = False
 
 
 class BatchRequest(_Open):

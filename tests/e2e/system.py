@@ -36,6 +36,8 @@ class System:
     proc: subprocess.Popen[bytes]
     url: str
     log: Path
+    nats_url: str = ""
+    redis_url: str = ""
 
     def tree(self) -> list[psutil.Process]:
         return psutil.Process(self.proc.pid).children(recursive=True)
@@ -76,7 +78,9 @@ def running_system(tmp: Path, **env_overrides: str) -> Iterator[System]:
         )
     try:
         wait_port(port, timeout=90)
-        yield System(proc, f"http://127.0.0.1:{port}", log)
+        yield System(
+            proc, f"http://127.0.0.1:{port}", log, env["QMILL_NATS__URL"], env["QMILL_REDIS__URL"]
+        )
     finally:
         kill_system(proc)
 

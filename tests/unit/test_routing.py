@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qmill import errors
-from qmill.gateway import route
+from qmill.gateway import allowed_methods, route
 
 
 @pytest.mark.parametrize(
@@ -28,10 +28,20 @@ from qmill.gateway import route
         ("/index.html", None),
         ("//", None),
         ("/healthz", None),
+        ("/openapi.json", "health"),
+        ("/openapi.yaml", None),
+        ("/tasks/\r\nSet-Cookie:x=1", None),
+        ("/tasks/a\x00b", None),
     ],
 )
 def test_route(path: str, function: str | None) -> None:
     assert route(path) == function
+
+
+def test_allowed_methods_follow_the_routes() -> None:
+    assert allowed_methods("/tasks") == ["POST"]
+    assert allowed_methods("/tasks/3f2c") == ["GET", "DELETE"]
+    assert allowed_methods("/openapi.json") == ["GET"]
 
 
 @pytest.mark.parametrize(

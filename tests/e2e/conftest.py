@@ -1,0 +1,83 @@
+"""Every HTTP response an e2e test receives must conform to the OpenAPI document.
+
+An autouse fixture adds a response hook to every httpx client created during an e2e
+test (sync and async), so existing tests are checked without being rewritten: a
+response whose status code, body or required headers the document does not describe
+fails the test where it was received, with what did not conform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.system import System, running_system
+from tests.openapi_check import CONFORMANCE, exempt
+
+
+class NonConforming(AssertionError):
+    pass
+
+
+def _fail_if_nonconforming(response: httpx.Response, seen: list[str]) -> None:
+    if exempt():
+        return
+    problems = CONFORMANCE.check(response)
+    if problems:
+        request = response.request
+        message = f"{request.method} {request.url} does not conform to openapi.json: " + "; ".join(
+            problems
+        )
+        seen.append(message)
+        raise NonConforming(message)
+
+
+@pytest.fixture(autouse=True)
+def openapi_conformance(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Check every response; also fail at teardown if a test swallowed the error."""
+    seen: list[str] = []
+    responses: list[int] = []
+
+    def sync_hook(response: httpx.Response) -> None:
+        response.read()
+        responses.append(response.status_code)
+        _fail_if_nonconforming(response, seen)
+
+    async def async_hook(response: httpx.Response) -> None:
+        await response.aread()
+        responses.append(response.status_code)
+        _fail_if_nonconforming(response, seen)
+
+    def hooked(cls: Any, hook: Any) -> Any:
+        original = cls.__init__
+
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            hooks = dict(kwargs.pop("event_hooks", None) or {})
+            hooks["response"] = [*hooks.get("response", []), hook]
+            original(self, *args, event_hooks=hooks, **kwargs)
+
+        return __init__
+
+    monkeypatch.setattr(httpx.Client, "__init__", hooked(httpx.Client, sync_hook))
+    monkeypatch.setattr(httpx.AsyncClient, "__init__", hooked(httpx.AsyncClient, async_hook))
+    yield seen
+    assert not seen, "\n".join(seen)
+
+
+@pytest.fixture(scope="session")
+def hostile_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    """One system (auth off, default limits) shared by the abuse corpus and schemathesis.
+
+    Long polls are capped at 2 s and parsing at 3 s so that fuzzed ``?wait=`` values and
+    programs that run into the parse deadline cost the suite seconds, not minutes.
+    """
+    with running_system(
+        tmp_path_factory.mktemp("hostile"),
+        QMILL_SERVER__MAX_WAIT_SECONDS="2",
+        QMILL_LIMITS__MAX_PARSE_SECONDS="3",
+        QMILL_WORKER__PROCESSES="1",
+    ) as running:
+        yield running

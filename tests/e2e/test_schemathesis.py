@@ -1,0 +1,122 @@
+"""schemathesis against the running system, from the document it serves.
+
+Every check (``--checks all``: server errors, status codes, content types, headers,
+response schemas, negative data rejected, positive data accepted, missing headers,
+unsupported methods, Allow, auth enforcement, resource availability), in every phase
+(examples, coverage, fuzzing, stateful), with positive and negative data, three times:
+auth off; auth on with a valid key; auth on with no key (schemathesis then generates
+keys of its own, so every protected operation must answer 401). Configuration and the
+two exceptions (with reasons) are in schemathesis.toml beside this file.
+
+The number of examples per operation bounds the run time; each run prints its numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qmill.auth import hash_key
+from tests.e2e.system import System, running_system
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = Path(__file__).with_name("schemathesis.toml")
+KEY = "qm_schemathesis-key-0001"
+SEED = 20261125
+# Per operation and phase. ~10 s per run here; raise it locally for a deeper search.
+MAX_EXAMPLES = 40
+
+
+@pytest.fixture(scope="module")
+def auth_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    with running_system(
+        tmp_path_factory.mktemp("schemathesis-auth"),
+        QMILL_AUTH__ENABLED="true",
+        QMILL_AUTH__API_KEY_HASHES=json.dumps([hash_key(KEY)]),
+        QMILL_AUTH__RATE_PER_SECOND="0",  # rate limiting has its own test (test_auth)
+        QMILL_SERVER__MAX_WAIT_SECONDS="2",
+        QMILL_WORKER__PROCESSES="1",
+    ) as running:
+        yield running
+
+
+def schemathesis(system: System, tmp: Path, label: str, *args: str) -> dict[str, object]:
+    """Run ``st run`` with every check; return its JSON report, after printing the numbers."""
+    st = shutil.which("st", path=str(Path(sys.executable).parent))
+    assert st is not None
+    report = tmp / "schemathesis.json"
+    command = [
+        st,
+        "--config-file",
+        str(CONFIG),
+        "run",
+        f"{system.url}/openapi.json",
+        "--url",
+        system.url,
+        "--checks",
+        "all",
+        # Cancel keeps a task readable as `cancelled`; see schemathesis.toml.
+        "--exclude-checks",
+        "use_after_free",
+        "--mode",
+        "all",
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--seed",
+        str(SEED),
+        "--generation-database",
+        "none",
+        "--request-timeout",
+        "30",
+        "--wait-for-schema",
+        "30",
+        "--no-color",
+        "--report",
+        "json",
+        "--report-json-path",
+        str(report),
+        *args,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    result: dict[str, object] = json.loads(report.read_text()) if report.exists() else {}
+    operations = result.get("operations", {})
+    cases = result.get("test_cases", {})
+    print(
+        f"\nschemathesis, {label}: "
+        f"operations {operations}, test cases {cases}, failures {result.get('failures')}, "
+        f"errors {result.get('errors')}, {result.get('running_time', 0):.1f} s"
+    )
+    assert done.returncode == 0, done.stdout[-20000:] + done.stderr[-5000:]
+    assert result["failures"] == [] and result["errors"] == []
+    assert isinstance(operations, dict) and operations["tested"] == operations["total"] == 6
+    return result
+
+
+def test_schemathesis_auth_off(hostile_system: System, tmp_path: Path) -> None:
+    schemathesis(hostile_system, tmp_path, "auth off")
+
+
+def test_schemathesis_auth_on_with_a_key(auth_system: System, tmp_path: Path) -> None:
+    schemathesis(auth_system, tmp_path, "auth on, valid key", "-H", f"Authorization: Bearer {KEY}")
+
+
+def test_schemathesis_auth_on_without_a_key(auth_system: System, tmp_path: Path) -> None:
+    result = schemathesis(auth_system, tmp_path, "auth on, no key")
+    warnings = result["warnings"]
+    assert isinstance(warnings, dict)
+    # Every operation that needs a key answered only 401s to every request schemathesis
+    # made without one (it also sends keys it generates itself); it warns of exactly that.
+    assert set(warnings["missing_auth"]) == {
+        "POST /tasks",
+        "GET /tasks/{task_id}",
+        "DELETE /tasks/{task_id}",
+        "POST /batches",
+        "GET /batches/{batch_id}",
+    }

@@ -1,0 +1,43 @@
+"""The OpenAPI document itself: valid OpenAPI 3.1, and in step with the code."""
+
+from __future__ import annotations
+
+import httpx
+from openapi_spec_validator import validate
+
+from qmill import constants, openapi
+from tests.openapi_check import Conformance
+
+
+def test_the_document_is_valid_openapi_3_1() -> None:
+    validate(openapi.document())
+    validate(openapi.document(auth_enabled=False))
+
+
+def test_every_routed_path_and_method_is_documented() -> None:
+    paths = openapi.document()["paths"]
+    for method, pattern, _function in constants.ROUTES:
+        template = {
+            constants.RESULT_PATH_PREFIX: "/tasks/{task_id}",
+            constants.BATCH_PATH_PREFIX: "/batches/{batch_id}",
+            constants.HISTOGRAM_PATH: "/tasks/{task_id}/histogram.svg",
+        }.get(pattern, pattern)
+        assert method.lower() in paths[template], (method, template)
+
+
+def test_keys_are_optional_only_when_auth_is_off() -> None:
+    assert {} not in openapi.document(auth_enabled=True)["security"]
+    assert {} in openapi.document(auth_enabled=False)["security"]
+    assert openapi.document()["paths"]["/health"]["get"]["security"] == []
+
+
+def test_the_checker_catches_what_does_not_conform() -> None:
+    check = Conformance().problems
+    json_headers = httpx.Headers({"content-type": "application/json"})
+    assert check("GET", "/health", 200, json_headers, b'{"status":"healthy","services":{}}')
+    assert check("POST", "/tasks", 500, json_headers, b'{"detail":"internal error"}')
+    assert check("POST", "/tasks", 429, json_headers, b'{"detail":"slow down"}')  # Retry-After
+    assert check("PUT", "/tasks", 405, json_headers, b'{"detail":"no"}')  # no Allow
+    assert check("GET", "/nowhere", 200, json_headers, b"{}")
+    ok = httpx.Headers({"content-type": "application/json", "retry-after": "2"})
+    assert check("POST", "/batches", 429, ok, b'{"detail":"slow down"}') == []
