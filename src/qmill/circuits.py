@@ -134,6 +134,10 @@ def parse(source: str, budget: qasm_guard.Budget | None = None) -> ParsedCircuit
         raise
     except BaseException as exc:  # importer bugs (and Rust panics) on hostile input
         _raise_positioned(exc)
+    # The fast importer builds instructions without QuantumCircuit.append's checks.
+    for inst in circuit.data:
+        if len(set(inst.qubits)) != len(inst.qubits):
+            raise InvalidCircuit(f"'{inst.operation.name}' is applied to the same qubit twice")
     if circuit.num_clbits == 0 or not any(
         inst.operation.name == "measure" for inst in circuit.data
     ):

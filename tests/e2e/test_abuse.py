@@ -411,7 +411,9 @@ def bodies() -> Iterator[Hostile]:
             {"tasks": [{"quantum_circuit": Q3 + "qubit[1000] q; bit c; " + "h q; " * 30}] * 50}
         ).encode(),
         path="/batches",
-        expect=(422,),
+        # 400 (it measures nothing) or 422 (its gates): refused either way, before parsing
+        # all fifty.
+        expect=(400, 422),
     )
 
 
@@ -433,7 +435,6 @@ def headers_ids_and_paths() -> Iterator[Hostile]:
     for task_id in (
         "not-a-uuid",
         "%00",
-        "..",
         "%2e%2e",
         "%2e%2e%2fhealth",
         "5b8e3f4e-0000-4000-8000-00000000000",
