@@ -232,12 +232,14 @@ def strategy_table(part: dict[str, Any]) -> str:
         "peak RSS MiB",
         "x floor",
         "other load (cores)",
+        "all tries: wall s",
     ]
     rows = []
     for r in part["rows"]:
         if "error" in r:
-            rows.append([r["strategy"], r.get("label", ""), "ERROR: " + r["error"][:60]] + [""] * 7)
+            rows.append([r["strategy"], r.get("label", ""), "ERROR: " + r["error"][:60]] + [""] * 8)
             continue
+        tries = r.get("tries_wall_seconds") or [r["wall_seconds"]]
         name = r["strategy"] + (" **(floor)**" if r.get("is_floor") else "")
         if not r.get("same_work", True):
             name += " (not same work)"
@@ -255,10 +257,21 @@ def strategy_table(part: dict[str, Any]) -> str:
                 else _fmt(r["worst_stall_ms"], 1),
                 _fmt(r["peak_rss_mib"], 0),
                 _fmt(r.get("vs_floor"), 2),
-                _fmt(r.get("foreign_cpu_cores"), 2),
+                _load(r.get("foreign_cpu_cores")),
+                " / ".join(_fmt(t, 2) for t in tries),
             ]
         )
     return md_table(headers, rows)
+
+
+DISTURBED_CORES = 0.3
+
+
+def _load(value: float | None) -> str:
+    """Other tenants' CPU during a measurement; marked when it was enough to matter."""
+    if value is None:
+        return "-"
+    return f"{value:.2f}" + (" (!)" if value > DISTURBED_CORES else "")
 
 
 def e2e_table(configs: list[dict[str, Any]]) -> str:
@@ -295,7 +308,7 @@ def e2e_table(configs: list[dict[str, Any]]) -> str:
                     _fmt(w["system"]["cpu_utilisation_cores"], 2),
                     _fmt(w["system"]["peak_rss_mib"], 0),
                     _fmt(w["load_generator"]["cpu_ms_per_task"], 2),
-                    _fmt(w["foreign_cpu_cores"], 2),
+                    _load(w["foreign_cpu_cores"]),
                 ]
             )
     return md_table(headers, rows)
@@ -332,6 +345,33 @@ def cpu_breakdown_table(configs: list[dict[str, Any]], workload: str = "bell32")
                 _fmt(w["load_generator"]["cpu_ms_per_task"], 2),
             ]
         )
+    return md_table(headers, rows)
+
+
+def request_cost_table(configs: list[dict[str, Any]]) -> str:
+    """CPU per HTTP request of the gateway and the functions ("functions stay cheap")."""
+    headers = [
+        "config",
+        "workload",
+        "GETs per task",
+        "gateway ms/request",
+        "submit ms/POST",
+        "result ms/GET",
+    ]
+    rows = []
+    for cfg in configs:
+        for name, w in cfg.get("workloads", {}).items():
+            per = w["system"].get("cpu_ms_per_request", {})
+            rows.append(
+                [
+                    cfg["config"],
+                    name,
+                    _fmt(w["requests"]["gets_per_task"], 2),
+                    _fmt(per.get("gateway (per request)"), 2),
+                    _fmt(per.get("function:submit (per POST)"), 2),
+                    _fmt(per.get("function:result (per GET)"), 2),
+                ]
+            )
     return md_table(headers, rows)
 
 
@@ -382,8 +422,15 @@ def render_markdown(result: dict[str, Any]) -> str:
             "",
             cpu_breakdown_table(result["e2e"]),
             "",
+            "#### CPU per HTTP request",
+            "",
+            request_cost_table(result["e2e"]),
+            "",
         ]
     parts += [
+        f"(!) = other processes on the machine (not this benchmark) used more than "
+        f"{DISTURBED_CORES:g} cores on average during that measurement: treat it as disturbed.",
+        "",
         "#### Goals of issue 7",
         "",
         f"Reference numbers: {REFERENCE['source']}.",
