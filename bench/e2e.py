@@ -37,6 +37,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -284,6 +285,7 @@ class TaskOutcome:
     status: str
     body: dict[str, Any]
     gets: int
+    post_latency: float
 
 
 @dataclass
@@ -313,6 +315,7 @@ async def submit_and_wait(
     started = time.perf_counter()
     created = await client.post(url + "/tasks", json={"quantum_circuit": qasm, "shots": shots})
     counters.posts += 1
+    posted = time.perf_counter() - started
     if created.status_code != 201:
         raise RuntimeError(f"POST /tasks: {created.status_code} {created.text[:200]}")
     task_id = created.json()["task_id"]
@@ -329,7 +332,7 @@ async def submit_and_wait(
             raise RuntimeError(f"GET /tasks/{task_id}: {response.status_code}")
         body: dict[str, Any] = response.json()
         if body["status"] in TERMINAL:
-            return TaskOutcome(time.perf_counter() - started, body["status"], body, gets)
+            return TaskOutcome(time.perf_counter() - started, body["status"], body, gets, posted)
     raise TimeoutError(f"task {task_id} not terminal after {TASK_DEADLINE_SECONDS} s")
 
 
@@ -370,6 +373,16 @@ async def run_burst(
     return await run_clients(client, url, circuits, len(circuits), None, counters)
 
 
+def _span(body: dict[str, Any], start: str, end: str) -> float | None:
+    """Seconds between two of the task's ISO timestamps (server clock), if both exist."""
+    try:
+        a = datetime.fromisoformat(str(body[start]).replace("Z", "+00:00"))
+        b = datetime.fromisoformat(str(body[end]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return None
+    return (b - a).total_seconds()
+
+
 def _ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 2)
 
@@ -386,6 +399,8 @@ def summarise(
     done = [o for o in outcomes if o.status == "completed"]
     exec_s = [float(o.body["execution_seconds"]) for o in done if o.body.get("execution_seconds")]
     queue_s = [float(o.body["queue_seconds"]) for o in done if o.body.get("queue_seconds")]
+    server_total = [_span(o.body, "created_at", "completed_at") for o in done]
+    totals = [t for t in server_total if t is not None]
     return {
         "workload": name,
         "tasks": tasks,
@@ -401,7 +416,13 @@ def summarise(
             "max": _ms(max(latencies) if latencies else None),
             "mean": _ms(sum(latencies) / len(latencies) if latencies else None),
         },
+        "post_ms": {
+            "p50": _ms(percentile([o.post_latency for o in outcomes], 50)),
+            "p99": _ms(percentile([o.post_latency for o in outcomes], 99)),
+        },
         "server_ms": {
+            "created_to_completed_p50": _ms(percentile(totals, 50)),
+            "created_to_completed_p99": _ms(percentile(totals, 99)),
             "execution_p50": _ms(percentile(exec_s, 50)),
             "execution_sum_seconds": round(sum(exec_s), 3),
             "queue_p50": _ms(percentile(queue_s, 50)),

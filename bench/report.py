@@ -283,6 +283,8 @@ def e2e_table(configs: list[dict[str, Any]]) -> str:
         "tasks/s",
         "p50 ms",
         "p99 ms",
+        "POST p50 ms",
+        "server p50 ms",
         "system CPU s",
         "system cores busy",
         "system peak RSS MiB",
@@ -292,7 +294,7 @@ def e2e_table(configs: list[dict[str, Any]]) -> str:
     rows = []
     for cfg in configs:
         if "error" in cfg and not cfg.get("workloads"):
-            rows.append([cfg["config"], "ERROR: " + cfg["error"][:80]] + [""] * 10)
+            rows.append([cfg["config"], "ERROR: " + cfg["error"][:80]] + [""] * 12)
             continue
         for name, w in cfg.get("workloads", {}).items():
             rows.append(
@@ -304,6 +306,8 @@ def e2e_table(configs: list[dict[str, Any]]) -> str:
                     _fmt(w["tasks_per_second"], 1),
                     _fmt(w["latency_ms"]["p50"], 1),
                     _fmt(w["latency_ms"]["p99"], 1),
+                    _fmt(w.get("post_ms", {}).get("p50"), 1),
+                    _fmt(w["server_ms"].get("created_to_completed_p50"), 1),
                     _fmt(w["system"]["cpu_seconds"], 1),
                     _fmt(w["system"]["cpu_utilisation_cores"], 2),
                     _fmt(w["system"]["peak_rss_mib"], 0),
@@ -416,7 +420,15 @@ def render_markdown(result: dict[str, Any]) -> str:
         parts += ["#### End to end (`qmill up`)", ""]
         for cfg in result["e2e"]:
             parts.append(f"- `{cfg['spec']}`: {cfg.get('settings', {})}")
-        parts += ["", e2e_table(result["e2e"]), ""]
+        parts += [
+            "",
+            e2e_table(result["e2e"]),
+            "",
+            "p50/p99: submit-to-result as the client sees it. POST: the submit request alone. "
+            "server: created_at to completed_at of the task record (queue + simulation + "
+            "storing the result), so p50 minus server is what HTTP and polling add.",
+            "",
+        ]
         parts += [
             "#### CPU per Bell task, 1000-Bell workload (ms of CPU per task, by process)",
             "",
