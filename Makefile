@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
+# `make bench BENCH_ARGS=--quick` for a smoke run; see `python -m bench.run --help`.
+BENCH_ARGS ?= --update-docs
 
 .PHONY: install run test test-fast faults lint lint-terraform fmt bench clean
 
@@ -66,6 +69,13 @@ lint-terraform: $(CHECKOV_STAMP)  ## terraform fmt, offline validate of modules/
 fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[worker,local,dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)  ## strategy table, end to end against `qmill up`, goals, chart (~13 min)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .qmill .pytest_cache .mypy_cache .ruff_cache $(CHECKOV_VENV) .terraform-data
