@@ -551,9 +551,9 @@ def _iterations(indexset: Any) -> int:
 
 
 def check_parameters(circuit: QuantumCircuit, top: bool = True) -> None:
-    """Refuse angles and durations that are not finite numbers (``rz(1e99999)`` is
-    +inf), and parameters left unbound (``input angle a;``: nothing can bind them, so
-    the simulator would fail the task later)."""
+    """Refuse what the simulator would only fail on later: angles and durations that
+    are not finite numbers (``rz(1e99999)`` is +inf), gates given the same qubit twice,
+    and parameters nothing binds (``input angle a;``)."""
     from qiskit.circuit import ControlFlowOp
 
     if top and circuit.num_parameters:
@@ -562,6 +562,11 @@ def check_parameters(circuit: QuantumCircuit, top: bool = True) -> None:
 
     for instruction in circuit.data:
         op = instruction.operation
+        qubits = instruction.qubits
+        if len(set(qubits)) != len(qubits) and not getattr(op, "_directive", False):
+            # The reference importer refuses this; the fast one builds it, and the
+            # simulator then fails the task.
+            raise InvalidCircuit(f"'{op.name}' is applied to the same qubit more than once")
         duration = getattr(op, "duration", None)
         if isinstance(duration, int | float) and not _finite(duration):
             raise InvalidCircuit(f"'{op.name}' has a duration that is not a finite number")

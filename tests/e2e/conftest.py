@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.system import System, running_system
 from tests.openapi_check import CONFORMANCE, exempt
 
 
@@ -65,19 +64,3 @@ def openapi_conformance(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     monkeypatch.setattr(httpx.AsyncClient, "__init__", hooked(httpx.AsyncClient, async_hook))
     yield seen
     assert not seen, "\n".join(seen)
-
-
-@pytest.fixture(scope="session")
-def hostile_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    """One system (auth off, default limits) shared by the abuse corpus and schemathesis.
-
-    Long polls are capped at 2 s and parsing at 3 s so that fuzzed ``?wait=`` values and
-    programs that run into the parse deadline cost the suite seconds, not minutes.
-    """
-    with running_system(
-        tmp_path_factory.mktemp("hostile"),
-        QMILL_SERVER__MAX_WAIT_SECONDS="2",
-        QMILL_LIMITS__MAX_PARSE_SECONDS="3",
-        QMILL_WORKER__PROCESSES="1",
-    ) as running:
-        yield running

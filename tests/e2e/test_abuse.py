@@ -35,7 +35,7 @@ from qmill import constants
 from qmill.config import Settings
 from qmill.errors import RequestError
 from qmill.tasks import validate_submit
-from tests.e2e.system import System
+from tests.e2e.system import System, running_system
 from tests.openapi_check import CONFORMANCE
 
 pytestmark = pytest.mark.e2e
@@ -408,7 +408,17 @@ def bodies() -> Iterator[Hostile]:
     yield Hostile(
         "batch/many-bombs",
         json.dumps(
-            {"tasks": [{"quantum_circuit": Q3 + "qubit[1000] q; bit c; " + "h q; " * 30}] * 50}
+            {
+                "tasks": [
+                    {
+                        "quantum_circuit": Q3
+                        + "qubit[1000] q; bit c; "
+                        + "h q; " * 30
+                        + "c = measure q[0];"
+                    }
+                ]
+                * 50
+            }
         ).encode(),
         path="/batches",
         # 400 (it measures nothing) or 422 (its gates): refused either way, before parsing
@@ -638,6 +648,19 @@ def send(client: httpx.Client, case: Hostile) -> httpx.Response:
         headers["content-type"] = "application/json"
     request = client.build_request(case.method, case.path, content=content, headers=headers)
     return client.send(request)
+
+
+@pytest.fixture(scope="module")
+def hostile_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    """The system as `make run` starts it (auth off, default limits), except that
+    parsing is capped at 3 s so that the two programs built to run into the deadline
+    cost the suite seconds."""
+    with running_system(
+        tmp_path_factory.mktemp("hostile"),
+        QMILL_LIMITS__MAX_PARSE_SECONDS="3",
+        QMILL_WORKER__PROCESSES="1",
+    ) as running:
+        yield running
 
 
 def test_the_corpus_is_big_and_varied() -> None:

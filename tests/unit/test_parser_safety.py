@@ -83,6 +83,7 @@ def test_gates_defined_by_gates_count_as_what_they_unroll_to() -> None:
         (Q3 + "input angle a; qubit q; bit c; rz(a) q; c = measure q;", "no value: a"),
         (Q3 + "qubit q; bit c; box[1e99999s] { x q; } c = measure q;", "not a finite number"),
         (Q2 + "opaque o a; qreg q[1]; creg c[1]; o q[0]; measure q -> c;", "no definition"),
+        (Q3 + "qubit q; bit c; cx q, q; c = measure q;", "same qubit more than once"),
         (Q3 + "qubit q; bit c; rz(" + "-" * 100 + "1) q; c = measure q;", "nested too deeply"),
         # ctrl(10**8) built a 10**8-bit control state and a gate expecting 10**8 qubits.
         (Q3 + "qubit[2] q; bit c; ctrl(99999999) @ x q[0], q[1]; c = measure q[0];", "qubits"),
