@@ -41,12 +41,15 @@ async def test_worker_kill(cluster: Cluster) -> None:
     await cluster.start(workers=3, QMILL_WORKER__MAX_ATTEMPTS="5")
     hits: Counter[str] = Counter()
     victims = []
+    # The load runs until the last kill: each kill also waits for its replacement to
+    # start (seconds under load), so a fixed load duration could end before the kills.
+    stop = asyncio.Event()
     async with (
         httpx.AsyncClient(base_url=cluster.url, timeout=15) as client,
         Checker(cluster.scenario, cluster.redis_url) as checker,
     ):
         load = asyncio.create_task(
-            run_load(client, checker, load_circuit, clients=3, rate=rate, duration=duration)
+            run_load(client, checker, load_circuit, clients=3, rate=rate, stop=stop)
         )
         spacing = duration / (kills + 1)
         for _ in range(kills):
@@ -67,6 +70,8 @@ async def test_worker_kill(cluster: Cluster) -> None:
             hits.update(held_now)
             victims.append((victim.worker_id, len(held_now)))
             await cluster.wait_ready(cluster.add_worker())
+        await asyncio.sleep(spacing)  # load after the last kill too
+        stop.set()
         stats = await load
         report = await checker.verify(client, timeout=scaled(90.0, 180.0))
     left = cluster.shutdown()
