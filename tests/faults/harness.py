@@ -331,6 +331,8 @@ class Cluster:
         worker.proc.wait()
 
     def sim_children(self, worker: WorkerProc) -> list[psutil.Process]:
+        """The worker's simulation children: forked by its fork server (its one
+        ``qmill_worker.simproc`` child), so they are the server's children."""
         try:
             children = psutil.Process(worker.proc.pid).children()
         except psutil.NoSuchProcess:
@@ -339,7 +341,7 @@ class Cluster:
         for child in children:
             with contextlib.suppress(psutil.Error):
                 if "qmill_worker.simproc" in " ".join(child.cmdline()):
-                    found.append(child)
+                    found.extend(child.children())
         return found
 
     async def holdings(self, task_ids: list[str]) -> dict[str, list[str]]:

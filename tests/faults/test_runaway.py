@@ -11,13 +11,12 @@ and how much a Bell task's run adds on top of the simulation itself.
 from __future__ import annotations
 
 import statistics
-import subprocess
-import sys
 import time
 from datetime import datetime
 
 import httpx
 
+from qmill_worker.executors import ForkServer
 from tests.faults.harness import (
     Checker,
     Circuit,
@@ -40,19 +39,13 @@ def healthy(i: int) -> Circuit:
     return bell() if i % 2 == 0 else pattern(3 + i % 12, tag=i, rounds=2)
 
 
-def child_ready_seconds() -> float:
-    """Time for a fresh simulation child to be ready, as the executor spawns one."""
+async def child_ready_seconds(server: ForkServer) -> float:
+    """Time for a fresh simulation child to be ready, as the executor replaces one:
+    forked by its fork server, then warmed up."""
     begin = time.monotonic()
-    with subprocess.Popen(
-        [sys.executable, "-m", "qmill_worker.simproc"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    ) as child:
-        assert child.stdout is not None and child.stdin is not None
-        child.stdout.readline()
-        ready = time.monotonic() - begin
-        child.stdin.close()
-        child.wait(10)
+    child = await server.spawn()
+    ready = time.monotonic() - begin
+    await child.kill()
     return ready
 
 
@@ -83,7 +76,11 @@ async def test_runaway(cluster: Cluster) -> None:
         report = await checker.verify(client)
     left = cluster.shutdown()
     events = cluster.events()
-    spawn = statistics.median(child_ready_seconds() for _ in range(3))
+    server = await ForkServer.start()
+    try:
+        spawn = statistics.median([await child_ready_seconds(server) for _ in range(5)])
+    finally:
+        await server.close()
     bells = [
         overhead_ms(v)
         for t, v in report.views.items()

@@ -227,7 +227,11 @@ async def test_simulator_crash_is_retried_then_failed_with_reason(
 
         await wait_for(running, 60)
         await asyncio.sleep(0.3)  # let the child pick the job up
-        busy = [c for c in psutil.Process(worker.pid).children() if c.cpu_percent(0.2) > 10]
+        busy = [
+            c
+            for c in psutil.Process(worker.pid).children(recursive=True)
+            if c.cpu_percent(0.2) > 10
+        ]
         assert busy, "no simulating child found"
         for child in busy:
             child.kill()

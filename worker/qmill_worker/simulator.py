@@ -63,6 +63,18 @@ def _pass_manager() -> Any:
     return generate_preset_pass_manager(optimization_level=0, basis_gates=basis)
 
 
+def preload() -> None:
+    """Import Aer and the parsers and build the pass manager, without simulating.
+
+    What a fork server does before it forks: everything here is copied into each
+    child for free, and nothing here starts OpenMP's thread pool (a simulation would),
+    which a forked child could not use.
+    """
+    _pass_manager()
+    for program in _PRELOAD_PROGRAMS:
+        circuits.parse(program)
+
+
 def warm_up() -> None:
     """Import Aer, build the pass manager and run one tiny circuit now, so the first
     task neither pays for it nor has it counted against its time limit."""
@@ -72,6 +84,14 @@ def warm_up() -> None:
 
 _WARM_UP_CIRCUIT = (
     'OPENQASM 3.0; include "stdgates.inc"; qubit[1] q; bit[1] c; h q[0]; c[0] = measure q[0];'
+)
+# One program for each importer: the fast one, the reference one (a gate definition
+# sends a program there) and OpenQASM 2's.
+_PRELOAD_PROGRAMS = (
+    _WARM_UP_CIRCUIT,
+    'OPENQASM 3.0; include "stdgates.inc"; gate g a { h a; } qubit[1] q; bit[1] c; g q[0];'
+    " c[0] = measure q[0];",
+    'OPENQASM 2.0; include "qelib1.inc"; qreg q[1]; creg c[1]; h q[0]; measure q -> c;',
 )
 
 
