@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
+import random
 import shutil
 import signal
 import socket
@@ -36,10 +38,51 @@ BELL = (
 )
 
 
-def free_port() -> int:
+def _port_range() -> range:
+    """Where test servers get their ports: outside the kernel's ephemeral range.
+
+    A port the kernel hands out for ``bind(0)`` comes from the ephemeral range, where
+    any outgoing connection of any test can take it between the moment a test picks it
+    and the moment its server binds it (seen: `qmill up` failing at start because a
+    function's port had become some client's local port).
+    """
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    if low - 10000 >= 2000:
+        return range(10000, low)
+    return range(high + 1, 65536)
+
+
+_PORTS = _port_range()
+# Handed out in order from a random start, so the servers of one test run never pick
+# the same port, and two runs on one machine rarely start near each other.
+_next_port = itertools.count(random.randrange(len(_PORTS)))
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive ports that nothing holds now."""
+    for _ in range(len(_PORTS)):
+        base = _PORTS[next(_next_port) % (len(_PORTS) - count)]
+        if all(_bindable(base + i) for i in range(count)):
+            for _ in range(count - 1):
+                next(_next_port)
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports in {_PORTS}")
+
+
+def free_port() -> int:
+    return free_ports(1)
 
 
 def wait_port(port: int, timeout: float = 20.0) -> None:

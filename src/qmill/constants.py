@@ -68,6 +68,11 @@ WORKER_CONSUMER: Final = "qmill-workers"
 # (the server default of 2 minutes is how Jepsen lost acknowledged writes in NATS 2.12.1).
 # Measured here: 0.42 ms per sequential publish instead of 0.21 ms; 4.5k publishes/s.
 NATS_SYNC_INTERVAL: Final = "always"
+# Redis fsyncs its append-only file before it answers a write, for the same reason: with
+# `everysec` a power loss could take the last second of records and results whose tasks
+# were already accepted or acked (docs/reliability.md). Measured here: 0.29 ms per write
+# transaction from one client instead of 0.15 ms; ~10k/s from 32 clients instead of ~11k.
+REDIS_APPENDFSYNC: Final = "always"
 
 # --- HTTP ----------------------------------------------------------------------------------
 # The seed API. Each function owns one path pattern; the gateway routes by (method, prefix).

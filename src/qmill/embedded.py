@@ -88,7 +88,7 @@ def redis_command(port: int, data_dir: Path, host: str = "127.0.0.1") -> list[st
         "--appendonly",
         "yes",
         "--appendfsync",
-        "everysec",
+        constants.REDIS_APPENDFSYNC,
         "--save",
         "",
         "--protected-mode",

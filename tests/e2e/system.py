@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,20 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.conftest import REPO, free_port, wait_port
-
-
-def consecutive_free_ports(count: int) -> int:
-    for _ in range(100):
-        base = free_port()
-        if base + count < 65535 and all(_free(base + i) for i in range(count)):
-            return base
-    raise RuntimeError("no run of free ports")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
+from tests.conftest import REPO, free_port, free_ports, wait_port
 
 
 @dataclass
@@ -65,7 +51,7 @@ def running_system(tmp: Path, **env_overrides: str) -> Iterator[System]:
         QMILL_NATS__URL=f"nats://127.0.0.1:{free_port()}",
         QMILL_REDIS__URL=f"redis://127.0.0.1:{free_port()}",
         QMILL_EMBEDDED__DATA_DIR=str(tmp / "data"),
-        QMILL_EMBEDDED__FUNCTIONS_BASE_PORT=str(consecutive_free_ports(3)),
+        QMILL_EMBEDDED__FUNCTIONS_BASE_PORT=str(free_ports(3)),
         QMILL_WORKER__PROCESSES="2",
         QMILL_LOG__FORMAT="text",
     )

@@ -1,6 +1,6 @@
 """Scenario 3: redis-server SIGKILLed under load, kept down, then restarted.
 
-Redis runs with its append-only file on (``appendfsync everysec``, as `make run` and
+Redis runs with its append-only file on (``appendfsync always``, as `make run` and
 compose start it), so a restart on the same directory must bring back every result
 that was written: the checker snapshots each task when it first sees it terminal and
 fails if it later differs. While Redis is down the functions answer 503. Redis is

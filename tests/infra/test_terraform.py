@@ -234,6 +234,7 @@ def test_constants_are_the_codes() -> None:
     assert c["nats_stream"] == constants.STREAM_NAME == described["stream"]
     assert c["worker_consumer"] == constants.WORKER_CONSUMER == described["consumer"]
     assert c["nats_sync_interval"] == constants.NATS_SYNC_INTERVAL
+    assert c["redis_appendfsync"] == constants.REDIS_APPENDFSYNC
     assert tuple(c["function_names"]) == constants.FUNCTION_NAMES
     assert [(r["method"], r["path"], r["function"]) for r in c["routes"]] == list(constants.ROUTES)
     assert c["process_overhead_bytes"] == PROCESS_OVERHEAD_BYTES
@@ -563,7 +564,9 @@ def test_nats_chart_values() -> None:
 def test_valkey_chart_values_persist_appends_and_use_the_password_secret() -> None:
     k8s = module("kubernetes")
     values = k8s.locals["valkey_values"]
-    assert "appendonly yes" in values["valkeyConfig"].splitlines()
+    config = k8s.resolve(values["valkeyConfig"]).splitlines()
+    assert "appendonly yes" in config
+    assert f"appendfsync {constants.REDIS_APPENDFSYNC}" in config
     assert "enabled = true" in values["dataStorage"]
     assert values["auth"]["enabled"] is True
     assert "kubernetes_secret_v1.valkey_users" in values["auth"]["usersExistingSecret"]

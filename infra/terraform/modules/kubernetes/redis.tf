@@ -29,8 +29,8 @@ locals {
         default = { permissions = "~* &* +@all" }
       }
     }
-    # Append-only persistence: every write is logged and fsynced once a second.
-    valkeyConfig = "appendonly yes\nappendfsync everysec\nsave 900 1\n"
+    # Append-only persistence: every write is fsynced before it is answered.
+    valkeyConfig = "appendonly yes\nappendfsync ${local.redis_appendfsync}\nsave 900 1\n"
     resources = {
       requests = { cpu = "250m", memory = var.redis_memory }
       limits   = { memory = var.redis_memory }

@@ -7,6 +7,8 @@ locals {
   nats_stream        = "QMILL_TASKS"
   worker_consumer    = "qmill-workers"
   nats_sync_interval = "always"
+  # Redis (Valkey on Kubernetes): the append-only file is fsynced before a write is answered.
+  redis_appendfsync = "always"
   # KEDA's nats-jetstream scaler reads this account ("$G" when no accounts are set up).
   nats_account = "$G"
 
