@@ -89,7 +89,10 @@ class ForkServer:
     def __init__(self, proc: asyncio.subprocess.Process, control: socket.socket) -> None:
         self.proc = proc
         self._control = control
-        # Per spawn request in flight: its pid and a future of how the child ended.
+        # Per spawn request sent and not answered yet: its pid and a future of how the
+        # child ended. The lock lets one request out at a time, but a spawn cancelled
+        # while it waited leaves its request behind, and the zygote still answers it,
+        # in order: a queue keeps the next request from taking that answer.
         self._spawns: collections.deque[asyncio.Future[tuple[int, _Ended]]] = collections.deque()
         # Per child not reported ended yet.
         self._exits: dict[int, _Ended] = {}
