@@ -1,13 +1,17 @@
-# The commands people type. Everything runs from a local .venv built from pyproject.toml.
+# The commands people type. Everything runs from a local .venv built from pyproject.toml,
+# with the exact versions of requirements.lock.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
+LOCK   := requirements.lock
+# Every extra but bench: the server, the worker, the local servers, Qiskit, the test tools.
+EXTRAS := server,worker,local,qiskit,dev
 # `make bench BENCH_ARGS=--quick` for a smoke run; see `python -m bench.run --help`.
 BENCH_ARGS ?= --update-docs
 
-.PHONY: install run test test-fast faults lint lint-terraform fmt bench clean
+.PHONY: install lock run test test-fast faults lint lint-terraform fmt bench clean
 
 # Terraform checks (infra/terraform). The provider registry is not reachable from the
 # build machines: fmt, checkov, and init/validate of the provider-free shared module.
@@ -19,13 +23,22 @@ CHECKOV_VENV   := .venv-checkov
 CHECKOV_STAMP  := $(CHECKOV_VENV)/.installed-stamp
 CHECKOV        := checkov==3.3.30
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[worker,local,dev]'
+	$(BIN)/python -m pip install --quiet --constraint $(LOCK) -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install qmill with its pinned dependencies
+install: $(STAMP)  ## create .venv and install qmill with the locked dependencies
+
+lock:  ## rebuild requirements.lock: the newest versions pyproject.toml's ranges allow
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip
+	.venv-lock/bin/python -m pip install --quiet '.[$(EXTRAS),bench]'
+	{ sed -n '/^#/p' $(LOCK); .venv-lock/bin/python -m pip freeze | grep -v '^qmill[= @]'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf .venv-lock
 
 run: $(STAMP)  ## start the whole system in the foreground on 127.0.0.1:8000
 	$(BIN)/qmill up
@@ -71,7 +84,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[worker,local,dev,bench]'
+	$(BIN)/python -m pip install --quiet --constraint $(LOCK) -e '.[$(EXTRAS),bench]'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)  ## strategy table, end to end against `qmill up`, goals, chart (~13 min)

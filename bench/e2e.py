@@ -172,7 +172,7 @@ def effective_settings(env: dict[str, str]) -> dict[str, Any]:
     """What the system will run with, resolved by qmill itself (defaults < toml < env)."""
     code = (
         "import json\n"
-        "from qmill.config import load_settings\n"
+        "from qmill.server.config import load_settings\n"
         "from qmill_worker.executors import aer_threads\n"
         "s = load_settings()\n"
         "print(json.dumps({'processes': s.worker.processes, 'executor': s.worker.executor,"

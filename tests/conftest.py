@@ -26,10 +26,10 @@ import pytest
 import redis
 from nats.js.errors import NotFoundError
 
-from qmill import constants, embedded
-from qmill.bus import Bus
-from qmill.config import Settings
-from qmill.store import Store
+from qmill.server import constants, embedded
+from qmill.server.bus import Bus
+from qmill.server.config import Settings
+from qmill.server.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 BELL = (

@@ -1,4 +1,4 @@
-"""Validate HTTP responses against qmill's OpenAPI document (src/qmill/openapi.json).
+"""Validate HTTP responses against qmill's OpenAPI document (src/qmill/server/openapi.json).
 
 `Conformance.problems` says what is wrong with one response: a status code the
 document does not list for the operation, a body that does not match its schema, a
@@ -25,7 +25,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from qmill import openapi
+from qmill.server import openapi
 
 BASE = "urn:qmill-openapi"
 NOT_PUBLIC = frozenset({"/metrics"})

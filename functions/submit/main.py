@@ -1,55 +1,7 @@
-"""POST /tasks (and POST /batches): validate, record, queue; 201 with the task id(s)."""
+"""Deployment entry point of the submit function: functions-framework loads this file
+(``--source functions/submit/main.py --target submit``); the code lives in
+`qmill.server.functions.submit`, installed with qmill[server]."""
 
-from __future__ import annotations
+from qmill.server.functions.submit import submit
 
-import functions_framework.aio
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-
-from qmill import connections, constants, metrics, tasks
-from qmill.http import read_json, serve
-
-
-async def _post_task(request: Request) -> Response:
-    owner = await connections.tenant(request.headers)
-    settings = connections.settings()
-    body = await read_json(request, settings.limits.max_body_bytes)
-    accepted = await tasks.submit(
-        body,
-        settings,
-        connections.store(),
-        connections.bus(),
-        idempotency_key=request.headers.get(constants.IDEMPOTENCY_HEADER),
-        owner=owner,
-    )
-    if not accepted.replayed:
-        metrics.TASKS_ACCEPTED.labels("submit").inc()
-    headers = {"Idempotent-Replayed": "true"} if accepted.replayed else None
-    return JSONResponse(accepted.model_dump(mode="json"), status_code=201, headers=headers)
-
-
-async def _post_batch(request: Request) -> Response:
-    owner = await connections.tenant(request.headers)
-    settings = connections.settings()
-    body = await read_json(request, settings.limits.max_body_bytes)
-    batch = await tasks.submit_batch(
-        body, settings, connections.store(), connections.bus(), owner=owner
-    )
-    metrics.TASKS_ACCEPTED.labels("submit").inc(len(batch.task_ids))
-    return JSONResponse(batch.model_dump(mode="json"), status_code=201)
-
-
-def _resolve(path: str) -> str | None:
-    if path in (constants.SUBMIT_PATH, "/"):
-        return "tasks"
-    return "batches" if path == constants.BATCH_PATH else None
-
-
-@functions_framework.aio.http
-async def submit(request: Request) -> Response:
-    return await serve(
-        request,
-        {"tasks": {"POST": _post_task}, "batches": {"POST": _post_batch}},
-        _resolve,
-        function="submit",
-    )
+__all__ = ["submit"]

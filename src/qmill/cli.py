@@ -1,8 +1,10 @@
 """``qmill``: one entry point for people and scripts.
 
-Server side: ``qmill up`` runs the whole system, ``qmill config`` shows its settings.
-Client side: ``submit``, ``get``, ``cancel``, ``health`` talk to a running system over
-HTTP (``--url`` / $QMILL_URL); ``bench`` runs the benchmark suite.
+User commands (this module, installed with plain ``pip install qmill``): ``submit``,
+``get``, ``cancel``, ``health`` talk to a running system over HTTP (``--url`` /
+$QMILL_URL) and need only httpx and click. Operator commands (``up``, ``config``,
+``key``, ``bench``) live in `qmill.server.cli` and need ``qmill[server]``; they are
+listed here either way, and say what to install when it is missing.
 
 Exit codes are part of the interface (scripts branch on them), see `EXIT_CODES`.
 Imports are deferred into the commands: ``qmill get`` should not pay for loading the
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -24,7 +25,6 @@ import click
 
 if TYPE_CHECKING:
     from qmill.client import AsyncClient, QmillClientError, Task
-    from qmill.config import Settings
 
 EXIT_OK = 0  # done: the task completed, the cancel happened, the system is healthy
 EXIT_TASK_FAILED = 1  # the task failed or was cancelled; cancel: it had already finished
@@ -45,17 +45,6 @@ Exit codes:
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
-def _settings_or_exit() -> Settings:
-    from qmill.config import get_settings
-    from qmill.errors import ConfigError
-
-    try:
-        return get_settings()
-    except ConfigError as exc:
-        click.echo(f"qmill: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
-
-
 @click.group(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=EXIT_CODES,
@@ -69,26 +58,6 @@ def main() -> None:
     qmill get ID | cancel ID | health
     qmill COMMAND --help              the options of one command
     """
-
-
-@main.command(short_help="Start the whole system in the foreground (make run).")
-def up() -> None:
-    """Start the whole system in the foreground (what `make run` does).
-
-    Starts nats-server and redis-server (unless their URLs are remote), the three
-    functions, the workers and the gateway on [server] host:port. Ctrl-C stops all.
-    """
-    from qmill import embedded
-    from qmill.logs import setup_logging
-
-    settings = _settings_or_exit()
-    setup_logging(settings.log, service="supervisor")
-    click.echo(
-        f"qmill: starting on http://{settings.server.host}:{settings.server.port} "
-        f"(data in {settings.embedded.data_dir}/); Ctrl-C stops everything",
-        err=True,
-    )
-    sys.exit(asyncio.run(embedded.up(settings)))
 
 
 # --- client commands: they talk to a running system over HTTP ---------------------------
@@ -511,58 +480,11 @@ def health(url: str, api_key: str | None, retries: int, as_json: bool) -> None:
     sys.exit(EXIT_OK if healthy else EXIT_UNAVAILABLE)
 
 
-def source_root() -> Path:
-    """The checkout this package runs from (bench/ is not installed, like functions/)."""
-    return Path(__file__).resolve().parents[2]
+def _add_operator_commands() -> None:
+    from qmill.server import cli as operator
+
+    for command in operator.COMMANDS:
+        main.add_command(command)
 
 
-@main.command(
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    epilog="Arguments after `--` (or any this command does not know) go to bench.run; "
-    "`qmill bench -- --help` shows them. The exit code is bench.run's.",
-    short_help="Run the benchmark suite (bench/run.py).",
-)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bench(args: tuple[str, ...]) -> None:
-    """Run the benchmark suite (python -m bench.run) from the source tree."""
-    root = source_root()
-    package = root / "bench"
-    if not ((package / "run.py").is_file() or (package / "run" / "__main__.py").is_file()):
-        click.echo(
-            f"qmill: no benchmark suite at {package}/run.py; `qmill bench` needs a source "
-            "checkout of qmill that has bench/",
-            err=True,
-        )
-        sys.exit(EXIT_USAGE)
-    completed = subprocess.run([sys.executable, "-m", "bench.run", *args], cwd=root, check=False)
-    sys.exit(completed.returncode)
-
-
-@main.command("config", short_help="Print the effective settings as JSON.")
-def show_config() -> None:
-    """Print the effective settings (defaults < config.toml < QMILL_* env) as JSON."""
-    from qmill import bus
-
-    settings = _settings_or_exit()
-    data = settings.model_dump(mode="json")
-    data["queue"] = bus.describe(settings)
-    click.echo(json.dumps(data, indent=2))
-
-
-@main.group()
-def key() -> None:
-    """Manage API keys (stored by the server only as SHA-256 hashes)."""
-
-
-@key.command("new")
-def key_new() -> None:
-    """Print a new API key and the hash to configure for it.
-
-    Give the key to its user; put the hash in [auth] api_key_hashes (or one per line
-    in [auth] keys_file). The server never needs the key itself.
-    """
-    from qmill.auth import new_key
-
-    api_key, key_hash = new_key()
-    click.echo(f"key:  {api_key}")
-    click.echo(f"hash: {key_hash}")
+_add_operator_commands()

@@ -31,10 +31,10 @@ import pytest
 import redis
 from nats.js.errors import NotFoundError
 
-from qmill import constants
-from qmill.config import Settings
-from qmill.errors import RequestError
-from qmill.tasks import validate_submit
+from qmill.server import constants
+from qmill.server.config import Settings
+from qmill.server.errors import RequestError
+from qmill.server.tasks import validate_submit
 from tests.e2e.system import System, running_system
 from tests.openapi_check import CONFORMANCE
 

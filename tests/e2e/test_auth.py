@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from qmill.auth import hash_key
+from qmill.server.auth import hash_key
 from tests.conftest import BELL
 from tests.e2e.system import System, running_system
 

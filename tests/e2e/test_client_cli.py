@@ -21,7 +21,7 @@ from qiskit import QuantumCircuit
 
 from qmill import AsyncClient, Client
 from qmill import client as qc
-from qmill.auth import hash_key
+from qmill.server.auth import hash_key
 from tests.conftest import BELL, free_port
 from tests.e2e.system import System, running_system
 from tests.integration.test_worker import runaway_circuit

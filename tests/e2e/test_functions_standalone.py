@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from qmill.bus import Bus
-from qmill.store import Store
+from qmill.server.bus import Bus
+from qmill.server.store import Store
 from tests.conftest import BELL, REPO, Processes, free_port, wait_port
 from tests.openapi_check import off_contract
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from qmill import openapi
-from qmill.auth import hash_key
+from qmill.server import openapi
+from qmill.server.auth import hash_key
 from tests.e2e.system import System, running_system
 
 pytestmark = pytest.mark.e2e

@@ -43,8 +43,8 @@ import psutil
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from qmill import constants, embedded
-from qmill.config import Settings
+from qmill.server import constants, embedded
+from qmill.server.config import Settings
 from tests.conftest import REPO, Server, free_port, settings_env, stop, wait_port
 
 FULL = os.environ.get("FAULTS_SCALE", "fast") == "full"
@@ -273,7 +273,7 @@ class Cluster:
             upstreams[name] = f"http://127.0.0.1:{port}"
             self._spawn(
                 name,
-                embedded.function_command(name, port, embedded.functions_dir()),
+                embedded.function_command(name, port),
             )
         gateway = [str(BIN / "qmill-gateway")]
         for name, url in upstreams.items():

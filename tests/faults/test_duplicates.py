@@ -20,10 +20,10 @@ from collections import Counter
 import httpx
 from nats.js.api import StreamInfo
 
-from qmill import constants
-from qmill.bus import Bus
-from qmill.errors import DependencyUnavailable
-from qmill.store import Store
+from qmill.server import constants
+from qmill.server.bus import Bus
+from qmill.server.errors import DependencyUnavailable
+from qmill.server.store import Store
 from tests.faults.harness import (
     Checker,
     Cluster,

@@ -19,7 +19,7 @@ from collections import Counter
 import httpx
 import redis.asyncio as aioredis
 
-from qmill import constants
+from qmill.server import constants
 from tests.faults.harness import (
     Checker,
     Circuit,

@@ -16,7 +16,7 @@ import time
 import httpx
 import redis.asyncio as aioredis
 
-from qmill import constants
+from qmill.server import constants
 from tests.faults.harness import Checker, Cluster, mixed, run_load, scaled
 
 API_BOUND_SECONDS = 2.0

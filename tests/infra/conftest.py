@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from qmill.config import Settings, load_settings
+from qmill.server.config import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA_COMPOSE = REPO / "infra" / "compose.yaml"

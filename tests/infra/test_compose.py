@@ -1,9 +1,9 @@
 """infra/compose.yaml against the code: the emulation that is tested is the one that ships.
 
 Each test reads the model that Compose v2 itself resolves from the file (see conftest) and
-compares it with what the code says: the commands `make run` starts (qmill.embedded), the
-settings the code reads (qmill.config), the entry points pyproject declares, the shared
-names (qmill.constants). Nothing here copies a value from compose.yaml into the test.
+compares it with what the code says: the commands `make run` starts (qmill.server.embedded), the
+settings the code reads (qmill.server.config), the entry points pyproject declares, the shared
+names (qmill.server.constants). Nothing here copies a value from compose.yaml into the test.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from qmill import constants, embedded
-from qmill.config import ServerSettings, Settings, env_names
-from qmill.errors import ConfigError
+from qmill.server import constants, embedded
+from qmill.server.config import ServerSettings, Settings, env_names
+from qmill.server.errors import ConfigError
 from qmill_worker.executors import aer_threads
 from tests.infra.conftest import (
     DOCKERFILES,
@@ -113,7 +113,7 @@ def test_services(services: dict[str, Any]) -> None:
 def test_function_command_is_the_embedded_command(services: dict[str, Any], name: str) -> None:
     svc = services[name]
     expected = embedded.function_command(
-        name, expose_port(svc), functions_dir_in_image(), host="0.0.0.0"
+        name, expose_port(svc), functions_dir_in_image() / name / "main.py", host="0.0.0.0"
     )
     assert svc["command"] == [Path(expected[0]).name, *expected[1:]]
 
@@ -126,7 +126,12 @@ def test_function_source_is_in_the_image(services: dict[str, Any], name: str) ->
     in_repo = REPO / "functions" / source.relative_to(functions_dir_in_image())
     assert in_repo == REPO / "functions" / name / "main.py"
     tree = ast.parse(in_repo.read_text(encoding="utf-8"))
-    defined = {n.name for n in tree.body if isinstance(n, ast.AsyncFunctionDef | ast.FunctionDef)}
+    defined = {
+        alias.asname or alias.name
+        for n in tree.body
+        if isinstance(n, ast.ImportFrom)
+        for alias in n.names
+    }
     assert option(command, "--target") in defined
 
 

@@ -1,6 +1,6 @@
 """infra/nginx/nginx.conf, the compose gateway, against the code.
 
-nginx must route exactly the seed API (qmill.constants.ROUTES) to the right function, the
+nginx must route exactly the seed API (qmill.server.constants.ROUTES) to the right function, the
 way qmill-gateway (the `make run` gateway) does: by path, leaving wrong verbs to the
 functions. The config is read with crossplane, NGINX's own parser in Python (strict:
 an unknown directive or a wrong argument count fails), and nginx's location matching is
@@ -19,8 +19,8 @@ import crossplane  # type: ignore[import-untyped]
 import gunicorn.config  # type: ignore[import-untyped]
 import pytest
 
-from qmill import constants, gateway, http
-from qmill.config import Settings
+from qmill.server import constants, gateway, http
+from qmill.server.config import Settings
 from tests.infra.conftest import NGINX_CONF, SettingsFrom, sample_path, seconds
 
 Directive = dict[str, Any]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from qmill import constants, embedded
+from qmill.server import constants, embedded
 from tests.infra.conftest import DOCKERFILES, REPO
 
 REQUIREMENTS_SCRIPT = REPO / "infra" / "docker" / "requirements.py"

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-from qmill import constants, embedded
+from qmill.server import constants, embedded
 from tests.conftest import free_port, stop, wait_port
 from tests.infra.conftest import NGINX_CONF, REPO, sample_path
 

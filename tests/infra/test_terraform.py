@@ -1,6 +1,6 @@
 """The Terraform deployment agrees with the code and with compose.
 
-Names come from the code (qmill.constants, qmill.config, qmill.bus), never copied here.
+Names come from the code (qmill.server.constants, .config, .bus), never copied here.
 The shared module uses no provider, so Terraform itself evaluates it offline (init,
 validate, plan); the kubernetes and cloudrun modules need provider schemas the build
 machines cannot download, so they are parsed with python-hcl2.
@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from qmill import bus, constants, gateway
-from qmill.config import (
+from qmill.server import bus, constants, gateway
+from qmill.server.config import (
     PROCESS_OVERHEAD_BYTES,
     LimitsSettings,
     NatsSettings,

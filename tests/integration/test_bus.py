@@ -6,10 +6,10 @@ import uuid
 
 import pytest
 
-from qmill import constants
-from qmill.bus import Bus
-from qmill.config import Settings
-from qmill.errors import DependencyUnavailable
+from qmill.server import constants
+from qmill.server.bus import Bus
+from qmill.server.config import Settings
+from qmill.server.errors import DependencyUnavailable
 from tests.conftest import free_port
 
 

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 import psutil
 import pytest
 
-from qmill.errors import SimulationError
+from qmill.server.errors import SimulationError
 from qmill_worker.executors import ProcessExecutor, SimulationTimeout
 from qmill_worker.simulator import SimJob
 from tests.conftest import BELL

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from qmill import tasks
-from qmill.bus import Bus
-from qmill.config import Settings
-from qmill.errors import InvalidCircuit, RateLimited, TaskConflict, TaskNotFound
-from qmill.models import TaskStatus
-from qmill.store import Store
+from qmill.server import tasks
+from qmill.server.bus import Bus
+from qmill.server.config import Settings
+from qmill.server.errors import InvalidCircuit, RateLimited, TaskConflict, TaskNotFound
+from qmill.server.models import TaskStatus
+from qmill.server.store import Store
 from tests.conftest import BELL, Processes
 from tests.integration.test_worker import assert_bell, slow_circuit, submit, until
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from qmill.errors import DependencyUnavailable, TaskNotFound
-from qmill.models import TaskStatus
-from qmill.store import Store
+from qmill.server.errors import DependencyUnavailable, TaskNotFound
+from qmill.server.models import TaskStatus
+from qmill.server.store import Store
 from tests.conftest import BELL, Server, free_port
 
 

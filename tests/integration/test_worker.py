@@ -14,12 +14,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from qmill import constants, tasks
-from qmill.bus import Bus
-from qmill.config import Settings
-from qmill.errors import IdempotencyConflict
-from qmill.models import TaskStatus, TaskView
-from qmill.store import Store
+from qmill.server import constants, tasks
+from qmill.server.bus import Bus
+from qmill.server.config import Settings
+from qmill.server.errors import IdempotencyConflict
+from qmill.server.models import TaskStatus, TaskView
+from qmill.server.store import Store
 from tests.conftest import BELL, Processes, wait_for
 
 

@@ -498,7 +498,7 @@ def test_help_lists_the_commands_and_the_exit_codes() -> None:
 def test_bench_without_the_suite_is_a_usage_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(cli, "source_root", lambda: tmp_path)
+    monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli.main, ["bench"])
     assert result.exit_code == cli.EXIT_USAGE
     assert "no benchmark suite" in result.output
@@ -510,11 +510,9 @@ def test_bench_passes_arguments_and_exit_code_through(tmp_path: Path) -> None:
         "import sys\nprint('args', sys.argv[1:])\nsys.exit(7)\n"
     )
     # A child process: bench.run's output goes to the real stdout, not click's runner.
-    code = (
-        "import pathlib; from qmill import cli; "
-        f"cli.source_root = lambda: pathlib.Path({str(tmp_path)!r}); "
-        "cli.main(['bench', '--quick', '-n', '3'])"
+    code = "from qmill import cli; cli.main(['bench', '--quick', '-n', '3'])"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 7, done.stderr
     assert "args ['--quick', '-n', '3']" in done.stdout

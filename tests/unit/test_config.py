@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from qmill.config import load_settings
-from qmill.errors import ConfigError
+from qmill.server.config import load_settings
+from qmill.server.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)
@@ -75,7 +75,7 @@ def test_unknown_key_in_toml_is_an_error(tmp_path: Path) -> None:
 
 
 def test_env_names_cover_every_setting() -> None:
-    from qmill.config import env_names
+    from qmill.server.config import env_names
 
     names = env_names()
     assert "QMILL_WORKER__MAX_CONCURRENT_TASKS" in names
@@ -85,7 +85,7 @@ def test_env_names_cover_every_setting() -> None:
 
 
 def test_worker_memory_follows_budget_and_slots(monkeypatch: pytest.MonkeyPatch) -> None:
-    from qmill.config import PROCESS_OVERHEAD_BYTES
+    from qmill.server.config import PROCESS_OVERHEAD_BYTES
 
     monkeypatch.setenv("QMILL_WORKER__MAX_CONCURRENT_TASKS", "2")
     monkeypatch.setenv("QMILL_WORKER__MEMORY_BUDGET_MB", "1024")

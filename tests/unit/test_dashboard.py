@@ -7,7 +7,7 @@ import re
 
 from prometheus_client import REGISTRY
 
-import qmill.metrics  # noqa: F401  (registers the metrics)
+import qmill.server.metrics  # noqa: F401  (registers the metrics)
 from tests.conftest import REPO
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from qmill.config import Settings
-from qmill.errors import InvalidRequest, LimitExceeded
-from qmill.tasks import validate_submit
+from qmill.server.config import Settings
+from qmill.server.errors import InvalidRequest, LimitExceeded
+from qmill.server.tasks import validate_submit
 from tests.conftest import BELL
 
 

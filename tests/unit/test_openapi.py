@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from openapi_spec_validator import validate
 
-from qmill import constants, openapi
+from qmill.server import constants, openapi
 from tests.openapi_check import Conformance
 
 

@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from qmill import qasm_guard
-from qmill.config import Settings
-from qmill.errors import InvalidRequest, LimitExceeded, RequestError
-from qmill.http import read_json
-from qmill.tasks import parse_budget, validate_submit
+from qmill.server import qasm_guard
+from qmill.server.config import Settings
+from qmill.server.errors import InvalidRequest, LimitExceeded, RequestError
+from qmill.server.http import read_json
+from qmill.server.tasks import parse_budget, validate_submit
 
 Q3 = 'OPENQASM 3.0; include "stdgates.inc"; '
 Q2 = 'OPENQASM 2.0; include "qelib1.inc"; '
@@ -174,8 +174,8 @@ def test_bodies_must_be_utf8() -> None:
 
 
 def test_error_bodies_stay_encodable() -> None:
-    from qmill.errors import InvalidCircuit as Bad
-    from qmill.http import error_response
+    from qmill.server.errors import InvalidCircuit as Bad
+    from qmill.server.http import error_response
 
     response = error_response(Bad('include "\ud800" is not allowed'))
     assert response.status_code == 400 and "\ufffd" in response.body.decode()

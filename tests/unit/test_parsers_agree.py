@@ -12,10 +12,10 @@ import pytest
 from qiskit import QuantumCircuit, qasm3
 from qiskit_qasm3_import import parse as reference_parse
 
-from qmill.circuits import _safe_for_fast_parser, parse
-from qmill.config import Settings
-from qmill.errors import LimitExceeded
-from qmill.tasks import validate_submit
+from qmill.server.circuits import _safe_for_fast_parser, parse
+from qmill.server.config import Settings
+from qmill.server.errors import LimitExceeded
+from qmill.server.tasks import validate_submit
 
 pytestmark = pytest.mark.filterwarnings("ignore::qiskit.exceptions.ExperimentalWarning")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from qmill import errors
-from qmill.gateway import allowed_methods, route
+from qmill.server import errors
+from qmill.server.gateway import allowed_methods, route
 
 
 @pytest.mark.parametrize(

@@ -21,12 +21,12 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
-from qmill import metrics
-from qmill.bus import Bus
-from qmill.config import Settings
-from qmill.errors import DependencyUnavailable, SimulationError, TaskNotFound
-from qmill.models import TaskMessage, utcnow
-from qmill.store import StartedTask, StartOutcome, Store
+from qmill.server import metrics
+from qmill.server.bus import Bus
+from qmill.server.config import Settings
+from qmill.server.errors import DependencyUnavailable, SimulationError, TaskNotFound
+from qmill.server.models import TaskMessage, utcnow
+from qmill.server.store import StartedTask, StartOutcome, Store
 from qmill_worker.executors import Executor, SimulationTimeout
 from qmill_worker.simulator import SimJob, SimResult
 

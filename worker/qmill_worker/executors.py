@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Protocol
 
-from qmill.errors import SimulationError
+from qmill.server.errors import SimulationError
 from qmill_worker.simulator import SimJob, SimResult, simulate, warm_up
 
 log = logging.getLogger(__name__)

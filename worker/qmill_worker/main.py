@@ -16,11 +16,11 @@ from pathlib import Path
 
 import uvloop
 
-from qmill.bus import Bus
-from qmill.config import get_settings
-from qmill.errors import ConfigError
-from qmill.logs import setup_logging
-from qmill.store import Store
+from qmill.server.bus import Bus
+from qmill.server.config import get_settings
+from qmill.server.errors import ConfigError
+from qmill.server.logs import setup_logging
+from qmill.server.store import Store
 from qmill_worker.consumer import HEARTBEAT_STALE_SECONDS, Worker, default_worker_id
 from qmill_worker.executors import aer_threads, make_executor
 

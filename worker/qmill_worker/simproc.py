@@ -41,7 +41,7 @@ import sys
 import traceback
 from typing import Any, TextIO
 
-from qmill.errors import SimulationError
+from qmill.server.errors import SimulationError
 from qmill_worker.simulator import SimJob, preload, simulate, warm_up
 
 _PR_SET_PDEATHSIG = 1

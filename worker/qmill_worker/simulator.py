@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
-from qmill import circuits
-from qmill.errors import InvalidCircuit, SimulationError
+from qmill.server import circuits
+from qmill.server.errors import InvalidCircuit, SimulationError
 
 
 @dataclass(frozen=True, slots=True)

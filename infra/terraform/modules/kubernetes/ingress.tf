@@ -1,5 +1,5 @@
 # One public address for the seed API: each path goes to the function that owns it
-# (module.shared.http_paths, from qmill.constants.ROUTES). Functions answer wrong verbs
+# (module.shared.http_paths, from qmill.server.constants.ROUTES). Functions answer wrong verbs
 # themselves (405), as behind the gateway.
 resource "kubernetes_ingress_v1" "api" {
   metadata {

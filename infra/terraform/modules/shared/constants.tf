@@ -54,7 +54,7 @@ locals {
     "QMILL_AUTH__API_KEY_HASHES",
   ]
 
-  # Every environment variable qmill reads (qmill.config.env_names()).
+  # Every environment variable qmill reads (qmill.server.config.env_names()).
   known_env = [
     "QMILL_AUTH__API_KEY_HASHES",
     "QMILL_AUTH__BURST",

@@ -80,7 +80,7 @@ output "http_paths" {
 }
 
 output "routes" {
-  description = "The routes (method, path or prefix, function), as in qmill.constants.ROUTES."
+  description = "The routes (method, path or prefix, function), as in qmill.server.constants.ROUTES."
   value       = local.routes
 }
 

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from qmill.errors import InvalidCircuit, LimitExceeded
+from qmill.server.errors import InvalidCircuit, LimitExceeded
 
 if TYPE_CHECKING:
     from qiskit import QuantumCircuit

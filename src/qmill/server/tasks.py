@@ -15,10 +15,10 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from qmill import circuits, qasm_guard
-from qmill.bus import Bus
-from qmill.config import Settings
-from qmill.errors import (
+from qmill.server import circuits, qasm_guard
+from qmill.server.bus import Bus
+from qmill.server.config import Settings
+from qmill.server.errors import (
     DependencyUnavailable,
     IdempotencyConflict,
     IdempotencyInProgress,
@@ -29,7 +29,7 @@ from qmill.errors import (
     TaskConflict,
     TaskNotFound,
 )
-from qmill.models import (
+from qmill.server.models import (
     BatchRequest,
     BatchResponse,
     HealthView,
@@ -37,7 +37,7 @@ from qmill.models import (
     SubmitResponse,
     TaskView,
 )
-from qmill.store import Store
+from qmill.server.store import Store
 
 log = logging.getLogger(__name__)
 

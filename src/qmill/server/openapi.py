@@ -18,7 +18,7 @@ from typing import Any
 
 @lru_cache(maxsize=1)
 def _load() -> dict[str, Any]:
-    text = resources.files("qmill").joinpath("openapi.json").read_text(encoding="utf-8")
+    text = resources.files("qmill.server").joinpath("openapi.json").read_text(encoding="utf-8")
     document: dict[str, Any] = json.loads(text)
     return document
 

@@ -12,7 +12,7 @@ import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
-from qmill.config import LogSettings
+from qmill.server.config import LogSettings
 
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 

@@ -19,8 +19,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from qmill import metrics
-from qmill.errors import (
+from qmill.server import metrics
+from qmill.server.errors import (
     DependencyUnavailable,
     IdempotencyInProgress,
     InvalidRequest,

@@ -25,7 +25,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from qmill.errors import ConfigError
+from qmill.server.errors import ConfigError
 
 ENV_PREFIX = "QMILL_"
 ENV_NESTED_DELIMITER = "__"

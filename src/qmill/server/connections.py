@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from qmill import auth
-from qmill.bus import Bus
-from qmill.config import Settings, get_settings
-from qmill.logs import setup_logging
-from qmill.store import Store
+from qmill.server import auth
+from qmill.server.bus import Bus
+from qmill.server.config import Settings, get_settings
+from qmill.server.logs import setup_logging
+from qmill.server.store import Store
 
 _store: Store | None = None
 _bus: Bus | None = None
@@ -41,7 +41,7 @@ def store() -> Store:
 
 
 async def tenant(headers: Mapping[str, str]) -> str | None:
-    """The caller's tenant id, after checking its API key and rate limit (see qmill.auth)."""
+    """The caller's tenant id, after checking its API key and rate limit (see qmill.server.auth)."""
     return await auth.authorize(headers, settings().auth, store())
 
 

@@ -17,9 +17,9 @@ import httpx
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from qmill import constants
-from qmill.config import Settings, get_settings
-from qmill.logs import setup_logging
+from qmill.server import constants
+from qmill.server.config import Settings, get_settings
+from qmill.server.logs import setup_logging
 
 # Headers that describe one hop, not the message (RFC 9110 section 7.6.1).
 _HOP_BY_HOP = frozenset(

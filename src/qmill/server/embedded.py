@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -23,8 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qmill import constants
-from qmill.config import Settings, env_name, is_local_url, url_port
+from qmill.server import constants
+from qmill.server.config import Settings, env_name, is_local_url, url_port
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +98,21 @@ def redis_command(port: int, data_dir: Path, host: str = "127.0.0.1") -> list[st
 
 
 def function_command(
-    name: str, port: int, functions_dir: Path, host: str = "127.0.0.1"
+    name: str, port: int, source: Path | None = None, host: str = "127.0.0.1"
 ) -> list[str]:
+    """functions-framework serving one function; ``source`` defaults to the installed module.
+
+    Images pass their copy of ``functions/<name>/main.py`` (the deployment entry point);
+    the embedded run loads the module from the installed package, so ``qmill up`` works
+    from any install and any directory.
+    """
     return [
         binary("functions-framework"),
         "--asgi",
         "--target",
         name,
         "--source",
-        str(functions_dir / name / "main.py"),
+        str(source if source is not None else function_source(name)),
         "--host",
         host,
         "--port",
@@ -113,9 +120,12 @@ def function_command(
     ]
 
 
-def functions_dir() -> Path:
-    """``functions/`` of the source tree this package was installed from."""
-    return Path(__file__).resolve().parents[2] / "functions"
+def function_source(name: str) -> Path:
+    """The file of the installed module ``qmill.server.functions.<name>``."""
+    spec = importlib.util.find_spec(f"qmill.server.functions.{name}")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(f"qmill.server.functions.{name} is not installed")
+    return Path(spec.origin)
 
 
 def services(settings: Settings) -> list[Service]:
@@ -132,7 +142,7 @@ def services(settings: Settings) -> list[Service]:
     for offset, name in enumerate(constants.FUNCTION_NAMES):
         port = settings.embedded.functions_base_port + offset
         upstreams[name] = f"http://127.0.0.1:{port}"
-        result.append(Service(name, function_command(name, port, functions_dir()), port))
+        result.append(Service(name, function_command(name, port), port))
     grace = settings.worker.grace_period_seconds + STOP_TIMEOUT_SECONDS
     for index in range(settings.worker.processes):
         env = {}

@@ -22,10 +22,10 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
-from qmill import constants
-from qmill.config import Settings
-from qmill.errors import DependencyUnavailable
-from qmill.models import TaskMessage
+from qmill.server import constants
+from qmill.server.config import Settings
+from qmill.server.errors import DependencyUnavailable
+from qmill.server.models import TaskMessage
 
 log = logging.getLogger(__name__)
 

@@ -58,8 +58,8 @@ def batch_key(batch_id: str) -> str:
 
 # --- NATS JetStream -----------------------------------------------------------------------
 STREAM_NAME: Final = "QMILL_TASKS"
-TASK_SUBJECT: Final = "qmill.tasks.run"
-STREAM_SUBJECTS: Final = ("qmill.tasks.>",)
+TASK_SUBJECT: Final = "qmill.server.tasks.run"
+STREAM_SUBJECTS: Final = ("qmill.server.tasks.>",)
 # Core NATS (not stored): "stop this task if you are running it", payload the task id.
 CANCEL_SUBJECT: Final = "qmill.cancel"
 # The durable pull consumer every worker replica shares (KEDA scales on its pending count).
@@ -82,7 +82,7 @@ RESULT_PATH_PREFIX: Final = "/tasks/"
 BATCH_PATH: Final = "/batches"
 BATCH_PATH_PREFIX: Final = "/batches/"
 HEALTH_PATH: Final = "/health"
-# The OpenAPI document (src/qmill/openapi.json), served by the health function.
+# The OpenAPI document (src/qmill/server/openapi.json), served by the health function.
 OPENAPI_PATH: Final = "/openapi.json"
 # The counts of a task as an SVG bar chart, and the web page (static, served at the root).
 HISTOGRAM_SUFFIX: Final = "/histogram.svg"

@@ -23,8 +23,8 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from qmill import qasm_guard
-from qmill.errors import InvalidCircuit, RequestError
+from qmill.server import qasm_guard
+from qmill.server.errors import InvalidCircuit, RequestError
 
 if TYPE_CHECKING:
     from qiskit import QuantumCircuit

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
-from qmill.config import AuthSettings
-from qmill.errors import ConfigError, Unauthorized
-from qmill.store import Store
+from qmill.server.config import AuthSettings
+from qmill.server.errors import ConfigError, Unauthorized
+from qmill.server.store import Store
 
 _TENANT_ID_CHARS = 16
 

@@ -25,9 +25,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from qmill import constants
-from qmill.errors import DependencyUnavailable, RateLimited, TaskNotFound
-from qmill.models import TaskStatus, TaskView, utcnow
+from qmill.server import constants
+from qmill.server.errors import DependencyUnavailable, RateLimited, TaskNotFound
+from qmill.server.models import TaskStatus, TaskView, utcnow
 
 log = logging.getLogger(__name__)
 

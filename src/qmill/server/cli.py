@@ -1,0 +1,143 @@
+"""Operator commands of ``qmill``: ``up``, ``config``, ``key new``, ``bench``.
+
+They run or configure the server, so they need ``qmill[server]`` (and ``qmill[worker,local]``
+for ``up`` to start workers and local servers). This module imports only click at load time,
+so the user CLI can list these commands without the server installed; each command says
+what to install when a dependency is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from qmill.server.config import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _exit_usage() -> int:
+    from qmill.cli import EXIT_USAGE
+
+    return EXIT_USAGE
+
+
+def needs_server(command: F) -> F:
+    """Turn a missing server dependency into a usage error that says what to install."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ModuleNotFoundError as exc:
+            click.echo(
+                f"qmill: this command needs the server ({exc.name} is not installed); "
+                "pip install 'qmill[server,worker,local]'",
+                err=True,
+            )
+            sys.exit(_exit_usage())
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings_or_exit() -> Settings:
+    from qmill.server.config import get_settings
+    from qmill.server.errors import ConfigError
+
+    try:
+        return get_settings()
+    except ConfigError as exc:
+        click.echo(f"qmill: {exc}", err=True)
+        sys.exit(_exit_usage())
+
+
+@click.command(short_help="Start the whole system in the foreground (make run).")
+@needs_server
+def up() -> None:
+    """Start the whole system in the foreground (what `make run` does).
+
+    Starts nats-server and redis-server (unless their URLs are remote), the three
+    functions, the workers and the gateway on [server] host:port. Ctrl-C stops all.
+    """
+    from qmill.server import embedded
+    from qmill.server.logs import setup_logging
+
+    settings = _settings_or_exit()
+    setup_logging(settings.log, service="supervisor")
+    click.echo(
+        f"qmill: starting on http://{settings.server.host}:{settings.server.port} "
+        f"(data in {settings.embedded.data_dir}/); Ctrl-C stops everything",
+        err=True,
+    )
+    sys.exit(asyncio.run(embedded.up(settings)))
+
+
+def source_root() -> Path:
+    """The source checkout to benchmark: the current directory (bench/ is not installed)."""
+    return Path.cwd()
+
+
+@click.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    epilog="Arguments after `--` (or any this command does not know) go to bench.run; "
+    "`qmill bench -- --help` shows them. The exit code is bench.run's.",
+    short_help="Run the benchmark suite (bench/run.py).",
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: tuple[str, ...]) -> None:
+    """Run the benchmark suite (python -m bench.run) from the source tree."""
+    root = source_root()
+    package = root / "bench"
+    if not ((package / "run.py").is_file() or (package / "run" / "__main__.py").is_file()):
+        click.echo(
+            f"qmill: no benchmark suite at {package}/run.py; `qmill bench` needs a source "
+            "checkout of qmill that has bench/",
+            err=True,
+        )
+        sys.exit(_exit_usage())
+    completed = subprocess.run([sys.executable, "-m", "bench.run", *args], cwd=root, check=False)
+    sys.exit(completed.returncode)
+
+
+@click.command("config", short_help="Print the effective settings as JSON.")
+@needs_server
+def show_config() -> None:
+    """Print the effective settings (defaults < config.toml < QMILL_* env) as JSON."""
+    from qmill.server import bus
+
+    settings = _settings_or_exit()
+    data = settings.model_dump(mode="json")
+    data["queue"] = bus.describe(settings)
+    click.echo(json.dumps(data, indent=2))
+
+
+@click.group()
+def key() -> None:
+    """Manage API keys (stored by the server only as SHA-256 hashes)."""
+
+
+@key.command("new")
+@needs_server
+def key_new() -> None:
+    """Print a new API key and the hash to configure for it.
+
+    Give the key to its user; put the hash in [auth] api_key_hashes (or one per line
+    in [auth] keys_file). The server never needs the key itself.
+    """
+    from qmill.server.auth import new_key
+
+    api_key, key_hash = new_key()
+    click.echo(f"key:  {api_key}")
+    click.echo(f"hash: {key_hash}")
+
+
+COMMANDS = (up, show_config, key, bench)

@@ -1,0 +1,41 @@
+"""GET /health: 200 when NATS and Redis both answer, else 503 naming the one that did not.
+
+Also GET /openapi.json: the API's OpenAPI document (see qmill.server.openapi). The health
+function serves it because it is the one function that is always open (no API key).
+"""
+
+from __future__ import annotations
+
+import functions_framework.aio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from qmill.server import connections, constants, openapi, tasks
+from qmill.server.http import serve
+
+
+async def _get(request: Request) -> Response:
+    view = await tasks.health(connections.store(), connections.bus())
+    status = 200 if view.status == "healthy" else 503
+    return JSONResponse(view.model_dump(mode="json"), status_code=status)
+
+
+async def _openapi(request: Request) -> Response:
+    enabled = connections.settings().auth.enabled
+    return Response(openapi.document_bytes(enabled), media_type="application/json")
+
+
+def _resolve(path: str) -> str | None:
+    if path == constants.OPENAPI_PATH:
+        return "openapi"
+    return "health" if path in (constants.HEALTH_PATH, "/") else None
+
+
+@functions_framework.aio.http
+async def health(request: Request) -> Response:
+    return await serve(
+        request,
+        {"health": {"GET": _get}, "openapi": {"GET": _openapi}},
+        _resolve,
+        function="health",
+    )
