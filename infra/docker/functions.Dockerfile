@@ -11,12 +11,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 # No pip or setuptools inside the virtualenv: the base image's pip installs into it.
 RUN python -m venv --without-pip /opt/venv
 WORKDIR /src
-# The dependency layer comes from pyproject.toml alone, so it is rebuilt only when the
-# dependencies change, not when the source does. Wheels only: no compiler is needed or
+# The dependency layer comes from pyproject.toml and requirements.lock alone, so it is
+# rebuilt only when the dependencies change, not when the source does; the lock holds it
+# to the exact versions the tests ran against. Wheels only: no compiler is needed or
 # present in either stage.
-COPY pyproject.toml infra/docker/requirements.py ./
+COPY pyproject.toml requirements.lock infra/docker/requirements.py ./
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python requirements.py > requirements.txt \
+    python requirements.py server > requirements.txt \
     && python -m pip --python /opt/venv/bin/python install --only-binary=:all: \
        --requirement requirements.txt
 COPY README.md ./

@@ -11,10 +11,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 # No pip or setuptools inside the virtualenv: the base image's pip installs into it.
 RUN python -m venv --without-pip /opt/venv
 WORKDIR /src
-# The dependency layer comes from pyproject.toml alone, so it is rebuilt only when the
-# dependencies change, not when the source does. Wheels only (qiskit-aer's bundles its
+# The dependency layer comes from pyproject.toml and requirements.lock alone, so it is
+# rebuilt only when the dependencies change, not when the source does; the lock holds it
+# to the exact versions the tests ran against. Wheels only (qiskit-aer's bundles its
 # OpenMP and BLAS libraries): no compiler is needed or present in either stage.
-COPY pyproject.toml infra/docker/requirements.py ./
+COPY pyproject.toml requirements.lock infra/docker/requirements.py ./
 RUN --mount=type=cache,target=/root/.cache/pip \
     python requirements.py worker > requirements.txt \
     && python -m pip --python /opt/venv/bin/python install --only-binary=:all: \

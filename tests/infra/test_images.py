@@ -110,19 +110,20 @@ def test_final_stage_is_unprivileged_and_has_no_build_tools(kind: str) -> None:
     assert any(c.startswith("--from=build /opt/venv") for c in copies)
 
 
-@pytest.mark.parametrize(("kind", "extras"), [("functions", []), ("worker", ["worker"])])
+@pytest.mark.parametrize(("kind", "extras"), [("functions", ["server"]), ("worker", ["worker"])])
 def test_dependencies_are_a_layer_of_their_own(kind: str, extras: list[str]) -> None:
-    """In the build stage the dependencies are installed from pyproject.toml alone, before
-    any source is copied, so a code change reuses the cached dependency layer."""
+    """In the build stage the dependencies are installed from pyproject.toml and the lock
+    alone, before any source is copied, so a code change reuses the cached dependency layer."""
     build = stages(DOCKERFILES[kind])[0]
     install = next(
         i for i, ins in enumerate(build) if ins.keyword == "RUN" and "requirements.py" in ins.args
     )
     before = [s for ins in build[:install] if ins.keyword == "COPY" for s in copy_sources(ins)]
-    assert sorted(before) == ["infra/docker/requirements.py", "pyproject.toml"]
+    assert sorted(before) == ["infra/docker/requirements.py", "pyproject.toml", "requirements.lock"]
     after = [s for ins in build[install:] if ins.keyword == "COPY" for s in copy_sources(ins)]
     assert {"src/", "worker/"} <= set(after)
-    # The extras it installs: [worker] for the worker only; never [local] or [dev].
+    # The extras it installs: [server] for the functions, [worker] (which brings [server])
+    # for the worker; never [local] or [dev].
     run = build[install].args
     called = re.search(r"python requirements\.py([^>]*)>", run)
     assert called and called.group(1).split() == extras
@@ -161,7 +162,9 @@ def test_functions_image_default_command_is_the_embedded_one() -> None:
     (copy,) = [ins for ins in final if ins.keyword == "COPY" and copy_sources(ins)]
     dest = Path(shlex.split(copy.args)[-1])
     port = next(int(ins.args) for ins in final if ins.keyword == "EXPOSE")
-    expected = embedded.function_command("health", port, dest, host="0.0.0.0")
+    expected = embedded.function_command(
+        "health", port, dest / "health" / "main.py", host="0.0.0.0"
+    )
     assert cmd == [Path(expected[0]).name, *expected[1:]]
     assert copy_sources(copy) == ["functions/"]
     assert {p.parent.name for p in (REPO / "functions").glob("*/main.py")} == set(
@@ -176,13 +179,17 @@ def test_worker_image_default_command_is_the_entry_point() -> None:
     assert cmd[0] in PYPROJECT["project"]["scripts"]
 
 
-def run_requirements(*args: str) -> subprocess.CompletedProcess[str]:
+def run_requirements(
+    *args: str, lock: Path = REPO / "requirements.lock"
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             sys.executable,
             str(REQUIREMENTS_SCRIPT),
             "--pyproject",
             str(REPO / "pyproject.toml"),
+            "--lock",
+            str(lock),
             *args,
         ],
         capture_output=True,
@@ -191,31 +198,31 @@ def run_requirements(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_requirements_come_from_pyproject() -> None:
+def test_requirements_come_from_pyproject_held_by_the_lock() -> None:
     project = PYPROJECT["project"]
-    runtime = run_requirements()
-    assert runtime.returncode == 0, runtime.stderr
-    assert runtime.stdout.split() == project["dependencies"]
-    worker = run_requirements("worker")
-    assert (
-        worker.stdout.split()
-        == project["dependencies"] + (project["optional-dependencies"]["worker"])
-    )
+    optional = project["optional-dependencies"]
+    server = run_requirements("server")
+    assert server.returncode == 0, server.stderr
+    constraint, *reqs = server.stdout.splitlines()
+    assert constraint == f"--constraint {REPO / 'requirements.lock'}"
+    assert reqs == project["dependencies"] + optional["server"]
+    # [worker] names qmill[server]: its requirements come along, the self-reference does not.
+    worker = run_requirements("worker").stdout.splitlines()[1:]
+    assert set(worker) == {*reqs, *(r for r in optional["worker"] if not r.startswith("qmill"))}
 
 
-def test_requirements_refuse_unpinned_or_unknown(tmp_path: Path) -> None:
-    pyproject = tmp_path / "pyproject.toml"
-    pyproject.write_text(
-        '[project]\nname = "x"\ndependencies = ["a==1", "b>=2"]\n'
-        '[project.optional-dependencies]\nextra = ["c==3"]\n',
-        encoding="utf-8",
-    )
-    done = subprocess.run(
-        [sys.executable, str(REQUIREMENTS_SCRIPT), "--pyproject", str(pyproject)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 2 and "b>=2" in done.stderr
+def test_the_lock_pins_every_requirement_of_every_extra() -> None:
+    """`make install` and the images get exact versions only if the lock names them all."""
+    extras = list(PYPROJECT["project"]["optional-dependencies"])
+    done = run_requirements(*extras)
+    assert done.returncode == 0, done.stderr
+
+
+def test_requirements_refuse_unlocked_or_unknown(tmp_path: Path) -> None:
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("# comment\nhttpx==0.28.1\n", encoding="utf-8")
+    done = run_requirements("server", lock=lock)
+    assert done.returncode == 2 and "no pinned version for" in done.stderr
+    assert "starlette" in done.stderr and "httpx" not in done.stderr.split("for", 1)[1]
     unknown = run_requirements("no-such-extra")
     assert unknown.returncode == 2 and "no-such-extra" in unknown.stderr
