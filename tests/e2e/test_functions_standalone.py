@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from qmill.server.bus import Bus
-from qmill.server.stores import Stores
+from qmill.server.store import Stores
 from tests.conftest import BELL, REPO, Processes, free_port, wait_port
 from tests.openapi_check import off_contract
 

@@ -9,7 +9,7 @@ from qmill.server.bus import Bus
 from qmill.server.config import Settings
 from qmill.server.errors import InvalidCircuit, RateLimited, TaskConflict, TaskNotFound
 from qmill.server.models import TaskStatus
-from qmill.server.stores import Stores
+from qmill.server.store import Stores
 from tests.conftest import BELL, Processes
 from tests.integration.test_worker import assert_bell, slow_circuit, submit, until
 

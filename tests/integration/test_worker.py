@@ -19,7 +19,7 @@ from qmill.server.bus import Bus
 from qmill.server.config import Settings
 from qmill.server.errors import IdempotencyConflict
 from qmill.server.models import TaskStatus, TaskView
-from qmill.server.stores import Stores
+from qmill.server.store import Stores
 from tests.conftest import BELL, Processes, wait_for
 
 
