@@ -260,15 +260,14 @@ async def submit(
             digest, claim_id, body_hash, IDEMPOTENCY_PENDING_SECONDS
         )
         if first is not None:
-            first_id, first_hash, committed = first
-            if first_hash != body_hash:
+            if first.body_hash != body_hash:
                 raise IdempotencyConflict()
-            if not committed:
+            if not first.committed:
                 # Its first request is still publishing and may yet answer 503 and
                 # withdraw the task: a 201 with that id now could promise a lost task.
                 raise IdempotencyInProgress()
-            log.info("idempotent replay", extra={"task_id": first_id})
-            return SubmitResponse(task_id=first_id, replayed=True)
+            log.info("idempotent replay", extra={"task_id": first.task_id})
+            return SubmitResponse(task_id=first.task_id, replayed=True)
     try:
         ids = [claim_id] if digest is not None else None
         (task_id,) = await _record_and_queue([accepted], settings, stores, bus, owner, ids)
