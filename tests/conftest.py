@@ -29,7 +29,7 @@ from nats.js.errors import NotFoundError
 from qmill.server import constants, embedded
 from qmill.server.bus import Bus
 from qmill.server.config import Settings
-from qmill.server.store import Store
+from qmill.server.store import Stores
 
 REPO = Path(__file__).resolve().parents[1]
 BELL = (
@@ -212,8 +212,8 @@ async def clean(servers: Servers, settings: Settings) -> AsyncIterator[None]:
 
 
 @pytest.fixture
-async def store(settings: Settings, clean: None) -> AsyncIterator[Store]:
-    s = Store(
+async def stores(settings: Settings, clean: None) -> AsyncIterator[Stores]:
+    s = Stores.open(
         settings.redis.url, result_ttl_seconds=settings.redis.result_ttl_seconds, socket_timeout=2.0
     )
     try:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from qmill.server.bus import Bus
-from qmill.server.store import Store
+from qmill.server.store import Stores
 from tests.conftest import BELL, REPO, Processes, free_port, wait_port
 from tests.openapi_check import off_contract
 
@@ -39,7 +39,7 @@ def serve(procs: Processes, name: str) -> str:
     return f"http://127.0.0.1:{port}"
 
 
-async def test_each_function_serves_its_route(procs: Processes, store: Store, bus: Bus) -> None:
+async def test_each_function_serves_its_route(procs: Processes, stores: Stores, bus: Bus) -> None:
     submit, result, health = (serve(procs, n) for n in ("submit", "result", "health"))
     async with httpx.AsyncClient(timeout=10) as client:
         assert (await client.get(f"{health}/health")).json()["status"] == "healthy"

@@ -23,7 +23,7 @@ from nats.js.api import StreamInfo
 from qmill.server import constants
 from qmill.server.bus import Bus
 from qmill.server.errors import DependencyUnavailable
-from qmill.server.store import Store
+from qmill.server.store import Stores
 from tests.faults.harness import (
     Checker,
     Cluster,
@@ -107,13 +107,13 @@ async def test_duplicates(cluster: Cluster) -> None:
 
         # 3. A publish retried after a timeout is stored once.
         bus = Bus(cluster.settings, name="faults-dedup")
-        store = Store(cluster.redis_url, result_ttl_seconds=3600, socket_timeout=2)
+        stores = Stores.open(cluster.redis_url, result_ttl_seconds=3600, socket_timeout=2)
         dedup_ids = []
         try:
             for _ in range(scaled(2, 5)):
                 task_id = str(uuid.uuid4())
                 circuit = bell()
-                await store.create(task_id, circuit.source, circuit.shots, qubits=2, depth=2)
+                await stores.tasks.create(task_id, circuit.source, circuit.shots, qubits=2, depth=2)
                 before = (await stream(bus)).state.last_seq
                 cluster.nats.pause()
                 try:
@@ -136,7 +136,7 @@ async def test_duplicates(cluster: Cluster) -> None:
                 dedup_ids.append(task_id)
         finally:
             await bus.close()
-            await store.close()
+            await stores.close()
         report = await checker.verify(client)
     left = cluster.shutdown()
     started = executions(cluster.events())

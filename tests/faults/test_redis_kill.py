@@ -19,7 +19,7 @@ import httpx
 
 from tests.faults.harness import Checker, Cluster, messages, mixed, pattern, run_load, scaled
 
-# The worker's Store retries a failed call for about this long before it gives up.
+# The worker's Redis client retries a failed call for about this long before it gives up.
 WORKER_STORE_RETRY_SECONDS = 9.1
 
 

@@ -19,7 +19,7 @@ from qmill.server.bus import Bus
 from qmill.server.config import Settings
 from qmill.server.errors import IdempotencyConflict
 from qmill.server.models import TaskStatus, TaskView
-from qmill.server.store import Store
+from qmill.server.store import Stores
 from tests.conftest import BELL, Processes, wait_for
 
 
@@ -42,20 +42,20 @@ def runaway_circuit() -> str:
 
 
 async def submit(
-    settings: Settings, store: Store, bus: Bus, circuit: str = BELL, shots: int = 1024
+    settings: Settings, stores: Stores, bus: Bus, circuit: str = BELL, shots: int = 1024
 ) -> str:
     accepted = await tasks.submit(
-        {"quantum_circuit": circuit, "shots": shots}, settings, store, bus
+        {"quantum_circuit": circuit, "shots": shots}, settings, stores, bus
     )
     return accepted.task_id
 
 
-async def until(store: Store, task_id: str, status: TaskStatus, timeout: float) -> TaskView:
+async def until(stores: Stores, task_id: str, status: TaskStatus, timeout: float) -> TaskView:
     async def reached() -> bool:
-        return (await store.get(task_id)).status == status
+        return (await stores.tasks.get(task_id)).status == status
 
     await wait_for(reached, timeout)
-    return await store.get(task_id)
+    return await stores.tasks.get(task_id)
 
 
 def assert_bell(view: TaskView, shots: int = 1024) -> None:
@@ -67,18 +67,18 @@ def assert_bell(view: TaskView, shots: int = 1024) -> None:
 
 @pytest.mark.parametrize("executor", ["process", "thread"])
 async def test_submit_runs_to_completed_with_bell_counts(
-    settings: Settings, store: Store, bus: Bus, procs: Processes, executor: str
+    settings: Settings, stores: Stores, bus: Bus, procs: Processes, executor: str
 ) -> None:
     procs.worker(QMILL_WORKER__EXECUTOR=executor)
-    task_id = await submit(settings, store, bus)
-    view = await until(store, task_id, TaskStatus.COMPLETED, 60)
+    task_id = await submit(settings, stores, bus)
+    view = await until(stores, task_id, TaskStatus.COMPLETED, 60)
     assert_bell(view)
     assert view.attempts == 1 and view.method and view.worker_id
     assert view.queue_seconds is not None and view.execution_seconds is not None
 
 
 async def test_custom_gates_and_qasm2_run(
-    settings: Settings, store: Store, bus: Bus, procs: Processes
+    settings: Settings, stores: Stores, bus: Bus, procs: Processes
 ) -> None:
     procs.worker()
     custom = (
@@ -89,40 +89,40 @@ async def test_custom_gates_and_qasm2_run(
         'OPENQASM 2.0; include "qelib1.inc"; qreg q[2]; creg c[2]; h q[0]; cx q[0],q[1]; '
         "measure q -> c;"
     )
-    ids = [await submit(settings, store, bus, c) for c in (custom, qasm2)]
+    ids = [await submit(settings, stores, bus, c) for c in (custom, qasm2)]
     for task_id in ids:
-        assert_bell(await until(store, task_id, TaskStatus.COMPLETED, 60))
+        assert_bell(await until(stores, task_id, TaskStatus.COMPLETED, 60))
 
 
 async def test_task_submitted_with_no_worker_completes_once_one_starts(
-    settings: Settings, store: Store, bus: Bus, procs: Processes
+    settings: Settings, stores: Stores, bus: Bus, procs: Processes
 ) -> None:
-    task_id = await submit(settings, store, bus)
-    assert (await store.get(task_id)).status == TaskStatus.PENDING
+    task_id = await submit(settings, stores, bus)
+    assert (await stores.tasks.get(task_id)).status == TaskStatus.PENDING
     procs.worker()
-    assert_bell(await until(store, task_id, TaskStatus.COMPLETED, 60))
+    assert_bell(await until(stores, task_id, TaskStatus.COMPLETED, 60))
 
 
 async def test_worker_killed_mid_task_is_redelivered_to_another(
-    settings: Settings, store: Store, bus: Bus, procs: Processes
+    settings: Settings, stores: Stores, bus: Bus, procs: Processes
 ) -> None:
     first = procs.worker()
-    task_id = await submit(settings, store, bus, slow_circuit(), shots=100)
-    await until(store, task_id, TaskStatus.PROCESSING, 60)
+    task_id = await submit(settings, stores, bus, slow_circuit(), shots=100)
+    await until(stores, task_id, TaskStatus.PROCESSING, 60)
     first.send_signal(signal.SIGKILL)
     first.wait()
     procs.worker()
-    view = await until(store, task_id, TaskStatus.COMPLETED, settings.ack_wait_seconds + 60)
+    view = await until(stores, task_id, TaskStatus.COMPLETED, settings.ack_wait_seconds + 60)
     assert view.attempts == 2
     assert view.result is not None and sum(view.result.values()) == 100
 
 
 async def test_redelivery_of_a_completed_task_changes_nothing(
-    settings: Settings, store: Store, bus: Bus, procs: Processes
+    settings: Settings, stores: Stores, bus: Bus, procs: Processes
 ) -> None:
     procs.worker()
-    task_id = await submit(settings, store, bus)
-    before = await until(store, task_id, TaskStatus.COMPLETED, 60)
+    task_id = await submit(settings, stores, bus)
+    before = await until(stores, task_id, TaskStatus.COMPLETED, 60)
     # The same task arrives again (as after a lost ack), under a new message id.
     js = await bus.connect()
     await js.publish(
@@ -135,40 +135,40 @@ async def test_redelivery_of_a_completed_task_changes_nothing(
         return (await js.stream_info(constants.STREAM_NAME)).state.messages == 0
 
     await wait_for(drained, 30)
-    after = await store.get(task_id)
+    after = await stores.tasks.get(task_id)
     assert after.result == before.result
     assert after.completed_at == before.completed_at
     assert after.attempts == 1
 
 
 async def test_task_that_kills_every_worker_ends_failed_with_reason(
-    settings: Settings, store: Store, bus: Bus, procs: Processes
+    settings: Settings, stores: Stores, bus: Bus, procs: Processes
 ) -> None:
-    task_id = await submit(settings, store, bus, slow_circuit(), shots=10)
+    task_id = await submit(settings, stores, bus, slow_circuit(), shots=10)
     for attempt in range(1, settings.worker.max_attempts + 1):
         worker = procs.worker()
 
         async def running(n: int = attempt) -> bool:
-            view = await store.get(task_id)
+            view = await stores.tasks.get(task_id)
             return view.status == TaskStatus.PROCESSING and view.attempts == n
 
         await wait_for(running, settings.ack_wait_seconds + 60)
         worker.send_signal(signal.SIGKILL)
         worker.wait()
     procs.worker()
-    view = await until(store, task_id, TaskStatus.FAILED, settings.ack_wait_seconds + 60)
+    view = await until(stores, task_id, TaskStatus.FAILED, settings.ack_wait_seconds + 60)
     assert view.error is not None and "gave up after 2 attempts" in view.error
     assert view.result is None
 
 
 async def test_malformed_message_is_dropped_not_redelivered(
-    settings: Settings, store: Store, bus: Bus, procs: Processes
+    settings: Settings, stores: Stores, bus: Bus, procs: Processes
 ) -> None:
     procs.worker()
     js = await bus.connect()
     await js.publish(constants.TASK_SUBJECT, b"not json")
-    task_id = await submit(settings, store, bus)  # the queue keeps flowing behind it
-    assert_bell(await until(store, task_id, TaskStatus.COMPLETED, 60))
+    task_id = await submit(settings, stores, bus)  # the queue keeps flowing behind it
+    assert_bell(await until(stores, task_id, TaskStatus.COMPLETED, 60))
 
 
 async def test_heartbeat_file_drives_the_health_check(
@@ -188,41 +188,41 @@ async def test_heartbeat_file_drives_the_health_check(
 
 @pytest.mark.parametrize("executor", ["process", "thread"])
 async def test_sigterm_lets_a_running_task_finish_then_exits_zero(
-    settings: Settings, store: Store, bus: Bus, procs: Processes, executor: str
+    settings: Settings, stores: Stores, bus: Bus, procs: Processes, executor: str
 ) -> None:
     # A grace period that comfortably covers the run, even on a loaded machine.
     worker = procs.worker(QMILL_WORKER__EXECUTOR=executor, QMILL_WORKER__GRACE_PERIOD_SECONDS="90")
-    task_id = await submit(settings, store, bus, slow_circuit(), shots=10)
-    await until(store, task_id, TaskStatus.PROCESSING, 60)
+    task_id = await submit(settings, stores, bus, slow_circuit(), shots=10)
+    await until(stores, task_id, TaskStatus.PROCESSING, 60)
     worker.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(worker.wait, 120) == 0
-    view = await store.get(task_id)
+    view = await stores.tasks.get(task_id)
     assert view.status == TaskStatus.COMPLETED and view.attempts == 1
 
 
 async def test_runaway_simulation_is_stopped_and_the_worker_goes_on(
-    settings: Settings, store: Store, bus: Bus, procs: Processes
+    settings: Settings, stores: Stores, bus: Bus, procs: Processes
 ) -> None:
     procs.worker(QMILL_LIMITS__MAX_EXECUTION_SECONDS="2")
-    runaway = await submit(settings, store, bus, runaway_circuit(), shots=10)
-    view = await until(store, runaway, TaskStatus.FAILED, 60)
+    runaway = await submit(settings, stores, bus, runaway_circuit(), shots=10)
+    view = await until(stores, runaway, TaskStatus.FAILED, 60)
     assert view.error is not None and view.error.startswith("timeout")
     assert view.attempts == 1  # a timeout is final, not retried
-    after = await submit(settings, store, bus)
-    assert_bell(await until(store, after, TaskStatus.COMPLETED, 60))
+    after = await submit(settings, stores, bus)
+    assert_bell(await until(stores, after, TaskStatus.COMPLETED, 60))
 
 
 async def test_simulator_crash_is_retried_then_failed_with_reason(
-    settings: Settings, store: Store, bus: Bus, procs: Processes
+    settings: Settings, stores: Stores, bus: Bus, procs: Processes
 ) -> None:
     """A simulation child that dies (here: SIGKILLed, as the OOM killer would) costs an
     attempt; the worker survives, and after max_attempts the task fails with the reason."""
     worker = procs.worker()
-    task_id = await submit(settings, store, bus, slow_circuit(), shots=10)
+    task_id = await submit(settings, stores, bus, slow_circuit(), shots=10)
     for attempt in range(1, settings.worker.max_attempts + 1):
 
         async def running(n: int = attempt) -> bool:
-            view = await store.get(task_id)
+            view = await stores.tasks.get(task_id)
             return view.status == TaskStatus.PROCESSING and view.attempts == n
 
         await wait_for(running, 60)
@@ -235,32 +235,34 @@ async def test_simulator_crash_is_retried_then_failed_with_reason(
         assert busy, "no simulating child found"
         for child in busy:
             child.kill()
-    view = await until(store, task_id, TaskStatus.FAILED, 60)
+    view = await until(stores, task_id, TaskStatus.FAILED, 60)
     assert view.error is not None and "simulator process died (signal 9)" in view.error
     assert worker.poll() is None  # the worker itself survived
-    after = await submit(settings, store, bus)
-    assert_bell(await until(store, after, TaskStatus.COMPLETED, 60))
+    after = await submit(settings, stores, bus)
+    assert_bell(await until(stores, after, TaskStatus.COMPLETED, 60))
 
 
 async def test_idempotency_key_returns_the_same_task_and_runs_it_once(
-    settings: Settings, store: Store, bus: Bus, procs: Processes
+    settings: Settings, stores: Stores, bus: Bus, procs: Processes
 ) -> None:
     body = {"quantum_circuit": BELL, "shots": 100}
-    first = await tasks.submit(body, settings, store, bus, idempotency_key="k-1")
-    again = await tasks.submit(body, settings, store, bus, idempotency_key="k-1")
+    first = await tasks.submit(body, settings, stores, bus, idempotency_key="k-1")
+    again = await tasks.submit(body, settings, stores, bus, idempotency_key="k-1")
     assert again.task_id == first.task_id and again.replayed and not first.replayed
     js = await bus.connect()
     assert (await js.stream_info(constants.STREAM_NAME)).state.messages == 1
-    other = await tasks.submit(body, settings, store, bus, idempotency_key="k-2")
+    other = await tasks.submit(body, settings, stores, bus, idempotency_key="k-2")
     assert other.task_id != first.task_id
     with pytest.raises(IdempotencyConflict):
-        await tasks.submit({**body, "shots": 101}, settings, store, bus, idempotency_key="k-1")
+        await tasks.submit({**body, "shots": 101}, settings, stores, bus, idempotency_key="k-1")
     procs.worker()
-    view = await until(store, first.task_id, TaskStatus.COMPLETED, 60)
+    view = await until(stores, first.task_id, TaskStatus.COMPLETED, 60)
     assert view.attempts == 1
 
 
-async def test_worker_metrics(settings: Settings, store: Store, bus: Bus, procs: Processes) -> None:
+async def test_worker_metrics(
+    settings: Settings, stores: Stores, bus: Bus, procs: Processes
+) -> None:
     import httpx
 
     from tests.conftest import free_port, wait_port
@@ -268,8 +270,8 @@ async def test_worker_metrics(settings: Settings, store: Store, bus: Bus, procs:
     port = free_port()
     procs.worker(QMILL_WORKER__METRICS_PORT=str(port))
     await asyncio.to_thread(wait_port, port, 60)
-    task_id = await submit(settings, store, bus)
-    await until(store, task_id, TaskStatus.COMPLETED, 60)
+    task_id = await submit(settings, stores, bus)
+    await until(stores, task_id, TaskStatus.COMPLETED, 60)
     async with httpx.AsyncClient() as client:
         text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
     assert "qmill_tasks_completed_total{worker=" in text

@@ -26,7 +26,7 @@ from qmill.server.bus import Bus
 from qmill.server.config import Settings
 from qmill.server.errors import DependencyUnavailable, SimulationError, TaskNotFound
 from qmill.server.models import TaskMessage, utcnow
-from qmill.server.store import StartedTask, StartOutcome, Store
+from qmill.server.store import Outcome, StartedTask, StartOutcome, Stores
 from qmill_worker.executors import Executor, SimulationTimeout
 from qmill_worker.simulator import SimJob, SimResult
 
@@ -72,10 +72,10 @@ def default_worker_id() -> str:
 
 class Worker:
     def __init__(
-        self, settings: Settings, store: Store, bus: Bus, executor: Executor, worker_id: str
+        self, settings: Settings, stores: Stores, bus: Bus, executor: Executor, worker_id: str
     ) -> None:
         self.settings = settings
-        self.store = store
+        self.stores = stores
         self.bus = bus
         self.executor = executor
         self.worker_id = worker_id
@@ -234,7 +234,7 @@ class Worker:
 
     async def _outcome_stored(self, task_id: str) -> bool:
         try:
-            return (await self.store.get(task_id)).status.terminal
+            return (await self.stores.tasks.get(task_id)).status.terminal
         except (DependencyUnavailable, TaskNotFound):
             return False
 
@@ -273,7 +273,7 @@ class Worker:
         warned = False
         while True:
             try:
-                return await self.store.start(task_id, self.worker_id)
+                return await self.stores.tasks.start(task_id, self.worker_id)
             except DependencyUnavailable as exc:
                 if self._stopping.is_set():
                     log.warning(
@@ -332,14 +332,9 @@ class Worker:
         error: str | None = None,
         queue_seconds: float | None = None,
     ) -> None:
-        details = {
-            "worker_id": self.worker_id,
-            "queue_seconds": queue_seconds,
-            "owner": ctx.get("owner"),
-        }
         try:
             if result is not None:
-                status = await self.store.complete(
+                status = await self.stores.tasks.complete(
                     ctx["task_id"],
                     result.counts,
                     memory=result.memory,
@@ -347,10 +342,18 @@ class Worker:
                     depth=result.depth,
                     method=result.method,
                     execution_seconds=result.execution_seconds,
-                    **details,
+                    worker_id=self.worker_id,
+                    queue_seconds=queue_seconds,
+                    owner=ctx.get("owner"),
                 )
             else:
-                status = await self.store.fail(ctx["task_id"], error or "failed", **details)
+                status = await self.stores.tasks.fail(
+                    ctx["task_id"],
+                    error or "failed",
+                    worker_id=self.worker_id,
+                    queue_seconds=queue_seconds,
+                    owner=ctx.get("owner"),
+                )
         except DependencyUnavailable as exc:
             # Not acked: JetStream redelivers it and the result is written then.
             log.warning("could not store outcome; task released", extra={**ctx, "error": str(exc)})
@@ -358,7 +361,7 @@ class Worker:
                 await msg.nak(delay=2.0)
             return
         self._count(result, error, queue_seconds, status)
-        if status == "ok":
+        if status is Outcome.APPLIED:
             log.info(
                 "task %s",
                 "completed" if result is not None else "failed",
@@ -371,7 +374,7 @@ class Worker:
     def _count(
         self, result: SimResult | None, error: str | None, queue_seconds: float | None, status: str
     ) -> None:
-        if status != "ok":
+        if status is not Outcome.APPLIED:
             return
         wid = self.worker_id
         if queue_seconds is not None:
@@ -424,5 +427,5 @@ class Worker:
                 }
             )
             with contextlib.suppress(DependencyUnavailable):
-                await self.store.heartbeat(self.worker_id, ttl, info)
+                await self.stores.heartbeats.beat(self.worker_id, ttl, info)
             await asyncio.sleep(HEARTBEAT_SECONDS)

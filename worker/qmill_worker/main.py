@@ -20,7 +20,7 @@ from qmill.server.bus import Bus
 from qmill.server.config import get_settings
 from qmill.server.errors import ConfigError
 from qmill.server.logs import setup_logging
-from qmill.server.store import Store
+from qmill.server.store import Stores
 from qmill_worker.consumer import HEARTBEAT_STALE_SECONDS, Worker, default_worker_id
 from qmill_worker.executors import aer_threads, make_executor
 
@@ -29,7 +29,7 @@ log = logging.getLogger("qmill_worker")
 
 async def serve(worker_id: str) -> None:
     settings = get_settings()
-    store = Store(
+    stores = Stores.open(
         settings.redis.url,
         result_ttl_seconds=settings.redis.result_ttl_seconds,
         # No socket timeout: with the thread executor the event loop freezes while Aer
@@ -42,7 +42,7 @@ async def serve(worker_id: str) -> None:
     executor = make_executor(
         settings.worker.executor, slots, aer_threads(settings.worker.aer_threads, slots)
     )
-    worker = Worker(settings, store, bus, executor, worker_id)
+    worker = Worker(settings, stores, bus, executor, worker_id)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
@@ -54,7 +54,7 @@ async def serve(worker_id: str) -> None:
         await worker.run()
     finally:
         await bus.close()
-        await store.close()
+        await stores.close()
         log.info("worker stopped", extra={"worker_id": worker_id})
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from qmill.server.config import AuthSettings
 from qmill.server.errors import ConfigError, Unauthorized
-from qmill.server.store import Store
+from qmill.server.store.limits import Limits
 
 _TENANT_ID_CHARS = 16
 
@@ -68,7 +68,7 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
 
 
 async def authorize(
-    headers: Mapping[str, str], settings: AuthSettings, store: Store, cost: int = 1
+    headers: Mapping[str, str], settings: AuthSettings, limits: Limits, cost: int = 1
 ) -> str | None:
     """The caller's tenant id (None when auth is off); 401 or 429 otherwise.
 
@@ -84,7 +84,7 @@ async def authorize(
         raise Unauthorized("unknown API key")
     tenant = tenant_of(key_hash)
     if settings.rate_per_second > 0:
-        await store.take_tokens(tenant, settings.rate_per_second, settings.burst, cost)
+        await limits.take_tokens(tenant, settings.rate_per_second, settings.burst, cost)
     return tenant
 
 

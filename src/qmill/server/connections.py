@@ -12,9 +12,9 @@ from qmill.server import auth
 from qmill.server.bus import Bus
 from qmill.server.config import Settings, get_settings
 from qmill.server.logs import setup_logging
-from qmill.server.store import Store
+from qmill.server.store import Stores
 
-_store: Store | None = None
+_stores: Stores | None = None
 _bus: Bus | None = None
 _configured = False
 
@@ -28,21 +28,21 @@ def settings() -> Settings:
     return current
 
 
-def store() -> Store:
-    global _store
-    if _store is None:
+def stores() -> Stores:
+    global _stores
+    if _stores is None:
         cfg = settings()
-        _store = Store(
+        _stores = Stores.open(
             cfg.redis.url,
             result_ttl_seconds=cfg.redis.result_ttl_seconds,
             socket_timeout=cfg.redis.socket_timeout_seconds,
         )
-    return _store
+    return _stores
 
 
 async def tenant(headers: Mapping[str, str]) -> str | None:
     """The caller's tenant id, after checking its API key and rate limit (see qmill.server.auth)."""
-    return await auth.authorize(headers, settings().auth, store())
+    return await auth.authorize(headers, settings().auth, stores().limits)
 
 
 def bus() -> Bus:

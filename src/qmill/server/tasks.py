@@ -37,7 +37,7 @@ from qmill.server.models import (
     SubmitResponse,
     TaskView,
 )
-from qmill.server.store import Store
+from qmill.server.store import Outcome, Stores
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ async def _ensure_queue(bus: Bus) -> None:
 async def _record_and_queue(
     accepted: list[Accepted],
     settings: Settings,
-    store: Store,
+    stores: Stores,
     bus: Bus,
     owner: str | None,
     task_ids: list[str] | None = None,
@@ -202,17 +202,17 @@ async def _record_and_queue(
     if owner is not None:
         limits = settings.limits
         stale = int(limits.max_execution_seconds * (settings.worker.max_attempts + 1)) + 3600
-        await store.admit(owner, task_ids, settings.auth.max_in_flight, stale)
+        await stores.limits.admit(owner, task_ids, settings.auth.max_in_flight, stale)
     await asyncio.gather(
         *(
-            store.create(
+            stores.tasks.create(
                 task_id,
                 a.request.quantum_circuit,
                 a.request.shots,
                 qubits=a.parsed.qubits,
                 depth=a.parsed.depth,
                 seed=a.request.seed,
-                memory="1" if a.request.memory else None,
+                memory=a.request.memory,
                 owner=owner,
             )
             for task_id, a in zip(task_ids, accepted, strict=True)
@@ -225,7 +225,7 @@ async def _record_and_queue(
     failures = [r for r in results if isinstance(r, BaseException)]
     if failures:
         for task_id in task_ids:
-            await _forget(store.delete(task_id), task_id)
+            await _forget(stores.tasks.delete(task_id), task_id)
         first = failures[0]
         if isinstance(first, DependencyUnavailable):
             raise first
@@ -236,7 +236,7 @@ async def _record_and_queue(
 async def submit(
     body: object,
     settings: Settings,
-    store: Store,
+    stores: Stores,
     bus: Bus,
     idempotency_key: str | None = None,
     owner: str | None = None,
@@ -256,30 +256,29 @@ async def submit(
         # Keys are per tenant: two tenants may pick the same key.
         digest = hashlib.sha256(f"{owner or ''}\n{idempotency_key}".encode()).hexdigest()
         body_hash = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
-        first = await store.claim_idempotency(
+        first = await stores.idempotency.claim(
             digest, claim_id, body_hash, IDEMPOTENCY_PENDING_SECONDS
         )
         if first is not None:
-            first_id, first_hash, committed = first
-            if first_hash != body_hash:
+            if first.body_hash != body_hash:
                 raise IdempotencyConflict()
-            if not committed:
+            if not first.committed:
                 # Its first request is still publishing and may yet answer 503 and
                 # withdraw the task: a 201 with that id now could promise a lost task.
                 raise IdempotencyInProgress()
-            log.info("idempotent replay", extra={"task_id": first_id})
-            return SubmitResponse(task_id=first_id, replayed=True)
+            log.info("idempotent replay", extra={"task_id": first.task_id})
+            return SubmitResponse(task_id=first.task_id, replayed=True)
     try:
         ids = [claim_id] if digest is not None else None
-        (task_id,) = await _record_and_queue([accepted], settings, store, bus, owner, ids)
+        (task_id,) = await _record_and_queue([accepted], settings, stores, bus, owner, ids)
     except DependencyUnavailable:
         if digest is not None:
-            await _forget(store.release_idempotency(digest), "")
+            await _forget(stores.idempotency.release(digest), "")
         raise
     if digest is not None:
         window = settings.redis.idempotency_window_seconds
         try:
-            committed = await store.commit_idempotency(digest, task_id, body_hash, window)
+            committed = await stores.idempotency.commit(digest, task_id, body_hash, window)
         except DependencyUnavailable:
             committed = False
         if not committed:
@@ -298,7 +297,7 @@ async def submit(
 
 
 async def submit_batch(
-    body: object, settings: Settings, store: Store, bus: Bus, owner: str | None = None
+    body: object, settings: Settings, stores: Stores, bus: Bus, owner: str | None = None
 ) -> BatchResponse:
     """Validate every task first (an error names its index), then queue them all."""
     batch = _model(BatchRequest, body)
@@ -306,9 +305,9 @@ async def submit_batch(
         raise LimitExceeded("tasks in a batch", len(batch.tasks), settings.limits.max_batch_tasks)
     accepted = await validate(batch.tasks, settings, batch=True)
     await _ensure_queue(bus)
-    task_ids = await _record_and_queue(accepted, settings, store, bus, owner)
+    task_ids = await _record_and_queue(accepted, settings, stores, bus, owner)
     batch_id = str(uuid.uuid4())
-    await store.create_batch(batch_id, task_ids)
+    await stores.batches.create(batch_id, task_ids)
     log.info("batch accepted", extra={"batch_id": batch_id, "tasks": len(task_ids)})
     return BatchResponse(batch_id=batch_id, task_ids=task_ids)
 
@@ -335,44 +334,44 @@ def _visible(view: TaskView, owner: str | None) -> TaskView:
 
 
 async def get(
-    store: Store, task_id: str, wait_seconds: float = 0.0, owner: str | None = None
+    stores: Stores, task_id: str, wait_seconds: float = 0.0, owner: str | None = None
 ) -> TaskView:
     """The task as stored; with ``wait_seconds``, the first terminal state within that time."""
     _check_id(task_id)
     if wait_seconds > 0:
         if owner is not None:  # do not wait on (and so reveal) another tenant's task
-            _visible(await store.get(task_id), owner)
-        return _visible(await store.wait(task_id, wait_seconds), owner)
-    return _visible(await store.get(task_id), owner)
+            _visible(await stores.tasks.get(task_id), owner)
+        return _visible(await stores.waiters.wait(task_id, wait_seconds), owner)
+    return _visible(await stores.tasks.get(task_id), owner)
 
 
-async def get_batch(store: Store, batch_id: str, owner: str | None = None) -> list[TaskView]:
+async def get_batch(stores: Stores, batch_id: str, owner: str | None = None) -> list[TaskView]:
     _check_id(batch_id, "Batch")
-    views = await store.get_batch(batch_id)
+    views = await stores.batches.get(batch_id)
     if owner is not None and any(v.owner != owner for v in views):
         raise TaskNotFound("Batch")
     return views
 
 
-async def cancel(store: Store, bus: Bus, task_id: str, owner: str | None = None) -> TaskView:
+async def cancel(stores: Stores, bus: Bus, task_id: str, owner: str | None = None) -> TaskView:
     """Cancel a pending or running task; 409 if it already finished.
 
     A pending task never runs. A running one is stopped if its worker can stop it
     (process executor); otherwise it runs on and its result is discarded.
     """
     _check_id(task_id)
-    _visible(await store.get(task_id), owner)
-    outcome = await store.cancel(task_id, owner)
-    if outcome == "missing":
+    _visible(await stores.tasks.get(task_id), owner)
+    outcome = await stores.tasks.cancel(task_id, owner)
+    if outcome is Outcome.MISSING:
         raise TaskNotFound()
-    if outcome != "ok":
+    if outcome is not Outcome.APPLIED:
         raise TaskConflict(outcome)
     await bus.signal_cancel(task_id)
     log.info("task cancelled", extra={"task_id": task_id})
-    return await store.get(task_id)
+    return await stores.tasks.get(task_id)
 
 
-async def health(store: Store, bus: Bus) -> HealthView:
+async def health(stores: Stores, bus: Bus) -> HealthView:
     """Ping both dependencies concurrently, each bounded so /health itself never hangs."""
 
     async def bounded(check: Awaitable[bool]) -> bool:
@@ -381,7 +380,7 @@ async def health(store: Store, bus: Bus) -> HealthView:
         except TimeoutError:
             return False
 
-    nats_ok, redis_ok = await asyncio.gather(bounded(bus.ping()), bounded(store.ping()))
+    nats_ok, redis_ok = await asyncio.gather(bounded(bus.ping()), bounded(stores.ping()))
     services = {"nats": nats_ok, "redis": redis_ok}
     return HealthView(
         status="healthy" if all(services.values()) else "unhealthy", services=services

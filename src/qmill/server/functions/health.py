@@ -15,7 +15,7 @@ from qmill.server.http import serve
 
 
 async def _get(request: Request) -> Response:
-    view = await tasks.health(connections.store(), connections.bus())
+    view = await tasks.health(connections.stores(), connections.bus())
     status = 200 if view.status == "healthy" else 503
     return JSONResponse(view.model_dump(mode="json"), status_code=status)
 

@@ -44,7 +44,7 @@ async def _get(request: Request) -> Response:
     owner = await connections.tenant(request.headers)
     settings = connections.settings()
     wait = _wait_seconds(request.query_params.get("wait"), settings.server.max_wait_seconds)
-    view = await tasks.get(connections.store(), _task_id(request.url.path), wait, owner)
+    view = await tasks.get(connections.stores(), _task_id(request.url.path), wait, owner)
     include = set(request.query_params.get("include", "").split(","))
     return JSONResponse(view.to_json(include_circuit="circuit" in include))
 
@@ -52,14 +52,14 @@ async def _get(request: Request) -> Response:
 async def _delete(request: Request) -> Response:
     owner = await connections.tenant(request.headers)
     task_id = _task_id(request.url.path)
-    view = await tasks.cancel(connections.store(), connections.bus(), task_id, owner)
+    view = await tasks.cancel(connections.stores(), connections.bus(), task_id, owner)
     return JSONResponse(view.to_json())
 
 
 async def _get_batch(request: Request) -> Response:
     owner = await connections.tenant(request.headers)
     batch_id = path_id(request.url.path, constants.BATCH_PATH_PREFIX) or ""
-    views = await tasks.get_batch(connections.store(), batch_id, owner)
+    views = await tasks.get_batch(connections.stores(), batch_id, owner)
     return JSONResponse({"batch_id": batch_id, "tasks": [v.to_json() for v in views]})
 
 
@@ -96,7 +96,7 @@ async def _get_histogram(request: Request) -> Response:
     settings = connections.settings()
     wait = _wait_seconds(request.query_params.get("wait"), settings.server.max_wait_seconds)
     task_id = _histogram_task_id(request.url.path) or ""
-    view = await tasks.get(connections.store(), task_id, wait, owner)
+    view = await tasks.get(connections.stores(), task_id, wait, owner)
     if view.result is None:
         detail = f"the task is {view.status.value}: it has no counts to draw"
         return JSONResponse({"detail": detail, "status": view.status.value}, status_code=409)

@@ -17,7 +17,7 @@ async def _post_task(request: Request) -> Response:
     accepted = await tasks.submit(
         body,
         settings,
-        connections.store(),
+        connections.stores(),
         connections.bus(),
         idempotency_key=request.headers.get(constants.IDEMPOTENCY_HEADER),
         owner=owner,
@@ -33,7 +33,7 @@ async def _post_batch(request: Request) -> Response:
     settings = connections.settings()
     body = await read_json(request, settings.limits.max_body_bytes)
     batch = await tasks.submit_batch(
-        body, settings, connections.store(), connections.bus(), owner=owner
+        body, settings, connections.stores(), connections.bus(), owner=owner
     )
     metrics.TASKS_ACCEPTED.labels("submit").inc(len(batch.task_ids))
     return JSONResponse(batch.model_dump(mode="json"), status_code=201)

@@ -1,0 +1,90 @@
+"""Everything qmill keeps in Redis, one module per concern over one shared client.
+
+- `client`: the connection pool, its retry policy, and Redis errors as 503s.
+- `tasks`: task records and their atomic transitions (`Outcome`, `StartOutcome`).
+- `waiters`: long-poll waits for a task to become terminal (pub/sub).
+- `batches`: a batch's ordered task ids.
+- `idempotency`: Idempotency-Key bindings.
+- `limits`: per-tenant token bucket and in-flight cap.
+- `heartbeats`: worker liveness keys.
+
+Every key prefix is in `qmill.server.constants`. A process opens one `Stores` and
+hands each caller the concern it needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qmill.server.store.batches import Batches
+from qmill.server.store.client import RedisClient
+from qmill.server.store.heartbeats import Heartbeats
+from qmill.server.store.idempotency import Binding, IdempotencyKeys
+from qmill.server.store.limits import Limits
+from qmill.server.store.tasks import Outcome, StartedTask, StartOutcome, TaskStore
+from qmill.server.store.waiters import Waiters
+
+__all__ = [
+    "Batches",
+    "Binding",
+    "Heartbeats",
+    "IdempotencyKeys",
+    "Limits",
+    "Outcome",
+    "RedisClient",
+    "StartOutcome",
+    "StartedTask",
+    "Stores",
+    "TaskStore",
+    "Waiters",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Stores:
+    """The store modules of one process, all over the same `RedisClient`."""
+
+    client: RedisClient
+    tasks: TaskStore
+    waiters: Waiters
+    batches: Batches
+    idempotency: IdempotencyKeys
+    limits: Limits
+    heartbeats: Heartbeats
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        *,
+        result_ttl_seconds: int,
+        socket_timeout: float | None,
+        retries: int = 0,
+    ) -> Stores:
+        """Create the client and every store over it; nothing connects until first use.
+
+        Args:
+            url: ``redis://`` URL.
+            result_ttl_seconds: how long task records (and batches) are kept.
+            socket_timeout: per-call timeout; None for the worker, whose event loop
+                freezes while a simulation runs in a thread.
+            retries: retries of a call that lost its connection (0: fail fast, 503).
+        """
+        client = RedisClient(url, socket_timeout=socket_timeout, retries=retries)
+        tasks = TaskStore(client, result_ttl_seconds=result_ttl_seconds)
+        return cls(
+            client=client,
+            tasks=tasks,
+            waiters=Waiters(client, tasks),
+            batches=Batches(client, tasks, result_ttl_seconds=result_ttl_seconds),
+            idempotency=IdempotencyKeys(client),
+            limits=Limits(client),
+            heartbeats=Heartbeats(client),
+        )
+
+    async def ping(self) -> bool:
+        return await self.client.ping()
+
+    async def close(self) -> None:
+        await self.waiters.close()
+        await self.client.close()

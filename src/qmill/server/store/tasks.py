@@ -1,0 +1,315 @@
+"""Task records: one hash per task, changed only by atomic Lua transitions.
+
+A terminal state (`completed`, `failed`, `cancelled`) is never overwritten: JetStream
+delivers at least once, so two workers may finish the same task, and the first one
+wins. Every terminal transition also PUBLISHes on the task's channel (what
+`waiters` listens to) and takes the task out of its owner's in-flight set (what
+`limits` admits against).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from qmill.server import constants
+from qmill.server.errors import TaskNotFound
+from qmill.server.models import TaskStatus, TaskView, utcnow
+from qmill.server.store.client import RedisClient, guard
+
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+# The terminal states, as the Lua scripts test them (models.TERMINAL_STATUSES in Python).
+_IS_TERMINAL = """
+local function terminal(s)
+  return s == 'completed' or s == 'failed' or s == 'cancelled'
+end
+"""
+
+# Returns {status} for a missing or terminal task, else {'processing', circuit, shots,
+# created_at, attempts, seed, memory} after moving it to processing.
+_START = (
+    _IS_TERMINAL
+    + """
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then return {'missing'} end
+if terminal(s) then return {s} end
+redis.call('HSET', KEYS[1], 'status', 'processing', 'started_at', ARGV[1], 'worker_id', ARGV[2])
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+local f = redis.call('HMGET', KEYS[1], 'circuit', 'shots', 'created_at', 'seed', 'memory', 'owner')
+return {'processing', f[1], f[2], f[3], attempts, f[4] or '', f[5] or '', f[6] or ''}
+"""
+)
+
+# KEYS: task, its done channel, its owner's in-flight set.
+# ARGV: new status, ttl, field, value, ... Returns 'ok', 'missing' or the terminal status.
+_FINISH = (
+    _IS_TERMINAL
+    + """
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then return 'missing' end
+if terminal(s) then return s end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], redis.call('HGET', KEYS[1], 'id'))
+return 'ok'
+"""
+)
+
+# A hash field's value as redis-py sends it; an optional field set to None is left out,
+# which the views read as absent.
+Value = str | int | float
+Field = Value | None
+
+
+class Outcome(StrEnum):
+    """What a transition did: applied, or why not (no record, or the final state kept).
+
+    The values are the transition scripts' answers; a kept final state is named after
+    the `TaskStatus` it holds.
+    """
+
+    APPLIED = "ok"
+    MISSING = "missing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class StartedTask:
+    """What a worker needs to run a task it has just moved to `processing`."""
+
+    task_id: str
+    circuit: str
+    shots: int
+    created_at: datetime
+    attempts: int
+    seed: int | None = None
+    memory: bool = False
+    owner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StartOutcome:
+    """Either the task to run (status `APPLIED`), or why not (`MISSING` or its final state)."""
+
+    task: StartedTask | None
+    status: Outcome
+
+
+class TaskStore:
+    """Create, read and move task records. One per process, over the shared client."""
+
+    def __init__(self, client: RedisClient, *, result_ttl_seconds: int) -> None:
+        self._redis = client.redis
+        self._ttl = result_ttl_seconds
+        self._create = client.script(_CREATE)
+        self._start = client.script(_START)
+        self._finish = client.script(_FINISH)
+
+    # --- submit side ----------------------------------------------------------------------
+    async def create(
+        self,
+        task_id: str,
+        circuit: str,
+        shots: int,
+        *,
+        qubits: int | None = None,
+        depth: int | None = None,
+        seed: int | None = None,
+        memory: bool = False,
+        owner: str | None = None,
+    ) -> datetime:
+        """Write a new `pending` task; returns its creation time."""
+        created = utcnow()
+        fields: dict[str, Field] = {
+            "id": task_id,
+            "status": TaskStatus.PENDING.value,
+            "circuit": circuit,
+            "shots": shots,
+            "created_at": created.isoformat(),
+            "attempts": 0,
+            "qubits": qubits,
+            "depth": depth,
+            "seed": seed,
+            "memory": "1" if memory else None,
+            "owner": owner,
+        }
+        args: list[Value] = [self._ttl, *_pairs(fields)]
+        async with guard():
+            created_ok = await self._create(keys=[constants.task_key(task_id)], args=args)
+        if not created_ok:
+            raise RuntimeError(f"task {task_id} already exists")  # uuid4 collision: a bug
+        return created
+
+    async def delete(self, task_id: str) -> None:
+        async with guard():
+            await self._redis.delete(constants.task_key(task_id))
+
+    # --- read side ------------------------------------------------------------------------
+    async def get(self, task_id: str) -> TaskView:
+        async with guard():
+            raw = await self._redis.hgetall(constants.task_key(task_id))
+        if not raw:
+            raise TaskNotFound()
+        return _view({str(k): str(v) for k, v in raw.items()})
+
+    async def get_many(self, task_ids: Sequence[str]) -> list[TaskView]:
+        """The tasks that still exist, in the order asked, in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hgetall(constants.task_key(task_id))
+        async with guard():
+            raws = await pipe.execute()
+        return [_view({str(k): str(v) for k, v in raw.items()}) for raw in raws if raw]
+
+    # --- worker side ----------------------------------------------------------------------
+    async def start(self, task_id: str, worker_id: str) -> StartOutcome:
+        """Move a task to `processing` (again, on redelivery) unless it is terminal or gone."""
+        async with guard():
+            reply = await self._start(
+                keys=[constants.task_key(task_id)], args=[utcnow().isoformat(), worker_id]
+            )
+        status = str(reply[0])
+        if status != TaskStatus.PROCESSING.value:
+            return StartOutcome(task=None, status=Outcome(status))
+        task = StartedTask(
+            task_id=task_id,
+            circuit=str(reply[1]),
+            shots=int(reply[2]),
+            created_at=datetime.fromisoformat(str(reply[3])),
+            attempts=int(reply[4]),
+            seed=int(reply[5]) if reply[5] else None,
+            memory=reply[6] == "1",
+            owner=str(reply[7]) or None,
+        )
+        return StartOutcome(task=task, status=Outcome.APPLIED)
+
+    async def complete(
+        self,
+        task_id: str,
+        counts: Mapping[str, int],
+        memory: list[str] | None = None,
+        *,
+        qubits: int | None = None,
+        depth: int | None = None,
+        method: str | None = None,
+        execution_seconds: float | None = None,
+        worker_id: str | None = None,
+        queue_seconds: float | None = None,
+        owner: str | None = None,
+    ) -> Outcome:
+        """Record a result, unless the task is already final or gone.
+
+        ``owner`` names the in-flight set the task leaves; it is not written.
+        """
+        fields: dict[str, Field] = {
+            "result": json.dumps(dict(counts)),
+            "shot_memory": json.dumps(memory) if memory is not None else None,
+            "qubits": qubits,
+            "depth": depth,
+            "method": method,
+            "execution_seconds": execution_seconds,
+            "worker_id": worker_id,
+            "queue_seconds": queue_seconds,
+        }
+        return await self._finish_task(task_id, TaskStatus.COMPLETED, owner, fields)
+
+    async def fail(
+        self,
+        task_id: str,
+        reason: str,
+        *,
+        worker_id: str | None = None,
+        queue_seconds: float | None = None,
+        owner: str | None = None,
+    ) -> Outcome:
+        """Record a failure with its reason, unless the task is already final or gone."""
+        fields: dict[str, Field] = {
+            "error": reason,
+            "worker_id": worker_id,
+            "queue_seconds": queue_seconds,
+        }
+        return await self._finish_task(task_id, TaskStatus.FAILED, owner, fields)
+
+    async def cancel(self, task_id: str, owner: str | None = None) -> Outcome:
+        """Mark a task cancelled unless it is final or gone.
+
+        A running task's eventual result is then discarded by the finish script.
+        """
+        fields: dict[str, Field] = {"error": "cancelled by request"}
+        return await self._finish_task(task_id, TaskStatus.CANCELLED, owner, fields)
+
+    async def _finish_task(
+        self, task_id: str, status: TaskStatus, owner: str | None, fields: Mapping[str, Field]
+    ) -> Outcome:
+        args: list[Value] = [status.value, self._ttl, "completed_at", utcnow().isoformat()]
+        args += _pairs(fields)
+        keys = [
+            constants.task_key(task_id),
+            constants.task_done_channel(task_id),
+            constants.inflight_key(owner or "-"),
+        ]
+        async with guard():
+            return Outcome(str(await self._finish(keys=keys, args=args)))
+
+
+def _pairs(fields: Mapping[str, Field]) -> list[Value]:
+    """HSET arguments: field, value, ... for the fields that have a value."""
+    pairs: list[Value] = []
+    for key, value in fields.items():
+        if value is not None:
+            pairs += [key, value]
+    return pairs
+
+
+def _view(raw: Mapping[str, str]) -> TaskView:
+    def opt(name: str) -> str | None:
+        value = raw.get(name)
+        return value if value not in (None, "") else None
+
+    result = opt("result")
+    return TaskView(
+        id=raw["id"],
+        task_id=raw["id"],
+        status=TaskStatus(raw["status"]),
+        shots=int(raw["shots"]),
+        result=json.loads(result) if result else None,
+        error=opt("error"),
+        created_at=datetime.fromisoformat(raw["created_at"]),
+        started_at=_dt(opt("started_at")),
+        completed_at=_dt(opt("completed_at")),
+        qubits=_int(opt("qubits")),
+        depth=_int(opt("depth")),
+        method=opt("method"),
+        execution_seconds=_float(opt("execution_seconds")),
+        queue_seconds=_float(opt("queue_seconds")),
+        worker_id=opt("worker_id"),
+        attempts=int(raw.get("attempts") or 0),
+        seed=_int(opt("seed")),
+        owner=opt("owner"),
+        memory=json.loads(shot_memory) if (shot_memory := opt("shot_memory")) else None,
+        quantum_circuit=opt("circuit"),
+    )
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value else None
+
+
+def _float(value: str | None) -> float | None:
+    return float(value) if value else None

@@ -1,0 +1,92 @@
+"""Long-poll waits (``GET /tasks/{id}?wait=``) driven by Redis pub/sub, not polling.
+
+Every terminal transition PUBLISHes the new status on the task's channel (the finish
+script in `tasks`). One pattern subscription per process listens to all of them and
+wakes the waiters of that task, however many requests are waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from redis.asyncio.client import PubSub
+
+from qmill.server import constants
+from qmill.server.models import TaskView
+from qmill.server.store.client import FAILURES, RedisClient, guard
+from qmill.server.store.tasks import TaskStore
+
+log = logging.getLogger(__name__)
+
+
+class Waiters:
+    """Waits for tasks to become terminal. One per process; `close` stops its listener."""
+
+    def __init__(self, client: RedisClient, tasks: TaskStore) -> None:
+        self._redis = client.redis
+        self._tasks = tasks
+        self._waiters: dict[str, set[asyncio.Future[str]]] = {}
+        self._listener: asyncio.Task[None] | None = None
+        self._pubsub: PubSub | None = None
+
+    async def wait(self, task_id: str, timeout: float) -> TaskView:
+        """Return the task once it is terminal, or as it is when ``timeout`` runs out.
+
+        The waiter is registered before the first read, so a finish between the two is
+        not missed.
+        """
+        if timeout <= 0:
+            return await self._tasks.get(task_id)
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        await self._ensure_listener()
+        self._waiters.setdefault(task_id, set()).add(future)
+        try:
+            view = await self._tasks.get(task_id)
+            if view.status.terminal:
+                return view
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(future, timeout)
+            return await self._tasks.get(task_id)
+        finally:
+            waiters = self._waiters.get(task_id)
+            if waiters is not None:
+                waiters.discard(future)
+                if not waiters:
+                    del self._waiters[task_id]
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, *FAILURES):
+                await self._listener
+        if self._pubsub is not None:
+            with contextlib.suppress(*FAILURES):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _ensure_listener(self) -> None:
+        if self._listener is not None and not self._listener.done():
+            return
+        async with guard():
+            self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            await self._pubsub.psubscribe(constants.TASK_DONE_CHANNEL_PREFIX + "*")
+        self._listener = asyncio.create_task(self._listen(self._pubsub), name="qmill-done-listener")
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        prefix_len = len(constants.TASK_DONE_CHANNEL_PREFIX)
+        try:
+            async for message in pubsub.listen():
+                if message.get("type") != "pmessage":
+                    continue
+                task_id = str(message["channel"])[prefix_len:]
+                for future in self._waiters.get(task_id, ()):
+                    if not future.done():
+                        future.set_result(str(message["data"]))
+        except FAILURES as exc:
+            # Wake every waiter so it re-reads the record; the next wait() resubscribes.
+            log.warning("task-done listener lost its connection", extra={"error": str(exc)})
+            for futures in self._waiters.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_result("")
