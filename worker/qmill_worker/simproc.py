@@ -23,7 +23,8 @@ Protocol:
   it has not reaped, so a reused pid is never hit.
   EOF on the control socket (the worker closed it or died) ends the zygote.
 * child: JSON lines on its socket; ``{"ready": true}`` first, then one reply per
-  request (a `SimJob` as a dict plus ``threads``).
+  request (a `SimJob` as a dict plus ``threads``): ``{"ok": true, "result": ...}``, or
+  ``{"ok": false, "error": message, "reason": FailureReason value, "retryable": bool}``.
 """
 
 from __future__ import annotations
