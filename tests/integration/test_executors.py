@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator
 import psutil
 import pytest
 
-from qmill.server.errors import SimulationError
-from qmill_worker.executors import ProcessExecutor, SimulationTimeout
+from qmill_worker.errors import FailureReason, SimulationError, SimulationTimeout
+from qmill_worker.executors import ProcessExecutor
 from qmill_worker.simulator import SimJob
 from tests.conftest import BELL
 
@@ -106,11 +106,20 @@ async def test_a_killed_child_fails_its_task_retryably_and_is_replaced(
         await running
     assert caught.value.retryable
     assert caught.value.message == "simulator process died (signal 9)"
+    assert caught.value.reason is FailureReason.CRASHED
     results = await asyncio.gather(*(executor.run(bell(f"a{i}"), 30) for i in range(4)))
     for result in results:
         assert_bell(result.counts)
     assert fork_server().pid == server.pid  # the server itself was untouched
     assert victim.pid not in {c.pid for c in server.children()}
+
+
+async def test_a_failure_in_the_child_keeps_its_reason(executor: ProcessExecutor) -> None:
+    """The reason crosses the child's JSON line protocol with the message."""
+    with pytest.raises(SimulationError) as caught:
+        await executor.run(SimJob("bad", "OPENQASM 3.0; qubit[1] q; nonsense q[0];", 10), 30)
+    assert caught.value.reason is FailureReason.INVALID_CIRCUIT
+    assert caught.value.message.startswith("invalid OpenQASM") and not caught.value.retryable
 
 
 async def test_a_runaway_is_killed_at_its_limit(executor: ProcessExecutor) -> None:

@@ -4,6 +4,9 @@ Delivery is at least once, so handling is idempotent: the Redis transitions refu
 overwrite a terminal state, and a redelivered task that is already terminal is just
 acked. A task is acked (confirmed, ``ack_sync``) only after its outcome is in Redis;
 if Redis cannot take the outcome, the message is left for redelivery instead.
+
+Handling a delivery decides its `Outcome` (``qmill_worker.outcomes``) and `_settle`
+acts on it; slots and the memory budget (``qmill_worker.admission``) bound what runs.
 """
 
 from __future__ import annotations
@@ -14,9 +17,8 @@ import json
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import assert_never
 
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -24,11 +26,15 @@ from nats.errors import Error as NatsError
 from qmill.server import metrics
 from qmill.server.bus import Bus
 from qmill.server.config import Settings
-from qmill.server.errors import DependencyUnavailable, SimulationError, TaskNotFound
-from qmill.server.models import TaskMessage, utcnow
-from qmill.server.store import Outcome, StartedTask, StartOutcome, Stores
-from qmill_worker.executors import Executor, SimulationTimeout
-from qmill_worker.simulator import SimJob, SimResult
+from qmill.server.errors import DependencyUnavailable, TaskNotFound
+from qmill.server.models import utcnow
+from qmill.server.store import Outcome as Stored
+from qmill.server.store import StartedTask, StartOutcome, Stores
+from qmill_worker.admission import MemoryBudget, Slots
+from qmill_worker.errors import FailureReason, SimulationError
+from qmill_worker.executors import Executor
+from qmill_worker.outcomes import Completed, Failed, Outcome, Released, Settled, TaskContext
+from qmill_worker.simulator import SimJob
 
 log = logging.getLogger(__name__)
 
@@ -39,38 +45,17 @@ HEARTBEAT_STALE_SECONDS = HEARTBEAT_SECONDS * 6
 _NATS_FAILURES = (NatsError, TimeoutError, OSError, DependencyUnavailable)
 
 
-class MemoryBudget:
-    """Bounds the simulation state of the tasks running at once, not just their count.
-
-    A task waits (still `pending`, its message kept alive) until its state fits. A task
-    larger than the whole budget is refused at submit; one that still arrives (an older
-    message, a changed limit) runs alone rather than never.
-    """
-
-    def __init__(self, total_bytes: int) -> None:
-        self.total = total_bytes
-        self.used = 0
-        self._changed = asyncio.Condition()
-
-    @contextlib.asynccontextmanager
-    async def reserve(self, nbytes: int) -> AsyncIterator[None]:
-        nbytes = min(max(nbytes, 0), self.total)
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.used + nbytes <= self.total)
-            self.used += nbytes
-        try:
-            yield
-        finally:
-            async with self._changed:
-                self.used -= nbytes
-                self._changed.notify_all()
-
-
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class Worker:
+    """One worker process's consumer: pulls as many tasks as it has free slots and runs them.
+
+    Stores, bus and executor are passed in, so tests run it in their own event loop with
+    a fake executor, and `main` with the real ones.
+    """
+
     def __init__(
         self, settings: Settings, stores: Stores, bus: Bus, executor: Executor, worker_id: str
     ) -> None:
@@ -79,10 +64,9 @@ class Worker:
         self.bus = bus
         self.executor = executor
         self.worker_id = worker_id
-        self.slots = asyncio.Semaphore(settings.worker.concurrency)
+        self.slots = Slots(settings.worker.concurrency)
         self.memory = MemoryBudget(settings.memory_budget_bytes)
-        self._running: set[asyncio.Task[None]] = set()
-        self._by_task: dict[str, asyncio.Task[Any]] = {}
+        self._by_task: dict[str, asyncio.Task[None]] = {}
         self._cancelled: set[str] = set()
         self._stopping = asyncio.Event()
 
@@ -105,12 +89,7 @@ class Worker:
     async def _pull_loop(self) -> None:
         sub = None
         subscribed_cancels = False
-        while not self._stopping.is_set():
-            free = await self._claim_free_slots()
-            if self._stopping.is_set():
-                for _ in range(free):
-                    self.slots.release()
-                break
+        while free := await self.slots.wait_free(self._stopping):
             msgs: list[Msg] = []
             try:
                 if sub is None:
@@ -130,46 +109,20 @@ class Worker:
                 sub = None
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), 1.0)
-            finally:
-                for _ in range(free - len(msgs)):
-                    self.slots.release()
             for msg in msgs:
-                task = asyncio.create_task(self._handle(msg))
-                self._running.add(task)
-                task.add_done_callback(self._running.discard)
-
-    async def _claim_free_slots(self) -> int:
-        """Wait for at least one free slot (or stop), then claim every free one.
-
-        Returns 0 when stopping; the caller then fetches nothing.
-        """
-        acquire = asyncio.ensure_future(self.slots.acquire())
-        stop = asyncio.ensure_future(self._stopping.wait())
-        await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        if not acquire.done():
-            acquire.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await acquire
-            if not acquire.cancelled():  # acquired just as it was cancelled
-                self.slots.release()
-            return 0
-        free = 1
-        while not self.slots.locked():
-            await self.slots.acquire()
-            free += 1
-        return free
+                self.slots.start(self._handle(msg))
 
     async def _drain(self) -> None:
         """Give running tasks the grace period, then release the rest for redelivery."""
-        if not self._running:
+        running = self.slots.tasks
+        if not running:
             return
         grace = self.settings.worker.grace_period_seconds
         log.info(
             "stopping: waiting for running tasks",
-            extra={"worker_id": self.worker_id, "running": len(self._running)},
+            extra={"worker_id": self.worker_id, "running": len(running)},
         )
-        _, pending = await asyncio.wait(set(self._running), timeout=grace)
+        _, pending = await asyncio.wait(running, timeout=grace)
         for task in pending:
             task.cancel()
         if pending:
@@ -184,53 +137,51 @@ class Worker:
             running.cancel()
 
     async def _handle(self, msg: Msg) -> None:
+        """One delivery, from its message to its settlement, in a task that holds a slot."""
         try:
-            message = TaskMessage.model_validate_json(msg.data)
+            ctx = TaskContext.parse(msg, self.worker_id, self.settings.worker.max_attempts)
         except ValueError:
+            # Not a task: there is nothing to store and no delivery will ever parse.
             log.error(
                 "malformed task message dropped",
                 extra={"data": msg.data[:200].decode(errors="replace")},
             )
             with contextlib.suppress(*_NATS_FAILURES):
                 await msg.term()
-            self.slots.release()
             return
-        task_id = message.task_id
+        task_id = ctx.task_id
         current = asyncio.current_task()
         assert current is not None
         self._by_task[task_id] = current
         # Tell JetStream we hold it while we wait for memory and while it runs.
         progress = asyncio.create_task(self._keep_alive(msg))
         try:
-            async with self.memory.reserve(message.state_bytes):
-                await self._process(msg, task_id)
+            async with self.memory.reserve(ctx.state_bytes):
+                outcome = await self._process(ctx)
+            await self._settle(ctx, outcome)
         except asyncio.CancelledError:
             if task_id in self._cancelled:
                 # Cancelled by its user: Redis already says `cancelled`; done with it.
-                log.info("running task stopped: cancelled", extra={"task_id": task_id})
-                await self._ack(msg, {"task_id": task_id, "worker_id": self.worker_id})
+                log.info("running task stopped: cancelled", extra=ctx.log_extra)
+                await self._settle(ctx, Settled())
                 return
             # Shutdown past the grace period: hand the task to another worker now,
             # unless its outcome was stored just before the cancel landed (then another
             # worker would only run it again to have its result discarded).
             if await self._outcome_stored(task_id):
-                await self._ack(msg, {"task_id": task_id, "worker_id": self.worker_id})
+                await self._settle(ctx, Settled())
                 return
-            with contextlib.suppress(*_NATS_FAILURES):
-                await msg.nak()
+            await self._settle(ctx, Released())
             raise
         except Exception:
             log.exception(
-                "unexpected error handling a task; it will be redelivered",
-                extra={"worker_id": self.worker_id, "task_id": task_id},
+                "unexpected error handling a task; it will be redelivered", extra=ctx.log_extra
             )
-            with contextlib.suppress(*_NATS_FAILURES):
-                await msg.nak(delay=1.0)
+            await self._settle(ctx, Released(delay=1.0))
         finally:
             progress.cancel()
             self._by_task.pop(task_id, None)
             self._cancelled.discard(task_id)
-            self.slots.release()
 
     async def _outcome_stored(self, task_id: str) -> bool:
         try:
@@ -238,28 +189,24 @@ class Worker:
         except (DependencyUnavailable, TaskNotFound):
             return False
 
-    async def _process(self, msg: Msg, task_id: str) -> None:
-        ctx: dict[str, Any] = {"task_id": task_id, "worker_id": self.worker_id}
-        delivered = msg.metadata.num_delivered
-        max_attempts = self.settings.worker.max_attempts
-        outcome = await self._start(msg, task_id, ctx)
+    async def _process(self, ctx: TaskContext) -> Outcome:
+        """Start the task in Redis and run it, unless Redis says it is already final."""
+        outcome = await self._start(ctx)
         if outcome is None:
-            return
+            return Released()
         if outcome.task is None:
-            log.info("task already %s; acking", outcome.status, extra=ctx)
-            await self._ack(msg, ctx)
-            return
-        ctx["owner"] = outcome.task.owner
-        if delivered > max_attempts:
+            log.info("task already %s; acking", outcome.status, extra=ctx.log_extra)
+            return Settled()
+        ctx.owner = outcome.task.owner
+        if ctx.attempts_spent:
             reason = (
-                f"gave up after {max_attempts} attempts: every worker that ran this task "
+                f"gave up after {ctx.max_attempts} attempts: every worker that ran this task "
                 "crashed or stalled before finishing it"
             )
-            await self._finish(msg, ctx, error=reason)
-            return
-        await self._execute(msg, outcome.task, ctx, last_attempt=delivered >= max_attempts)
+            return Failed(FailureReason.GAVE_UP, reason)
+        return await self._execute(ctx, outcome.task)
 
-    async def _start(self, msg: Msg, task_id: str, ctx: dict[str, Any]) -> StartOutcome | None:
+    async def _start(self, ctx: TaskContext) -> StartOutcome | None:
         """Move the task to `processing`, holding the message while Redis is unreachable.
 
         Releasing it (nak) instead would make every queued task cycle through the
@@ -269,6 +216,7 @@ class Worker:
         heartbeat keeps it ours), it costs nothing and starts as soon as Redis is back.
         Returns None if the worker is stopping meanwhile: the message is then released.
         """
+        task_id = ctx.task_id
         delay = 0.25
         warned = False
         while True:
@@ -278,64 +226,74 @@ class Worker:
                 if self._stopping.is_set():
                     log.warning(
                         "redis unavailable at start; task released",
-                        extra={**ctx, "error": str(exc)},
+                        extra={**ctx.log_extra, "error": str(exc)},
                     )
-                    with contextlib.suppress(*_NATS_FAILURES):
-                        await msg.nak()
                     return None
                 if not warned:
                     log.warning(
                         "redis unavailable at start; holding the task until it is back",
-                        extra={**ctx, "error": str(exc)},
+                        extra={**ctx.log_extra, "error": str(exc)},
                     )
                     warned = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
             delay = min(delay * 2, 2.0)
 
-    async def _execute(
-        self, msg: Msg, task: StartedTask, ctx: dict[str, Any], last_attempt: bool
-    ) -> None:
+    async def _execute(self, ctx: TaskContext, task: StartedTask) -> Outcome:
+        """Simulate; a failure another attempt may fix is retried while attempts remain."""
         queue_seconds = (utcnow() - task.created_at).total_seconds()
         log.info(
             "task started",
-            extra={**ctx, "attempt": task.attempts, "queue_seconds": round(queue_seconds, 6)},
+            extra={
+                **ctx.log_extra,
+                "attempt": task.attempts,
+                "queue_seconds": round(queue_seconds, 6),
+            },
+        )
+        job = SimJob(
+            task_id=task.task_id,
+            circuit=task.circuit,
+            shots=task.shots,
+            seed=task.seed,
+            memory=task.memory,
         )
         try:
-            job = SimJob(
-                task_id=task.task_id,
-                circuit=task.circuit,
-                shots=task.shots,
-                seed=task.seed,
-                memory=task.memory,
-            )
             result = await self.executor.run(job, self.settings.limits.max_execution_seconds)
-        except SimulationTimeout as exc:
-            await self._finish(msg, ctx, error=exc.message, queue_seconds=queue_seconds)
-            return
         except SimulationError as exc:
-            if exc.retryable and not last_attempt:
-                log.warning("attempt failed; will retry", extra={**ctx, "error": exc.message})
-                metrics.TASKS_RETRIED.labels(self.worker_id, "crashed").inc()
-                await msg.nak(delay=1.0)
-                return
-            await self._finish(msg, ctx, error=exc.message, queue_seconds=queue_seconds)
-            return
-        await self._finish(msg, ctx, result=result, queue_seconds=queue_seconds)
+            if exc.retryable and not ctx.last_attempt:
+                log.warning(
+                    "attempt failed; will retry", extra={**ctx.log_extra, "error": exc.message}
+                )
+                return Released(delay=1.0, retry=exc.reason)
+            return Failed(exc.reason, exc.message, queue_seconds)
+        return Completed(result, queue_seconds)
 
-    async def _finish(
-        self,
-        msg: Msg,
-        ctx: dict[str, Any],
-        *,
-        result: SimResult | None = None,
-        error: str | None = None,
-        queue_seconds: float | None = None,
-    ) -> None:
+    async def _settle(self, ctx: TaskContext, outcome: Outcome) -> None:
+        """The one place a delivery ends: store the outcome, then ack; or hand it back.
+
+        An outcome Redis cannot take is released instead (not acked), so that the
+        redelivery stores it: the ack is confirmed only for what Redis holds.
+        """
+        if isinstance(outcome, Completed | Failed) and not await self._record(ctx, outcome):
+            outcome = Released(delay=2.0)
+        match outcome:
+            case Completed() | Failed() | Settled():
+                await self._ack(ctx)
+            case Released(delay=delay, retry=retry):
+                if retry is not None:
+                    metrics.TASKS_RETRIED.labels(self.worker_id, retry.value).inc()
+                with contextlib.suppress(*_NATS_FAILURES):
+                    await ctx.msg.nak(delay=delay)
+            case _:
+                assert_never(outcome)
+
+    async def _record(self, ctx: TaskContext, outcome: Completed | Failed) -> bool:
+        """Write the outcome to Redis and count it; False if Redis could not be reached."""
         try:
-            if result is not None:
+            if isinstance(outcome, Completed):
+                result = outcome.result
                 status = await self.stores.tasks.complete(
-                    ctx["task_id"],
+                    ctx.task_id,
                     result.counts,
                     memory=result.memory,
                     qubits=result.qubits,
@@ -343,54 +301,52 @@ class Worker:
                     method=result.method,
                     execution_seconds=result.execution_seconds,
                     worker_id=self.worker_id,
-                    queue_seconds=queue_seconds,
-                    owner=ctx.get("owner"),
+                    queue_seconds=outcome.queue_seconds,
+                    owner=ctx.owner,
                 )
             else:
                 status = await self.stores.tasks.fail(
-                    ctx["task_id"],
-                    error or "failed",
+                    ctx.task_id,
+                    outcome.message,
                     worker_id=self.worker_id,
-                    queue_seconds=queue_seconds,
-                    owner=ctx.get("owner"),
+                    queue_seconds=outcome.queue_seconds,
+                    owner=ctx.owner,
                 )
         except DependencyUnavailable as exc:
-            # Not acked: JetStream redelivers it and the result is written then.
-            log.warning("could not store outcome; task released", extra={**ctx, "error": str(exc)})
-            with contextlib.suppress(*_NATS_FAILURES):
-                await msg.nak(delay=2.0)
-            return
-        self._count(result, error, queue_seconds, status)
-        if status is Outcome.APPLIED:
+            log.warning(
+                "could not store outcome; task released", extra={**ctx.log_extra, "error": str(exc)}
+            )
+            return False
+        if status is Stored.APPLIED:
+            self._count(outcome)
             log.info(
                 "task %s",
-                "completed" if result is not None else "failed",
-                extra={**ctx, "error": error},
+                "completed" if isinstance(outcome, Completed) else "failed",
+                extra={
+                    **ctx.log_extra,
+                    "error": outcome.message if isinstance(outcome, Failed) else None,
+                },
             )
         else:
-            log.info("task was already %s; outcome discarded", status, extra=ctx)
-        await self._ack(msg, ctx)
+            log.info("task was already %s; outcome discarded", status, extra=ctx.log_extra)
+        return True
 
-    def _count(
-        self, result: SimResult | None, error: str | None, queue_seconds: float | None, status: str
-    ) -> None:
-        if status is not Outcome.APPLIED:
-            return
+    def _count(self, outcome: Completed | Failed) -> None:
         wid = self.worker_id
-        if queue_seconds is not None:
-            metrics.QUEUE_SECONDS.labels(wid).observe(queue_seconds)
-        if result is not None:
+        if outcome.queue_seconds is not None:
+            metrics.QUEUE_SECONDS.labels(wid).observe(outcome.queue_seconds)
+        if isinstance(outcome, Completed):
             metrics.TASKS_COMPLETED.labels(wid).inc()
-            metrics.EXECUTION_SECONDS.labels(wid).observe(result.execution_seconds)
+            metrics.EXECUTION_SECONDS.labels(wid).observe(outcome.result.execution_seconds)
         else:
-            metrics.TASKS_FAILED.labels(wid, metrics.failure_reason(error or "")).inc()
+            metrics.TASKS_FAILED.labels(wid, outcome.reason.value).inc()
 
-    async def _ack(self, msg: Msg, ctx: dict[str, Any]) -> None:
+    async def _ack(self, ctx: TaskContext) -> None:
         try:
-            await msg.ack_sync(timeout=self.settings.nats.publish_timeout_seconds)
+            await ctx.msg.ack_sync(timeout=self.settings.nats.publish_timeout_seconds)
         except _NATS_FAILURES as exc:
             # The outcome is stored; a redelivery finds it terminal and acks it then.
-            log.warning("ack not confirmed", extra={**ctx, "error": str(exc)})
+            log.warning("ack not confirmed", extra={**ctx.log_extra, "error": str(exc)})
 
     async def _keep_alive(self, msg: Msg) -> None:
         """Tell JetStream the task is still being worked on (when the loop is free to)."""
@@ -416,12 +372,12 @@ class Worker:
             if path is not None:
                 with contextlib.suppress(OSError):
                     path.touch()
-            metrics.TASKS_IN_FLIGHT.labels(self.worker_id).set(len(self._running))
+            metrics.TASKS_IN_FLIGHT.labels(self.worker_id).set(len(self.slots))
             with contextlib.suppress(DependencyUnavailable, *_NATS_FAILURES):
                 metrics.QUEUE_DEPTH.labels(self.worker_id).set(await self.bus.pending())
             info = json.dumps(
                 {
-                    "running": len(self._running),
+                    "running": len(self.slots),
                     "executor": self.executor.name,
                     "at": utcnow().isoformat(),
                 }

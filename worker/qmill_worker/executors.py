@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Protocol
 
-from qmill.server.errors import SimulationError
+from qmill_worker.errors import FailureReason, SimulationError, SimulationTimeout
 from qmill_worker.simulator import SimJob, SimResult, simulate, warm_up
 
 log = logging.getLogger(__name__)
@@ -34,12 +34,14 @@ log = logging.getLogger(__name__)
 _PIPE_LIMIT = 256 * 1024 * 1024
 
 
-class SimulationTimeout(SimulationError):
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"timeout: the simulation ran longer than {seconds:g} s and was stopped")
-
-
 class Executor(Protocol):
+    """Runs one simulation per call to `run`, at most as many at once as it has slots.
+
+    `run` returns the result or raises `SimulationError`: its ``reason`` is what the
+    failure is counted as, ``retryable`` whether another attempt (on any worker) may
+    succeed. Anything else it raises is a bug, and the task is released for redelivery.
+    """
+
     name: str
 
     async def start(self) -> None: ...
@@ -303,7 +305,9 @@ class ProcessExecutor:
                     how = "its fork server died"
                 else:
                     how = f"signal {-code}" if code < 0 else f"exit code {code}"
-                raise SimulationError(f"simulator process died ({how})", retryable=True)
+                raise SimulationError(
+                    f"simulator process died ({how})", FailureReason.CRASHED, retryable=True
+                )
             replace = False
         finally:
             self._busy.discard(child)
@@ -313,7 +317,11 @@ class ProcessExecutor:
             else:
                 self._idle.put_nowait(child)
         if not reply.get("ok"):
-            raise SimulationError(str(reply.get("error")), retryable=bool(reply.get("retryable")))
+            raise SimulationError(
+                str(reply.get("error")),
+                FailureReason.parse(reply.get("reason")),
+                retryable=bool(reply.get("retryable")),
+            )
         result = reply["result"]
         assert isinstance(result, dict)
         return SimResult(**result)

@@ -23,7 +23,8 @@ Protocol:
   it has not reaped, so a reused pid is never hit.
   EOF on the control socket (the worker closed it or died) ends the zygote.
 * child: JSON lines on its socket; ``{"ready": true}`` first, then one reply per
-  request (a `SimJob` as a dict plus ``threads``).
+  request (a `SimJob` as a dict plus ``threads``): ``{"ok": true, "result": ...}``, or
+  ``{"ok": false, "error": message, "reason": FailureReason value, "retryable": bool}``.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import sys
 import traceback
 from typing import Any, TextIO
 
-from qmill.server.errors import SimulationError
+from qmill_worker.errors import SimulationError
 from qmill_worker.simulator import SimJob, preload, simulate, warm_up
 
 _PR_SET_PDEATHSIG = 1
@@ -60,7 +61,12 @@ def _serve(conn: TextIO) -> None:
             result = simulate(SimJob(**request), threads=threads)
             reply = {"ok": True, "result": result.to_dict()}
         except SimulationError as exc:
-            reply = {"ok": False, "error": exc.message, "retryable": exc.retryable}
+            reply = {
+                "ok": False,
+                "error": exc.message,
+                "reason": exc.reason.value,
+                "retryable": exc.retryable,
+            }
         except Exception as exc:  # a bug in qmill or qiskit: report it, stay alive
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "retryable": False}
         conn.write(json.dumps(reply) + "\n")

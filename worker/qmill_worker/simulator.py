@@ -13,7 +13,8 @@ from functools import lru_cache
 from typing import Any
 
 from qmill.server import circuits
-from qmill.server.errors import InvalidCircuit, SimulationError
+from qmill.server.errors import InvalidCircuit
+from qmill_worker.errors import FailureReason, SimulationError
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +105,7 @@ def simulate(job: SimJob, *, threads: int = 0) -> SimResult:
     try:
         parsed = circuits.parse(job.circuit)
     except InvalidCircuit as exc:
-        raise SimulationError(exc.message) from None
+        raise SimulationError(exc.message, FailureReason.INVALID_CIRCUIT) from None
     lowered = _pass_manager().run(parsed.circuit)
     options: dict[str, Any] = {"shots": job.shots}
     if threads:
@@ -116,9 +117,9 @@ def simulate(job: SimJob, *, threads: int = 0) -> SimResult:
     try:
         result = _backend().run(lowered, **options).result()
     except Exception as exc:  # Aer raises AerError / QiskitError / RuntimeError
-        raise SimulationError(f"simulator error: {exc}") from None
+        raise SimulationError(f"simulator error: {exc}", FailureReason.SIMULATOR_ERROR) from None
     if not result.success:
-        raise SimulationError(f"simulator error: {result.status}")
+        raise SimulationError(f"simulator error: {result.status}", FailureReason.SIMULATOR_ERROR)
     counts = {str(k): int(v) for k, v in result.get_counts().items()}
     method = str(result.results[0].metadata.get("method", "unknown"))
     memory = [str(m) for m in result.get_memory()] if job.memory else None

@@ -15,9 +15,10 @@
      │    ├── TaskConflict          e.g. cancelling a finished task        -> 409
      │    └── MethodNotAllowed      wrong verb on a known path             -> 405
      └── DependencyUnavailable     NATS or Redis down or too slow          -> 503 + Retry-After
-          └── SimulationError       the simulator failed on a task (worker side only)
 
-`http_status` is the only place that knows status codes.
+`http_status` is the only place that knows status codes. The worker's own errors (a
+simulation that failed or timed out) never reach HTTP; they live in
+``qmill_worker.errors``, under the same root.
 """
 
 from __future__ import annotations
@@ -128,14 +129,6 @@ class DependencyUnavailable(QmillError):
         super().__init__(f"{service} unavailable: {message}")
         self.service = service
         self.retry_after = retry_after
-
-
-class SimulationError(QmillError):
-    """The simulator rejected or crashed on a task. ``retryable`` if another attempt may work."""
-
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.retryable = retryable
 
 
 def http_status(exc: QmillError) -> int:

@@ -30,6 +30,7 @@ TASKS_ACCEPTED = Counter("qmill_tasks_accepted_total", "Tasks accepted (201)", [
 
 # --- workers -----------------------------------------------------------------------------
 TASKS_COMPLETED = Counter("qmill_tasks_completed_total", "Tasks completed", ["worker"])
+# reason: a `qmill_worker.errors.FailureReason` value, a fixed set (never the error text).
 TASKS_FAILED = Counter(
     "qmill_tasks_failed_total", "Tasks that ended failed, by reason", ["worker", "reason"]
 )
@@ -52,21 +53,6 @@ EXECUTION_SECONDS = Histogram(
     ["worker"],
     buckets=_TASK_BUCKETS,
 )
-
-
-def failure_reason(error: str) -> str:
-    """A small, fixed set of label values for failure reasons (never the free text)."""
-    for prefix, reason in (
-        ("timeout", "timeout"),
-        ("gave up", "gave_up"),
-        ("simulator process died", "crashed"),
-        ("cancelled", "cancelled"),
-        ("simulator error", "simulator_error"),
-        ("invalid OpenQASM", "invalid_circuit"),
-    ):
-        if error.startswith(prefix):
-            return reason
-    return "other"
 
 
 def exposition() -> bytes:

@@ -1,0 +1,112 @@
+"""One delivery of a task as the worker handles it, and what became of it.
+
+Handling a delivery decides an `Outcome`; `Worker._settle` is the one place that acts
+on it: store, then ack; or hand the message back. Keeping the decision apart from the
+action is what makes "ack only after the outcome is in Redis" hold on every path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from qmill.server.models import TaskMessage
+from qmill_worker.errors import FailureReason
+from qmill_worker.simulator import SimResult
+
+
+@dataclass(slots=True)
+class TaskContext:
+    """One delivery of one task: the message to settle, and what the handling needs to know.
+
+    Not frozen: ``owner`` is only known once the task is started, and the outcome is
+    stored under it (it frees the owner's in-flight place).
+    """
+
+    msg: Msg
+    task_id: str
+    worker_id: str
+    # Simulation state the task needs; it waits for room in the worker's memory budget.
+    state_bytes: int
+    # JetStream's delivery count: 1 the first time, 2 on the first redelivery...
+    attempt: int
+    max_attempts: int
+    owner: str | None = None
+
+    @classmethod
+    def parse(cls, msg: Msg, worker_id: str, max_attempts: int) -> TaskContext:
+        """The context of a delivery; ValueError if the message is not a task message."""
+        message = TaskMessage.model_validate_json(msg.data)
+        return cls(
+            msg=msg,
+            task_id=message.task_id,
+            worker_id=worker_id,
+            state_bytes=message.state_bytes,
+            attempt=msg.metadata.num_delivered,
+            max_attempts=max_attempts,
+        )
+
+    @property
+    def last_attempt(self) -> bool:
+        """A retryable failure now is final: no attempt is left to retry it."""
+        return self.attempt >= self.max_attempts
+
+    @property
+    def attempts_spent(self) -> bool:
+        """Every attempt was delivered and none finished (each worker crashed or stalled).
+
+        The consumer's ``max_deliver`` is one more than the attempts, so this delivery
+        exists only to mark the task failed rather than leave it `processing` forever.
+        """
+        return self.attempt > self.max_attempts
+
+    @property
+    def log_extra(self) -> dict[str, Any]:
+        """The structured fields every log line about this task carries."""
+        extra: dict[str, Any] = {"task_id": self.task_id, "worker_id": self.worker_id}
+        if self.owner is not None:
+            extra["owner"] = self.owner
+        return extra
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """Simulated: store the result, then ack."""
+
+    result: SimResult
+    queue_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """Failed for good: store ``message`` as the task's error, then ack.
+
+    ``reason`` is the ``qmill_tasks_failed_total`` label; ``message`` is what the user reads.
+    """
+
+    reason: FailureReason
+    message: str
+    queue_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """Nothing stored: hand the message back to JetStream (nak) for another delivery.
+
+    ``delay``: seconds before it is delivered again (None: at once). ``retry``: the
+    failure the attempt ended with, counted as a retry; None when no attempt ran.
+    """
+
+    delay: float | None = None
+    retry: FailureReason | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """Redis already holds the task's final state (a redelivery of a finished task, or
+    a task its user cancelled): nothing to store, just ack."""
+
+
+Outcome = Completed | Failed | Released | Settled
