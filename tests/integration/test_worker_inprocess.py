@@ -23,7 +23,7 @@ from qmill.server.bus import Bus
 from qmill.server.config import Settings
 from qmill.server.errors import LimitExceeded
 from qmill.server.models import TaskStatus, TaskView
-from qmill.server.stores import Stores
+from qmill.server.store import Stores
 from qmill_worker import consumer
 from qmill_worker.consumer import Worker
 from qmill_worker.errors import FailureReason, SimulationError, SimulationTimeout
