@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from openapi_spec_validator import validate
 
-from qmill.server import constants, openapi
+from qmill.server import openapi, routes
 from tests.openapi_check import Conformance
 
 
@@ -16,12 +16,8 @@ def test_the_document_is_valid_openapi_3_1() -> None:
 
 def test_every_routed_path_and_method_is_documented() -> None:
     paths = openapi.document()["paths"]
-    for method, pattern, _function in constants.ROUTES:
-        template = {
-            constants.RESULT_PATH_PREFIX: "/tasks/{task_id}",
-            constants.BATCH_PATH_PREFIX: "/batches/{batch_id}",
-            constants.HISTOGRAM_PATH: "/tasks/{task_id}/histogram.svg",
-        }.get(pattern, pattern)
+    for route in routes.ROUTES:
+        method, template = route.method, route.path
         assert method.lower() in paths[template], (method, template)
 
 
