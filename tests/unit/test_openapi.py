@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 from openapi_spec_validator import validate
 
-from qmill.server import openapi, routes
+from qmill.server import errors, openapi, routes
+from qmill.server.models import ErrorBody, TaskView
 from tests.openapi_check import Conformance
 
 
@@ -37,3 +38,26 @@ def test_the_checker_catches_what_does_not_conform() -> None:
     assert check("GET", "/nowhere", 200, json_headers, b"{}")
     ok = httpx.Headers({"content-type": "application/json", "retry-after": "2"})
     assert check("POST", "/batches", 429, ok, b'{"detail":"slow down"}') == []
+
+
+def test_the_committed_document_is_the_generated_one() -> None:
+    """openapi.json is generated from the models, the route table and the errors; a change
+    to any of them must be regenerated into the file that is served and reviewed."""
+    committed = openapi.source_path().read_text(encoding="utf-8")
+    assert committed == openapi.render(openapi.build()), (
+        f"src/qmill/server/openapi.json is stale; regenerate it with: {openapi.REGENERATE}"
+    )
+
+
+def test_error_responses_use_the_errors_own_status() -> None:
+    responses = openapi.document()["paths"]["/tasks"]["post"]["responses"]
+    assert responses[str(errors.InvalidCircuit.status_code)]["$ref"].endswith("/InvalidCircuit")
+    assert responses[str(errors.RateLimited.status_code)]["$ref"].endswith("/RateLimited")
+    assert "Retry-After" in responses[str(errors.IdempotencyInProgress.status_code)]["headers"]
+
+
+def test_schemas_come_from_the_models() -> None:
+    schemas = openapi.document()["components"]["schemas"]
+    assert set(schemas["TaskView"]["properties"]) == set(TaskView.model_fields) - {"owner"}
+    assert "quantum_circuit" not in schemas["TaskView"]["required"]
+    assert set(schemas["ErrorBody"]["properties"]) == set(ErrorBody.model_fields)

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 
 from qmill.server import metrics, routes
 from qmill.server.errors import InvalidRequest, MethodNotAllowed, PayloadTooLarge, QmillError
+from qmill.server.models import ErrorBody
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,8 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-# What an error may add to ``detail``.
-_ERROR_FIELDS = ("line", "column", "limit", "allowed", "service")
+# What an error may add to ``detail``, as the documented error body names it.
+_ERROR_FIELDS = tuple(name for name in ErrorBody.model_fields if name != "detail")
 
 
 def error_response(exc: QmillError) -> JSONResponse:

@@ -22,6 +22,7 @@ from qmill import pictures
 from qmill.server import connections, tasks
 from qmill.server.errors import InvalidRequest
 from qmill.server.http import Router, serve
+from qmill.server.models import BatchView, NoCounts
 
 
 def _wait_seconds(raw: str | None, cap: float) -> float:
@@ -57,7 +58,11 @@ async def _get_batch(request: Request) -> Response:
     owner = await connections.tenant(request.headers)
     batch_id = request.path_params["batch_id"]
     views = await tasks.get_batch(connections.store(), batch_id, owner)
-    return JSONResponse({"batch_id": batch_id, "tasks": [v.to_json() for v in views]})
+    batch = BatchView(batch_id=batch_id, tasks=views)
+    # Each task as GET /tasks/{id} shows it by default: without the program.
+    return JSONResponse(
+        batch.model_dump(mode="json", exclude={"tasks": {"__all__": {"quantum_circuit"}}})
+    )
 
 
 @cache
@@ -83,7 +88,8 @@ async def _get_histogram(request: Request) -> Response:
     view = await tasks.get(connections.store(), task_id, wait, owner)
     if view.result is None:
         detail = f"the task is {view.status.value}: it has no counts to draw"
-        return JSONResponse({"detail": detail, "status": view.status.value}, status_code=409)
+        body = NoCounts(detail=detail, status=view.status)
+        return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=409)
     svg = pictures.histogram_svg(view.result, title=f"{view.shots} shots, task {task_id[:8]}")
     # Counts never change once written, so caches may keep the picture.
     headers = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
