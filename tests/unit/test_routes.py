@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
@@ -112,3 +113,10 @@ def test_errors_carry_their_status_and_headers(
         assert response.headers[name] == value
     others = {"retry-after", "www-authenticate", "allow"} - set(headers)
     assert others.isdisjoint(response.headers.keys())
+
+
+@pytest.mark.parametrize("function", constants.FUNCTION_NAMES)
+def test_each_function_registers_a_handler_for_each_of_its_routes(function: str) -> None:
+    module = importlib.import_module(f"qmill.server.functions.{function}")
+    router: Router = module._ROUTER
+    assert router.function == function

@@ -1,4 +1,4 @@
-"""``qmill-gateway``: the one public address, routing the seed paths to the functions.
+"""``qmill-gateway``: the one public address, routing the API's paths to the functions.
 
 This is the embedded run's stand-in for the reverse proxy that compose (nginx) and
 Kubernetes (an Ingress) put in front of the functions. It routes on path only, from
