@@ -137,9 +137,9 @@ class TaskMessage(_Open):
     state_bytes: int = 0
 
 
-def _not_negative(description: str | None = None) -> Any:
-    extra: dict[str, Any] = {"minimum": 0}
-    return Field(default=None, description=description, json_schema_extra=extra)
+def _not_negative() -> Any:
+    """An optional measurement, documented as never negative."""
+    return Field(default=None, json_schema_extra={"minimum": 0})
 
 
 def _circuit_optional(schema: dict[str, Any]) -> None:
