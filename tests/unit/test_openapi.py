@@ -61,3 +61,19 @@ def test_schemas_come_from_the_models() -> None:
     assert set(schemas["TaskView"]["properties"]) == set(TaskView.model_fields) - {"owner"}
     assert "quantum_circuit" not in schemas["TaskView"]["required"]
     assert set(schemas["ErrorBody"]["properties"]) == set(ErrorBody.model_fields)
+
+
+def test_every_reference_resolves() -> None:
+    document = openapi.document()
+
+    def refs(node: object) -> list[str]:
+        if isinstance(node, dict):
+            own = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+            return own + [r for value in node.values() for r in refs(value)]
+        if isinstance(node, list):
+            return [r for value in node for r in refs(value)]
+        return []
+
+    for ref in refs(document):
+        _, section, kind, name = ref.split("/")
+        assert name in document[section][kind], ref

@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from qmill.server import constants, errors
+from pydantic import BaseModel
+
+from qmill.server import constants, errors, models
 from qmill.server.routes import Route
 
 INFO: dict[str, Any] = {
@@ -74,12 +76,12 @@ _HEADER_COMPONENTS = {"Retry-After": "RetryAfter", "WWW-Authenticate": "WWWAuthe
 
 
 # Reusable error responses: (error class, description, body schema, headers it carries).
-_ERRORS: dict[str, tuple[type[errors.QmillError], str, str, tuple[str, ...]]] = {
+_ERRORS: dict[str, tuple[type[errors.QmillError], str, type[BaseModel], tuple[str, ...]]] = {
     "InvalidCircuit": (
         errors.InvalidCircuit,
         "The program does not parse, or is refused by the parser-safety rules (see README); "
         "`line` and `column` are 1-based when known.",
-        "CircuitError",
+        models.CircuitError,
         (),
     ),
     "Unprocessable": (
@@ -87,52 +89,55 @@ _ERRORS: dict[str, tuple[type[errors.QmillError], str, str, tuple[str, ...]]] = 
         "A malformed body (`detail` lists the problems), a request over a configured limit "
         "(`limit` names it, `allowed` gives the allowed value), a bad `wait`, or an "
         "`Idempotency-Key` reused with another body.",
-        "ErrorBody",
+        models.ErrorBody,
         (),
     ),
     "Unauthorized": (
         errors.Unauthorized,
         "Auth is on and the API key is missing or unknown.",
-        "ErrorBody",
+        models.ErrorBody,
         ("WWW-Authenticate",),
     ),
     "NotFound": (
         errors.TaskNotFound,
         "No such task or batch, or it belongs to another API key.",
-        "ErrorBody",
+        models.ErrorBody,
         (),
     ),
     "PayloadTooLarge": (
         errors.PayloadTooLarge,
         "The body is larger than `[limits] max_body_bytes` (1 MiB by default); refused "
         "before it is read whole.",
-        "ErrorBody",
+        models.ErrorBody,
         (),
     ),
     "RateLimited": (
         errors.RateLimited,
         "Over the key's rate limit, or its cap of tasks in flight.",
-        "ErrorBody",
+        models.ErrorBody,
         ("Retry-After",),
     ),
     "Unavailable": (
         errors.DependencyUnavailable,
         "NATS or Redis is down or too slow, or a function is down; nothing was queued.",
-        "ErrorBody",
+        models.ErrorBody,
         ("Retry-After",),
     ),
     "MethodNotAllowed": (
         errors.MethodNotAllowed,
         "The path exists but not with this method.",
-        "ErrorBody",
+        models.ErrorBody,
         ("Allow",),
     ),
 }
 
 
-def _json(schema: str | dict[str, Any]) -> dict[str, Any]:
-    ref = {"$ref": f"#/components/schemas/{schema}"} if isinstance(schema, str) else schema
-    return {"application/json": {"schema": ref}}
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json(schema: type[BaseModel] | dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema if isinstance(schema, dict) else _ref(schema)}}
 
 
 def _headers(names: Iterable[str]) -> dict[str, Any]:
@@ -164,7 +169,7 @@ def _error(
     cls: type[errors.QmillError], description: str, headers: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     """One operation's own error response (a 409 whose meaning depends on the operation)."""
-    response = {"description": description, "content": _json("ErrorBody")}
+    response = {"description": description, "content": _json(models.ErrorBody)}
     if headers:
         response["headers"] = _headers(headers)
     return {str(cls.status_code): response}
@@ -205,7 +210,7 @@ def _link(operation: str, param: str, field: str) -> dict[str, Any]:
 
 def _operations() -> dict[str, dict[str, Any]]:
     """Each operation without its operationId and path, which the route table gives."""
-    task = _json("TaskView")
+    task = _json(models.TaskView)
     return {
         "submitTask": {
             "summary": "Submit a program",
@@ -230,7 +235,7 @@ def _operations() -> dict[str, dict[str, Any]]:
                 "required": True,
                 "content": {
                     "application/json": {
-                        **_json("SubmitRequest")["application/json"],
+                        **_json(models.SubmitRequest)["application/json"],
                         "examples": {
                             "bell3": {
                                 "summary": "Bell pair, OpenQASM 3",
@@ -259,7 +264,7 @@ def _operations() -> dict[str, dict[str, Any]]:
                             "schema": {"type": "string", "enum": ["true"]},
                         }
                     },
-                    "content": _json("SubmitResponse"),
+                    "content": _json(models.SubmitResponse),
                     "links": {
                         "GetTask": _link("getTask", "task_id", "task_id"),
                         "CancelTask": _link("cancelTask", "task_id", "task_id"),
@@ -318,7 +323,7 @@ def _operations() -> dict[str, dict[str, Any]]:
                 "required": True,
                 "content": {
                     "application/json": {
-                        **_json("BatchRequest")["application/json"],
+                        **_json(models.BatchRequest)["application/json"],
                         "examples": {
                             "two": {
                                 "value": {
@@ -335,7 +340,7 @@ def _operations() -> dict[str, dict[str, Any]]:
             "responses": {
                 "201": {
                     "description": "Accepted and queued.",
-                    "content": _json("BatchResponse"),
+                    "content": _json(models.BatchResponse),
                     "links": {"GetBatch": _link("getBatch", "batch_id", "batch_id")},
                 },
                 **_errors("InvalidCircuit", "Unprocessable", *_GUARDED),
@@ -344,7 +349,7 @@ def _operations() -> dict[str, dict[str, Any]]:
         "getBatch": {
             "summary": "Every task of a batch, in submission order",
             "responses": {
-                "200": {"description": "The batch.", "content": _json("BatchView")},
+                "200": {"description": "The batch.", "content": _json(models.BatchView)},
                 **_errors("NotFound", *_GUARDED),
             },
         },
@@ -352,7 +357,7 @@ def _operations() -> dict[str, dict[str, Any]]:
             "summary": "Whether NATS and Redis answer",
             "security": [],
             "responses": {
-                "200": {"description": "Both answer.", "content": _json("HealthView")},
+                "200": {"description": "Both answer.", "content": _json(models.HealthView)},
                 **_errors("PayloadTooLarge"),
                 "503": {
                     "description": "A dependency did not answer (`unhealthy`, naming it), or "
@@ -360,8 +365,8 @@ def _operations() -> dict[str, dict[str, Any]]:
                     "content": _json(
                         {
                             "oneOf": [
-                                {"$ref": "#/components/schemas/HealthView"},
-                                {"$ref": "#/components/schemas/ErrorBody"},
+                                _ref(models.HealthView),
+                                _ref(models.ErrorBody),
                             ]
                         }
                     ),
@@ -395,7 +400,7 @@ def _operations() -> dict[str, dict[str, Any]]:
                 **_errors("NotFound"),
                 "409": {
                     "description": "The task has no counts (yet): `status` says what it is.",
-                    "content": _json("NoCounts"),
+                    "content": _json(models.NoCounts),
                 },
                 **_errors("Unprocessable", *_GUARDED),
             },
