@@ -8,8 +8,9 @@ deployment is whether an API key is required: with ``[auth] enabled`` off (the l
 
 The file is generated, not written: `build` takes the schemas from the pydantic wire
 models, the paths from the route table (`qmill.server.routes`), the error statuses from
-the errors themselves, and only the prose and the operations' parameters from
-`qmill.server.openapi_paths`. The file is committed (and shipped in the package) so a
+the errors themselves, and only the prose, parameters and examples from
+`qmill.server.openapi_components` (shared parts) and `qmill.server.openapi_paths` (each
+operation). The file is committed (and shipped in the package) so a
 function serves it without building it, and so a change to the API shows in review;
 tests/unit/test_openapi.py fails when it is stale. Regenerate it with::
 
@@ -31,7 +32,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json_schema
 from pydantic_core import core_schema
 
-from qmill.server import models, openapi_paths, routes
+from qmill.server import models, openapi_components, openapi_paths, routes
 
 FILE_NAME = "openapi.json"
 REGENERATE = "python -m qmill.server.openapi --write"
@@ -92,13 +93,13 @@ def build() -> dict[str, Any]:
     """The whole document, as ``--write`` stores it (security as with auth on)."""
     return {
         "openapi": "3.1.0",
-        "info": openapi_paths.INFO,
+        "info": openapi_components.INFO,
         "security": [{"bearerAuth": []}, {"apiKeyHeader": []}],
         "paths": openapi_paths.paths(routes.ROUTES),
         "components": {
-            "securitySchemes": openapi_paths.SECURITY_SCHEMES,
-            "headers": openapi_paths.HEADERS,
-            "responses": openapi_paths.error_responses(),
+            "securitySchemes": openapi_components.SECURITY_SCHEMES,
+            "headers": openapi_components.HEADERS,
+            "responses": openapi_components.error_responses(),
             "schemas": schemas(),
         },
     }

@@ -1,10 +1,9 @@
-"""The prose of the OpenAPI document and what only prose can say about each operation.
+"""The operations of the OpenAPI document: what only prose can say about each.
 
-`qmill.server.openapi` assembles the document; this module holds what is not derived:
-descriptions, examples, query and header parameters, links, success responses. Paths,
-methods and operation ids come from the route table, schemas from the models, and the
-status of each error response from the error class that produces it, so none of them
-can be written here a second time.
+`qmill.server.openapi` assembles the document. Paths, methods and operation ids come from
+the route table, schemas from the models, shared error responses from
+`qmill.server.openapi_components`; this module holds the rest: summaries, descriptions,
+examples, query and header parameters, links and success responses.
 """
 
 from __future__ import annotations
@@ -12,168 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import BaseModel
-
 from qmill.server import constants, errors, models
+from qmill.server.openapi_components import error_refs, json_body, own_error, ref
 from qmill.server.routes import Route
-
-INFO: dict[str, Any] = {
-    "title": "qmill",
-    "version": "0.1.0",
-    "summary": "Run OpenQASM circuits as a service.",
-    "description": (
-        "POST an OpenQASM 3 (or 2) program and a shot count, get a task id at once, and fetch "
-        "the measurement counts once a worker has simulated it with qiskit-aer.\n\n"
-        "Every error is JSON with a `detail`. 400 is a program that does not parse (with "
-        "`line` and `column` when known); 422 a malformed body or a request over a configured "
-        "limit (with `limit` and `allowed`); nothing is queued for either. 5xx other than 503 "
-        "is a bug.\n\n"
-        "Authentication: when `[auth] enabled` is on (compose, Terraform), every operation "
-        "except `/health` and `/openapi.json` needs `Authorization: Bearer <key>` (or "
-        "`X-API-Key: <key>`); a missing or unknown key gets 401, and a task is visible only "
-        "to the key that submitted it (another key gets 404). When auth is off (the local "
-        "`make run`), the document served at `/openapi.json` marks the security requirement "
-        "optional.\n\n"
-        'Any path not listed here is a 404 `{"detail": "Not Found"}`; a listed path with a '
-        "method not listed is a 405 with an `Allow` header and `allowed` in the body."
-    ),
-    "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
-}
-
-SECURITY_SCHEMES: dict[str, Any] = {
-    "bearerAuth": {
-        "type": "http",
-        "scheme": "bearer",
-        "description": "An API key from `qmill key new` (the server stores only its SHA-256).",
-    },
-    "apiKeyHeader": {
-        "type": "apiKey",
-        "in": "header",
-        "name": "X-API-Key",
-        "description": "The same key, for clients that cannot set Authorization.",
-    },
-}
-
-# The headers errors carry (`errors.QmillError.headers`), by component name.
-HEADERS: dict[str, Any] = {
-    "RetryAfter": {
-        "description": "Seconds to wait before retrying.",
-        "required": True,
-        "schema": {"type": "string", "pattern": "^[0-9]+$"},
-    },
-    "WWWAuthenticate": {
-        "description": '`Bearer realm="qmill"`.',
-        "required": True,
-        "schema": {"type": "string", "pattern": "^Bearer"},
-    },
-    "Allow": {
-        "description": "The methods this path supports.",
-        "required": True,
-        "schema": {"type": "string", "minLength": 1},
-    },
-}
-_HEADER_COMPONENTS = {"Retry-After": "RetryAfter", "WWW-Authenticate": "WWWAuthenticate"}
-
-
-# Reusable error responses: (error class, description, body schema, headers it carries).
-_ERRORS: dict[str, tuple[type[errors.QmillError], str, type[BaseModel], tuple[str, ...]]] = {
-    "InvalidCircuit": (
-        errors.InvalidCircuit,
-        "The program does not parse, or is refused by the parser-safety rules (see README); "
-        "`line` and `column` are 1-based when known.",
-        models.CircuitError,
-        (),
-    ),
-    "Unprocessable": (
-        errors.InvalidRequest,
-        "A malformed body (`detail` lists the problems), a request over a configured limit "
-        "(`limit` names it, `allowed` gives the allowed value), a bad `wait`, or an "
-        "`Idempotency-Key` reused with another body.",
-        models.ErrorBody,
-        (),
-    ),
-    "Unauthorized": (
-        errors.Unauthorized,
-        "Auth is on and the API key is missing or unknown.",
-        models.ErrorBody,
-        ("WWW-Authenticate",),
-    ),
-    "NotFound": (
-        errors.TaskNotFound,
-        "No such task or batch, or it belongs to another API key.",
-        models.ErrorBody,
-        (),
-    ),
-    "PayloadTooLarge": (
-        errors.PayloadTooLarge,
-        "The body is larger than `[limits] max_body_bytes` (1 MiB by default); refused "
-        "before it is read whole.",
-        models.ErrorBody,
-        (),
-    ),
-    "RateLimited": (
-        errors.RateLimited,
-        "Over the key's rate limit, or its cap of tasks in flight.",
-        models.ErrorBody,
-        ("Retry-After",),
-    ),
-    "Unavailable": (
-        errors.DependencyUnavailable,
-        "NATS or Redis is down or too slow, or a function is down; nothing was queued.",
-        models.ErrorBody,
-        ("Retry-After",),
-    ),
-    "MethodNotAllowed": (
-        errors.MethodNotAllowed,
-        "The path exists but not with this method.",
-        models.ErrorBody,
-        ("Allow",),
-    ),
-}
-
-
-def _ref(model: type[BaseModel]) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{model.__name__}"}
-
-
-def _json(schema: type[BaseModel] | dict[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"schema": schema if isinstance(schema, dict) else _ref(schema)}}
-
-
-def _headers(names: Iterable[str]) -> dict[str, Any]:
-    return {
-        name: {"$ref": f"#/components/headers/{_HEADER_COMPONENTS.get(name, name)}"}
-        for name in names
-    }
-
-
-def error_responses() -> dict[str, Any]:
-    """components/responses: one per kind of error an operation can answer with."""
-    found: dict[str, Any] = {}
-    for name, (_cls, description, schema, headers) in _ERRORS.items():
-        found[name] = {"description": description, "content": _json(schema)}
-        if headers:
-            found[name]["headers"] = _headers(headers)
-    return found
-
-
-def _errors(*names: str) -> dict[str, Any]:
-    """Responses by status, each status the one its error class declares."""
-    return {
-        str(_ERRORS[name][0].status_code): {"$ref": f"#/components/responses/{name}"}
-        for name in names
-    }
-
-
-def _error(
-    cls: type[errors.QmillError], description: str, headers: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    """One operation's own error response (a 409 whose meaning depends on the operation)."""
-    response = {"description": description, "content": _json(models.ErrorBody)}
-    if headers:
-        response["headers"] = _headers(headers)
-    return {str(cls.status_code): response}
-
 
 # What every operation behind an API key may answer, and what even the open ones may.
 _GUARDED = ("Unauthorized", "PayloadTooLarge", "RateLimited", "Unavailable")
@@ -210,7 +50,7 @@ def _link(operation: str, param: str, field: str) -> dict[str, Any]:
 
 def _operations() -> dict[str, dict[str, Any]]:
     """Each operation without its operationId and path, which the route table gives."""
-    task = _json(models.TaskView)
+    task = json_body(models.TaskView)
     return {
         "submitTask": {
             "summary": "Submit a program",
@@ -235,7 +75,7 @@ def _operations() -> dict[str, dict[str, Any]]:
                 "required": True,
                 "content": {
                     "application/json": {
-                        **_json(models.SubmitRequest)["application/json"],
+                        **json_body(models.SubmitRequest)["application/json"],
                         "examples": {
                             "bell3": {
                                 "summary": "Bell pair, OpenQASM 3",
@@ -264,14 +104,14 @@ def _operations() -> dict[str, dict[str, Any]]:
                             "schema": {"type": "string", "enum": ["true"]},
                         }
                     },
-                    "content": _json(models.SubmitResponse),
+                    "content": json_body(models.SubmitResponse),
                     "links": {
                         "GetTask": _link("getTask", "task_id", "task_id"),
                         "CancelTask": _link("cancelTask", "task_id", "task_id"),
                     },
                 },
-                **_errors("InvalidCircuit", "Unprocessable", *_GUARDED),
-                **_error(
+                **error_refs("InvalidCircuit", "Unprocessable", *_GUARDED),
+                **own_error(
                     errors.IdempotencyInProgress,
                     "A request with this `Idempotency-Key` is still being processed: its task "
                     "may yet be refused, so retry after `Retry-After` seconds.",
@@ -298,7 +138,7 @@ def _operations() -> dict[str, dict[str, Any]]:
             ],
             "responses": {
                 "200": {"description": "The task.", "content": task},
-                **_errors("NotFound", "Unprocessable", *_GUARDED),
+                **error_refs("NotFound", "Unprocessable", *_GUARDED),
             },
         },
         "cancelTask": {
@@ -307,12 +147,12 @@ def _operations() -> dict[str, dict[str, Any]]:
             "stays readable, as `cancelled`.",
             "responses": {
                 "200": {"description": "Cancelled; the task as it now is.", "content": task},
-                **_errors("NotFound"),
-                **_error(
+                **error_refs("NotFound"),
+                **own_error(
                     errors.TaskConflict,
                     "The task already finished (`completed`, `failed` or `cancelled`).",
                 ),
-                **_errors(*_GUARDED),
+                **error_refs(*_GUARDED),
             },
         },
         "submitBatch": {
@@ -323,7 +163,7 @@ def _operations() -> dict[str, dict[str, Any]]:
                 "required": True,
                 "content": {
                     "application/json": {
-                        **_json(models.BatchRequest)["application/json"],
+                        **json_body(models.BatchRequest)["application/json"],
                         "examples": {
                             "two": {
                                 "value": {
@@ -340,33 +180,33 @@ def _operations() -> dict[str, dict[str, Any]]:
             "responses": {
                 "201": {
                     "description": "Accepted and queued.",
-                    "content": _json(models.BatchResponse),
+                    "content": json_body(models.BatchResponse),
                     "links": {"GetBatch": _link("getBatch", "batch_id", "batch_id")},
                 },
-                **_errors("InvalidCircuit", "Unprocessable", *_GUARDED),
+                **error_refs("InvalidCircuit", "Unprocessable", *_GUARDED),
             },
         },
         "getBatch": {
             "summary": "Every task of a batch, in submission order",
             "responses": {
-                "200": {"description": "The batch.", "content": _json(models.BatchView)},
-                **_errors("NotFound", *_GUARDED),
+                "200": {"description": "The batch.", "content": json_body(models.BatchView)},
+                **error_refs("NotFound", *_GUARDED),
             },
         },
         "health": {
             "summary": "Whether NATS and Redis answer",
             "security": [],
             "responses": {
-                "200": {"description": "Both answer.", "content": _json(models.HealthView)},
-                **_errors("PayloadTooLarge"),
+                "200": {"description": "Both answer.", "content": json_body(models.HealthView)},
+                **error_refs("PayloadTooLarge"),
                 "503": {
                     "description": "A dependency did not answer (`unhealthy`, naming it), or "
                     "the health function itself is down (an error, with `Retry-After`).",
-                    "content": _json(
+                    "content": json_body(
                         {
                             "oneOf": [
-                                _ref(models.HealthView),
-                                _ref(models.ErrorBody),
+                                ref(models.HealthView),
+                                ref(models.ErrorBody),
                             ]
                         }
                     ),
@@ -379,9 +219,9 @@ def _operations() -> dict[str, dict[str, Any]]:
             "responses": {
                 "200": {
                     "description": "The OpenAPI document of this deployment.",
-                    "content": _json({"type": "object", "required": ["openapi", "paths"]}),
+                    "content": json_body({"type": "object", "required": ["openapi", "paths"]}),
                 },
-                **_errors(*_OPEN),
+                **error_refs(*_OPEN),
             },
         },
         "getHistogram": {
@@ -397,12 +237,12 @@ def _operations() -> dict[str, dict[str, Any]]:
                     "description": "The chart.",
                     "content": {"image/svg+xml": {"schema": {"type": "string"}}},
                 },
-                **_errors("NotFound"),
+                **error_refs("NotFound"),
                 "409": {
                     "description": "The task has no counts (yet): `status` says what it is.",
-                    "content": _json(models.NoCounts),
+                    "content": json_body(models.NoCounts),
                 },
-                **_errors("Unprocessable", *_GUARDED),
+                **error_refs("Unprocessable", *_GUARDED),
             },
         },
         "page": {
@@ -413,7 +253,7 @@ def _operations() -> dict[str, dict[str, Any]]:
                     "description": "The page.",
                     "content": {"text/html": {"schema": {"type": "string"}}},
                 },
-                **_errors(*_OPEN),
+                **error_refs(*_OPEN),
             },
         },
     }
