@@ -11,7 +11,7 @@ EXTRAS := server,worker,local,qiskit,dev
 # `make bench BENCH_ARGS=--quick` for a smoke run; see `python -m bench.run --help`.
 BENCH_ARGS ?= --update-docs
 
-.PHONY: install lock run test test-fast faults lint lint-terraform fmt bench clean
+.PHONY: install lock run test test-fast faults lint lint-terraform fmt openapi bench clean
 
 # Terraform checks (infra/terraform). The provider registry is not reachable from the
 # build machines: fmt, checkov, and init/validate of the provider-free shared module.
@@ -82,6 +82,9 @@ lint-terraform: $(CHECKOV_STAMP)  ## terraform fmt, offline validate of modules/
 fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+openapi: $(STAMP)  ## regenerate src/qmill/server/openapi.json from the models and the route table
+	$(BIN)/python -m qmill.server.openapi --write
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet --constraint $(LOCK) -e '.[$(EXTRAS),bench]'

@@ -94,12 +94,19 @@ def _when(value: Any) -> datetime | None:
 
 @dataclass(frozen=True)
 class Task:
-    """A task as ``GET /tasks/{id}`` describes it. ``counts`` is set once it completed."""
+    """A task as ``GET /tasks/{id}`` describes it. ``counts`` is set once it completed.
+
+    A plain dataclass, so calling the service needs only httpx. Its fields are the
+    server's task view (``qmill.server.models.TaskView``) under the same names, except
+    where ``metadata["wire"]`` names the JSON field; tests/unit/test_task_model.py
+    compares the two so they cannot drift apart.
+    """
 
     task_id: str
     status: str
     shots: int
-    counts: dict[str, int] | None = None
+    # "result" on the wire: the counts are what a caller of this client is after.
+    counts: dict[str, int] | None = field(default=None, metadata={"wire": "result"})
     error: str | None = None
     created_at: datetime | None = None
     started_at: datetime | None = None

@@ -59,4 +59,4 @@ def test_allowed_methods_follow_the_routes() -> None:
     ],
 )
 def test_http_status(exc: errors.QmillError, status: int) -> None:
-    assert errors.http_status(exc) == status
+    assert exc.status_code == status

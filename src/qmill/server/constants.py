@@ -1,12 +1,15 @@
 """Every name that two processes must agree on: Redis keys, NATS subjects, streams, routes.
 
 Infrastructure code (compose, Terraform, KEDA) is tested against these values, so
-change them here and nowhere else.
+change them here and nowhere else (routes: in `qmill.server.routes`, which ROUTES here
+is derived from).
 """
 
 from __future__ import annotations
 
 from typing import Final
+
+from qmill.server import routes
 
 # --- Redis -------------------------------------------------------------------------------
 REDIS_PREFIX: Final = "qmill:"
@@ -75,33 +78,11 @@ NATS_SYNC_INTERVAL: Final = "always"
 REDIS_APPENDFSYNC: Final = "always"
 
 # --- HTTP ----------------------------------------------------------------------------------
-# The seed API. Each function owns one path pattern; the gateway routes by (method, prefix).
 FUNCTION_NAMES: Final = ("submit", "result", "health")
-SUBMIT_PATH: Final = "/tasks"
-RESULT_PATH_PREFIX: Final = "/tasks/"
-BATCH_PATH: Final = "/batches"
-BATCH_PATH_PREFIX: Final = "/batches/"
-HEALTH_PATH: Final = "/health"
-# The OpenAPI document (src/qmill/server/openapi.json), served by the health function.
-OPENAPI_PATH: Final = "/openapi.json"
-# The counts of a task as an SVG bar chart, and the web page (static, served at the root).
-HISTOGRAM_SUFFIX: Final = "/histogram.svg"
-HISTOGRAM_PATH: Final = RESULT_PATH_PREFIX + "{id}" + HISTOGRAM_SUFFIX
-PAGE_PATH: Final = "/"
-# (method, pattern, function) in match order: what the gateway routes. A pattern is an
-# exact path, a prefix ending in "/" that takes one more path segment (the id), or a
-# path with one "{id}" segment. "/" is exact: the page, not every path.
-# The result function owns the task resource: it reads (GET) and cancels (DELETE) it,
-# draws its counts, and serves the page that uses all of this.
-ROUTES: Final = (
-    ("POST", SUBMIT_PATH, "submit"),
-    ("GET", RESULT_PATH_PREFIX, "result"),
-    ("DELETE", RESULT_PATH_PREFIX, "result"),
-    ("POST", BATCH_PATH, "submit"),
-    ("GET", BATCH_PATH_PREFIX, "result"),
-    ("GET", HEALTH_PATH, "health"),
-    ("GET", OPENAPI_PATH, "health"),
-    ("GET", HISTOGRAM_PATH, "result"),
-    ("GET", PAGE_PATH, "result"),
-)
+# (method, pattern, function) in match order, derived from the route table
+# (`qmill.server.routes.ROUTES`, see `Route.proxied`): what nginx, the Ingress, the URL map
+# and Terraform's shared constants are checked against. A pattern is an exact path, a
+# prefix ending in "/" that takes one more path segment (the id), or a path with one
+# "{id}" segment.
+ROUTES: Final = tuple(route.proxied for route in routes.ROUTES)
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"

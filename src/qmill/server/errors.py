@@ -1,4 +1,4 @@
-"""qmill's exceptions: one root, a short tree, one place that maps them to HTTP.
+"""qmill's exceptions: one root, a short tree; each class carries its HTTP answer.
 
     QmillError
      ├── ConfigError               bad setting at start-up (never reaches HTTP)
@@ -16,9 +16,12 @@
      │    └── MethodNotAllowed      wrong verb on a known path             -> 405
      └── DependencyUnavailable     NATS or Redis down or too slow          -> 503 + Retry-After
 
-`http_status` is the only place that knows status codes. The worker's own errors (a
-simulation that failed or timed out) never reach HTTP; they live in
-``qmill_worker.errors``, under the same root.
+Like Starlette's ``HTTPException``, an error carries its answer: ``status_code`` is a
+class attribute (a subclass inherits its parent's) and ``headers`` the response headers
+it needs. `qmill.server.http.error_response` reads both and knows no class by name, so
+a new error is mapped where it is declared. 500 is never declared: it is kept for bugs.
+The worker's own errors (a simulation that failed or timed out) never reach HTTP; they
+live in ``qmill_worker.errors``, under the same root.
 """
 
 from __future__ import annotations
@@ -27,9 +30,22 @@ from __future__ import annotations
 class QmillError(Exception):
     """Root of every error qmill raises on purpose."""
 
+    # An error that is not the caller's fault and names no better status: retry later.
+    status_code: int = 503
+    # Whole seconds to wait before retrying, for errors that are over with time; sent as
+    # Retry-After so clients (and qmill's own) back off by what the server knows.
+    retry_after: int | None = None
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        # The response body's ``detail``: the message, or something more structured.
+        self.detail: object = message
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers the response must carry: Retry-After when the error has one."""
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
 
 class ConfigError(QmillError):
@@ -39,16 +55,23 @@ class ConfigError(QmillError):
 class RequestError(QmillError):
     """The request cannot be served as sent; retrying it unchanged will not help."""
 
+    status_code = 400
+
 
 class InvalidRequest(RequestError):
+    status_code = 422
+
     def __init__(self, message: str, detail: object | None = None) -> None:
         super().__init__(message)
-        # Structured detail (pydantic's error list) when there is one, else the message.
-        self.detail = detail if detail is not None else message
+        # Structured detail (pydantic's error list) when there is one.
+        if detail is not None:
+            self.detail = detail
 
 
 class InvalidCircuit(RequestError):
     """The program does not parse; ``line``/``column`` are 1-based when known."""
+
+    status_code = 400
 
     def __init__(self, message: str, line: int | None = None, column: int | None = None) -> None:
         where = f"line {line}, column {column}: " if line is not None and column is not None else ""
@@ -60,6 +83,8 @@ class InvalidCircuit(RequestError):
 class LimitExceeded(RequestError):
     """A valid request over a configured limit; says which limit and the allowed value."""
 
+    status_code = 422
+
     def __init__(self, limit: str, value: object, allowed: object) -> None:
         super().__init__(f"{limit} is {value}, the allowed maximum is {allowed}")
         self.limit = limit
@@ -68,12 +93,16 @@ class LimitExceeded(RequestError):
 
 
 class PayloadTooLarge(RequestError):
+    status_code = 413
+
     def __init__(self, allowed: int) -> None:
         super().__init__(f"request body is larger than {allowed} bytes")
         self.allowed = allowed
 
 
 class IdempotencyConflict(RequestError):
+    status_code = 422
+
     def __init__(self) -> None:
         super().__init__(
             "this Idempotency-Key was already used with a different request body; "
@@ -88,6 +117,8 @@ class IdempotencyInProgress(RequestError):
     (its publish failed); 409 is what the IETF Idempotency-Key draft prescribes.
     """
 
+    status_code = 409
+
     def __init__(self, retry_after: int = 1) -> None:
         super().__init__(
             "a request with this Idempotency-Key is still being processed; retry shortly"
@@ -96,34 +127,52 @@ class IdempotencyInProgress(RequestError):
 
 
 class Unauthorized(RequestError):
-    pass
+    status_code = 401
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="qmill"'}
 
 
 class RateLimited(RequestError):
+    status_code = 429
+
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
 
 class TaskNotFound(RequestError):
+    status_code = 404
+
     def __init__(self, what: str = "Task") -> None:
         super().__init__(f"{what} not found")
 
 
 class TaskConflict(RequestError):
+    status_code = 409
+
     def __init__(self, status: str) -> None:
         super().__init__(f"the task is already {status}")
         self.status = status
 
 
 class MethodNotAllowed(RequestError):
+    status_code = 405
+
     def __init__(self, method: str, allowed: tuple[str, ...]) -> None:
         super().__init__(f"method {method} not allowed here; use {', '.join(allowed)}")
         self.allowed = allowed
 
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Allow": ", ".join(self.allowed)}
+
 
 class DependencyUnavailable(QmillError):
     """NATS or Redis could not be reached in time; the caller should retry later."""
+
+    status_code = 503
 
     def __init__(self, service: str, message: str, retry_after: int = 1) -> None:
         super().__init__(f"{service} unavailable: {message}")
@@ -131,23 +180,3 @@ class DependencyUnavailable(QmillError):
         self.retry_after = retry_after
 
 
-def http_status(exc: QmillError) -> int:
-    """The HTTP status for an error; 500 is reserved for bugs and never returned for these."""
-    statuses: list[tuple[type[QmillError], int]] = [
-        (InvalidCircuit, 400),
-        (Unauthorized, 401),
-        (RateLimited, 429),
-        (TaskNotFound, 404),
-        (MethodNotAllowed, 405),
-        (TaskConflict, 409),
-        (IdempotencyInProgress, 409),
-        (PayloadTooLarge, 413),
-        (InvalidRequest, 422),
-        (IdempotencyConflict, 422),
-        (LimitExceeded, 422),
-        (DependencyUnavailable, 503),
-    ]
-    for cls, status in statuses:
-        if isinstance(exc, cls):
-            return status
-    return 400 if isinstance(exc, RequestError) else 503

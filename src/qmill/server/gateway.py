@@ -1,15 +1,15 @@
-"""``qmill-gateway``: the one public address, routing the seed paths to the functions.
+"""``qmill-gateway``: the one public address, routing the API's paths to the functions.
 
 This is the embedded run's stand-in for the reverse proxy that compose (nginx) and
 Kubernetes (an Ingress) put in front of the functions. It routes on path only, from
-`constants.ROUTES`, so each function still answers wrong verbs itself (405).
+`routes.ROUTES` (the table the functions dispatch on), so each function still answers
+wrong verbs itself (405).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +17,7 @@ import httpx
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from qmill.server import constants
+from qmill.server import constants, routes
 from qmill.server.config import Settings, get_settings
 from qmill.server.logs import setup_logging
 
@@ -38,49 +38,18 @@ _HOP_BY_HOP = frozenset(
 )
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Methods the functions dispatch themselves (their own 405 names the allowed ones).
 _FUNCTION_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
 def allowed_methods(path: str) -> list[str]:
-    """The methods `constants.ROUTES` routes for a path."""
-    allowed = []
-    for method, pattern, _function in constants.ROUTES:
-        if matches(pattern, path) and method not in allowed:
-            allowed.append(method)
-    return allowed
+    """The methods the route table routes for a path."""
+    return routes.allowed_methods(path)
 
 
 def route(path: str) -> str | None:
-    """The function that owns a path, or None (404).
-
-    A path with a control character (``/tasks/%0d%0a...``) is nobody's: the functions'
-    own router does not match it and answered with a plain-text 404.
-    """
-    if _CONTROL.search(path):
-        return None
-    for _method, pattern, function in constants.ROUTES:
-        if matches(pattern, path):
-            return function
-    return None
-
-
-def matches(pattern: str, path: str) -> bool:
-    """Whether ``path`` fits a `constants.ROUTES` pattern (see there for the three kinds)."""
-    if "{id}" in pattern:
-        head, tail = pattern.split("{id}", 1)
-        middle = path[len(head) : len(path) - len(tail)]
-        return (
-            len(path) > len(head) + len(tail)
-            and path.startswith(head)
-            and path.endswith(tail)
-            and "/" not in middle
-        )
-    if pattern.endswith("/") and pattern != "/":
-        rest = path[len(pattern) :]
-        return path.startswith(pattern) and bool(rest) and "/" not in rest
-    return path == pattern
+    """The function that owns a path, or None (404)."""
+    return routes.function_for(path)
 
 
 class Gateway:

@@ -1,9 +1,10 @@
-"""What every HTTP function shares: routing checks, body reading, and the one error mapping.
+"""What every HTTP function shares: dispatch on the route table, body reading, errors.
 
-A function is ``serve(request, route)``: method and path are checked here (the
-functions-framework sends every path to the one handler), QmillErrors become JSON
-4xx/503 through `errors.http_status`, and anything unexpected is logged and becomes a
-JSON 500 (a bug, never a normal answer).
+A function is ``serve(request, router)``: the functions-framework sends every path to
+the one handler, so the `Router` matches method and path against the function's share
+of `routes.ROUTES` (the gateway's table and matcher) and calls the handler registered
+for that operation. A QmillError becomes JSON with the status and headers it carries;
+anything unexpected is logged and becomes a JSON 500 (a bug, never a normal answer).
 """
 
 from __future__ import annotations
@@ -19,18 +20,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from qmill.server import metrics
-from qmill.server.errors import (
-    DependencyUnavailable,
-    IdempotencyInProgress,
-    InvalidRequest,
-    MethodNotAllowed,
-    PayloadTooLarge,
-    QmillError,
-    RateLimited,
-    Unauthorized,
-    http_status,
-)
+from qmill.server import metrics, routes
+from qmill.server.errors import InvalidRequest, MethodNotAllowed, PayloadTooLarge, QmillError
+from qmill.server.models import ErrorBody
 
 log = logging.getLogger(__name__)
 
@@ -39,24 +31,17 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+# What an error may add to ``detail``, as the documented error body names it.
+_ERROR_FIELDS = tuple(name for name in ErrorBody.model_fields if name != "detail")
+
+
 def error_response(exc: QmillError) -> JSONResponse:
-    status = http_status(exc)
-    detail: Any = exc.message
-    if isinstance(exc, InvalidRequest):
-        detail = exc.detail
-    body: dict[str, Any] = {"detail": detail}
-    for attr in ("line", "column", "limit", "allowed", "service"):
+    body: dict[str, Any] = {"detail": exc.detail}
+    for attr in _ERROR_FIELDS:
         value = getattr(exc, attr, None)
         if value is not None:
             body[attr] = value
-    headers: dict[str, str] = {}
-    if isinstance(exc, DependencyUnavailable | RateLimited | IdempotencyInProgress):
-        headers["Retry-After"] = str(exc.retry_after)
-    if isinstance(exc, Unauthorized):
-        headers["WWW-Authenticate"] = 'Bearer realm="qmill"'
-    if isinstance(exc, MethodNotAllowed):
-        headers["Allow"] = ", ".join(exc.allowed)
-    return JSONResponse(_encodable(body), status_code=status, headers=headers)
+    return JSONResponse(_encodable(body), status_code=exc.status_code, headers=exc.headers)
 
 
 def _encodable(value: Any) -> Any:
@@ -75,14 +60,38 @@ def not_found() -> JSONResponse:
     return JSONResponse({"detail": "Not Found"}, status_code=404)
 
 
-async def serve(
-    request: Request,
-    resources: Mapping[str, Mapping[str, Handler]],
-    resolve: Callable[[str], str | None],
-    *,
-    function: str,
-) -> Response:
-    """Dispatch a request to ``resources[resolve(path)][method]``, counted and timed.
+class Router:
+    """One function's share of the route table, each operation bound to its handler.
+
+    Built at import, so a function whose handlers and routes disagree (a route without a
+    handler, a handler for no route) fails its first test instead of answering 404.
+    """
+
+    def __init__(self, function: str, handlers: Mapping[str, Handler]) -> None:
+        owned = {route.operation for route in routes.ROUTES if route.function == function}
+        if not owned or set(handlers) != owned:
+            raise ValueError(
+                f"the {function} function's handlers {sorted(handlers)} are not "
+                f"the operations the route table gives it {sorted(owned)}"
+            )
+        self.function = function
+        self._handlers = dict(handlers)
+
+    def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
+        """The handler and path parameters for a request; None when the path is not
+        this function's (404), MethodNotAllowed when it is, but not with this verb."""
+        found = list(routes.matching(path, self.function))
+        if not found:
+            return None
+        for wanted in (method, "GET") if method == "HEAD" else (method,):
+            for route, params in found:
+                if route.method == wanted:
+                    return self._handlers[route.operation], params
+        raise MethodNotAllowed(method, tuple(dict.fromkeys(route.method for route, _ in found)))
+
+
+async def serve(request: Request, router: Router) -> Response:
+    """Dispatch a request through ``router``, counted and timed.
 
     A path the function does not own is a 404, a known path with another verb a 405,
     and every error is mapped here, in one place. ``GET /metrics`` is answered by every
@@ -91,30 +100,23 @@ async def serve(
     if request.url.path == metrics.METRICS_PATH and request.method == "GET":
         return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)
     started = time.perf_counter()
-    response = await _dispatch(request, resources, resolve)
-    metrics.REQUEST_SECONDS.labels(function).observe(time.perf_counter() - started)
-    metrics.REQUESTS.labels(function, request.method, str(response.status_code)).inc()
+    response = await _dispatch(request, router)
+    metrics.REQUEST_SECONDS.labels(router.function).observe(time.perf_counter() - started)
+    metrics.REQUESTS.labels(router.function, request.method, str(response.status_code)).inc()
     return response
 
 
-async def _dispatch(
-    request: Request,
-    resources: Mapping[str, Mapping[str, Handler]],
-    resolve: Callable[[str], str | None],
-) -> Response:
-    resource = resolve(request.url.path)
-    if resource is None:
-        return not_found()
-    routes = resources[resource]
-    handler = routes.get(request.method)
-    if handler is None and request.method == "HEAD":
-        handler = routes.get("GET")
+async def _dispatch(request: Request, router: Router) -> Response:
     try:
-        if handler is None:
-            raise MethodNotAllowed(request.method, tuple(routes))
+        resolved = router.resolve(request.method, request.url.path)
+        if resolved is None:
+            return not_found()
+        handler, params = resolved
+        # Where Starlette's own router puts them: handlers read request.path_params.
+        request.scope["path_params"] = params
         return await handler(request)
     except QmillError as exc:
-        if http_status(exc) >= 500:
+        if exc.status_code >= 500:
             log.warning("dependency unavailable", extra={"error": exc.message})
         return error_response(exc)
     except (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError):
@@ -144,11 +146,3 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         raise InvalidRequest(f"body is not valid JSON: {exc}") from None
     except RecursionError:  # e.g. 500k nested "[": json.loads recurses per level
         raise InvalidRequest("body is not valid JSON: nested too deeply") from None
-
-
-def path_id(path: str, prefix: str) -> str | None:
-    """The single path segment after ``prefix`` (``/tasks/<id>``), or None."""
-    if not path.startswith(prefix):
-        return None
-    rest = path[len(prefix) :]
-    return rest if rest and "/" not in rest else None

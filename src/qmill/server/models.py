@@ -2,6 +2,12 @@
 
 Readers ignore unknown fields, so a function and a worker of different versions can
 run side by side during a rollout.
+
+The models of the HTTP API are also its documentation: the schemas of openapi.json are
+generated from them (`qmill.server.openapi`), so docstrings and ``description``s here
+are what API users read. Constraints the server guarantees but does not check when it
+builds a response (an id is a UUID, counts are not negative) are added to the schema
+only (`WithJsonSchema`, ``json_schema_extra``), so a stored record is never refused.
 """
 
 from __future__ import annotations
@@ -10,7 +16,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    WithJsonSchema,
+)
+from pydantic.json_schema import SkipJsonSchema
 
 
 class TaskStatus(StrEnum):
@@ -32,6 +47,18 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class _Answer(_Open):
+    """A response body: every field with a default is still always sent, so the schema
+    lists it as required (pydantic would otherwise mark it optional)."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
+Uuid = Annotated[str, WithJsonSchema({"type": "string", "format": "uuid"})]
+# A measured outcome: one bit per clbit, registers separated by spaces.
+_OUTCOME = "^[01 ]+$"
+
+
 def _json_integer(value: object) -> object:
     """JSON's integers, as JSON Schema (and so openapi.json) defines them: ``5`` and
     ``5.0`` are the same integer, ``"5"``, ``true`` and ``5.5`` are not. pydantic's lax
@@ -51,35 +78,52 @@ JsonInt = Annotated[int, BeforeValidator(_json_integer)]
 
 
 class SubmitRequest(_Open):
-    """``POST /tasks`` body, as the seed's clients send it.
+    """A program to run. Unknown fields are ignored."""
 
-    Types are JSON's, strictly: a string is not a number and ``0`` is not ``false``, so
-    a request means what openapi.json says it means. Unknown fields are ignored.
-    """
-
-    quantum_circuit: StrictStr
-    shots: JsonInt = 1024
-    # Fixes the simulator's random seed, so the same task gives the same counts.
-    seed: Annotated[int | None, BeforeValidator(_json_integer)] = Field(
-        default=None, ge=0, le=2**63 - 1
+    # Types are JSON's, strictly: a string is not a number and ``0`` is not ``false``,
+    # so a request means what openapi.json says it means.
+    quantum_circuit: StrictStr = Field(
+        description="An OpenQASM 3 program (the default when there is no version line) or "
+        "an `OPENQASM 2.0;` one. It may include only `stdgates.inc` (3) or `qelib1.inc` (2), "
+        "and must measure something."
     )
-    # Also return every shot's outcome, in order (``memory`` in the task view).
-    memory: StrictBool = False
+    # The floor and ceiling are [limits] settings, checked with the other limits (a 422
+    # that names the limit); the schema states the floor no setting can go under.
+    shots: JsonInt = Field(
+        default=1024,
+        description="At most `[limits] max_shots` (100000 by default).",
+        json_schema_extra={"minimum": 1},
+    )
+    seed: Annotated[int | None, BeforeValidator(_json_integer)] = Field(
+        default=None,
+        ge=0,
+        le=2**63 - 1,
+        description="Fixes the simulator's seed: the same task gives the same counts.",
+    )
+    memory: StrictBool = Field(
+        default=False, description="Also return every shot's outcome, in order."
+    )
 
 
 class BatchRequest(_Open):
-    """``POST /batches``: several tasks in one request, validated all or nothing."""
+    """Several programs in one request, validated all or nothing."""
 
-    tasks: list[SubmitRequest] = Field(min_length=1)
-
-
-class BatchResponse(_Open):
-    batch_id: str
-    task_ids: list[str]
+    tasks: list[SubmitRequest] = Field(
+        min_length=1, description="At most `[limits] max_batch_tasks` (1000 by default)."
+    )
 
 
-class SubmitResponse(_Open):
-    task_id: str
+class BatchResponse(_Answer):
+    """A batch accepted and queued: its id, and its tasks' ids in submission order."""
+
+    batch_id: Uuid
+    task_ids: list[Uuid]
+
+
+class SubmitResponse(_Answer):
+    """A task accepted and queued."""
+
+    task_id: Uuid
     status: TaskStatus = TaskStatus.PENDING
     # True when an Idempotency-Key matched an earlier submit (sent as a header, not body).
     replayed: bool = Field(default=False, exclude=True)
@@ -93,42 +137,125 @@ class TaskMessage(_Open):
     state_bytes: int = 0
 
 
-class TaskView(_Open):
-    """``GET /tasks/{id}``: the seed's fields first, then details users ask for."""
+def _not_negative() -> Any:
+    """An optional measurement, documented as never negative."""
+    return Field(default=None, json_schema_extra={"minimum": 0})
 
-    id: str
-    task_id: str
+
+def _circuit_optional(schema: dict[str, Any]) -> None:
+    # Sent only when asked for, so it is the one field a task view may lack.
+    schema["required"].remove("quantum_circuit")
+
+
+class TaskView(_Answer):
+    """A task: its status and, once completed, its counts and how they were made."""
+
+    model_config = ConfigDict(json_schema_extra=_circuit_optional)
+
+    # The first version of the API's fields first, then details users ask for.
+    id: Uuid = Field(description="Same as task_id (the API's first name for it).")
+    task_id: Uuid
     status: TaskStatus
-    shots: int
-    result: dict[str, int] | None = None
-    error: str | None = None
+    shots: int = Field(json_schema_extra={"minimum": 1})
+    result: dict[str, int] | None = Field(
+        default=None,
+        description="Counts per outcome once completed (registers separated by spaces).",
+        json_schema_extra={
+            "propertyNames": {"pattern": _OUTCOME},
+            "additionalProperties": {"type": "integer", "minimum": 0},
+        },
+    )
+    error: str | None = Field(default=None, description="Why the task failed (or was cancelled).")
     created_at: datetime
     started_at: datetime | None = None
     completed_at: datetime | None = None
     # Details (None until known).
-    qubits: int | None = None
-    depth: int | None = None
-    method: str | None = None
-    execution_seconds: float | None = None
-    queue_seconds: float | None = None
+    qubits: int | None = _not_negative()
+    depth: int | None = _not_negative()
+    method: str | None = Field(
+        default=None, description="Aer's simulation method, e.g. `statevector` or `stabilizer`."
+    )
+    execution_seconds: float | None = _not_negative()
+    queue_seconds: float | None = _not_negative()
     worker_id: str | None = None
-    attempts: int = 0
+    attempts: int = Field(default=0, json_schema_extra={"minimum": 0})
     seed: int | None = None
     # The tenant (API key) that submitted it; never sent to clients.
     owner: str | None = Field(default=None, exclude=True)
-    # Per-shot outcomes, when submitted with ``memory: true``.
-    memory: list[str] | None = None
-    # Echoed only with ?include=circuit.
-    quantum_circuit: str | None = Field(default=None)
+    memory: list[str] | None = Field(
+        default=None,
+        description="Every shot's outcome in order, when submitted with `memory: true`.",
+        json_schema_extra={"items": {"type": "string", "pattern": _OUTCOME}},
+    )
+    quantum_circuit: str | None = Field(default=None, description="Only with `?include=circuit`.")
 
     def to_json(self, include_circuit: bool = False) -> dict[str, Any]:
         exclude = None if include_circuit else {"quantum_circuit"}
         return self.model_dump(mode="json", exclude=exclude)
 
 
-class HealthView(_Open):
-    status: str
-    services: dict[str, bool]
+class BatchView(_Answer):
+    """Every task of a batch, in submission order."""
+
+    batch_id: str
+    tasks: list[TaskView]
+
+
+class HealthView(_Answer):
+    """Whether each dependency answered; `healthy` when all did."""
+
+    status: str = Field(json_schema_extra={"enum": ["healthy", "unhealthy"]})
+    services: dict[str, bool] = Field(
+        json_schema_extra={
+            "required": ["nats", "redis"],
+            "properties": {"nats": {"type": "boolean"}, "redis": {"type": "boolean"}},
+        }
+    )
+
+
+# --- Error bodies: what `qmill.server.http.error_response` sends -------------------------
+
+
+class ValidationIssue(_Open):
+    """One problem with a request body, as pydantic reports it."""
+
+    type: str
+    loc: list[str | int]
+    msg: str
+
+
+# The optional fields of an error body are left out when they do not apply, never null:
+# SkipJsonSchema[None] keeps null out of the schema.
+class ErrorBody(_Open):
+    """Every error is JSON with a `detail`; the other fields come with some errors."""
+
+    detail: (
+        Annotated[str, Field(min_length=1)] | Annotated[list[ValidationIssue], Field(min_length=1)]
+    )
+    line: Annotated[int, Field(ge=1)] | SkipJsonSchema[None] = None
+    column: Annotated[int, Field(ge=1)] | SkipJsonSchema[None] = None
+    limit: str | SkipJsonSchema[None] = Field(
+        default=None, description="With a 422 over a limit: which one."
+    )
+    allowed: Any = Field(
+        default=None,
+        description="With a 422 over a limit: the allowed value; with a 405: the allowed methods.",
+    )
+    service: str | SkipJsonSchema[None] = Field(
+        default=None, description="With a 503: `nats` or `redis`."
+    )
+
+
+class CircuitError(ErrorBody):
+    """A program that does not parse; `line` and `column` are 1-based when known."""
+
+    detail: Annotated[str, Field(pattern="^invalid OpenQASM: ")]
+
+
+class NoCounts(ErrorBody):
+    """A histogram asked of a task without counts: `status` says what it is."""
+
+    status: TaskStatus
 
 
 def utcnow() -> datetime:

@@ -10,8 +10,8 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from qmill.server import connections, constants, openapi, tasks
-from qmill.server.http import serve
+from qmill.server import connections, openapi, tasks
+from qmill.server.http import Router, serve
 
 
 async def _get(request: Request) -> Response:
@@ -25,17 +25,9 @@ async def _openapi(request: Request) -> Response:
     return Response(openapi.document_bytes(enabled), media_type="application/json")
 
 
-def _resolve(path: str) -> str | None:
-    if path == constants.OPENAPI_PATH:
-        return "openapi"
-    return "health" if path in (constants.HEALTH_PATH, "/") else None
+_ROUTER = Router("health", {"health": _get, "openapi": _openapi})
 
 
 @functions_framework.aio.http
 async def health(request: Request) -> Response:
-    return await serve(
-        request,
-        {"health": {"GET": _get}, "openapi": {"GET": _openapi}},
-        _resolve,
-        function="health",
-    )
+    return await serve(request, _ROUTER)

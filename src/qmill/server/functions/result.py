@@ -19,13 +19,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from qmill import pictures
-from qmill.server import connections, constants, tasks
+from qmill.server import connections, tasks
 from qmill.server.errors import InvalidRequest
-from qmill.server.http import path_id, serve
-
-
-def _task_id(path: str) -> str:
-    return path_id(path, constants.RESULT_PATH_PREFIX) or path_id(path, "/") or ""
+from qmill.server.http import Router, serve
+from qmill.server.models import BatchView, NoCounts
 
 
 def _wait_seconds(raw: str | None, cap: float) -> float:
@@ -44,29 +41,28 @@ async def _get(request: Request) -> Response:
     owner = await connections.tenant(request.headers)
     settings = connections.settings()
     wait = _wait_seconds(request.query_params.get("wait"), settings.server.max_wait_seconds)
-    view = await tasks.get(connections.stores(), _task_id(request.url.path), wait, owner)
+    task_id = request.path_params["task_id"]
+    view = await tasks.get(connections.stores(), task_id, wait, owner)
     include = set(request.query_params.get("include", "").split(","))
     return JSONResponse(view.to_json(include_circuit="circuit" in include))
 
 
 async def _delete(request: Request) -> Response:
     owner = await connections.tenant(request.headers)
-    task_id = _task_id(request.url.path)
+    task_id = request.path_params["task_id"]
     view = await tasks.cancel(connections.stores(), connections.bus(), task_id, owner)
     return JSONResponse(view.to_json())
 
 
 async def _get_batch(request: Request) -> Response:
     owner = await connections.tenant(request.headers)
-    batch_id = path_id(request.url.path, constants.BATCH_PATH_PREFIX) or ""
+    batch_id = request.path_params["batch_id"]
     views = await tasks.get_batch(connections.stores(), batch_id, owner)
-    return JSONResponse({"batch_id": batch_id, "tasks": [v.to_json() for v in views]})
-
-
-def _resolve(path: str) -> str | None:
-    if path_id(path, constants.BATCH_PATH_PREFIX):
-        return "batch"
-    return "task" if _task_id(path) else None
+    batch = BatchView(batch_id=batch_id, tasks=views)
+    # Each task as GET /tasks/{id} shows it by default: without the program.
+    return JSONResponse(
+        batch.model_dump(mode="json", exclude={"tasks": {"__all__": {"quantum_circuit"}}})
+    )
 
 
 @cache
@@ -80,13 +76,6 @@ async def _get_page(request: Request) -> Response:
     return Response(_page(), media_type="text/html; charset=utf-8", headers=headers)
 
 
-def _histogram_task_id(path: str) -> str | None:
-    head = path.removesuffix(constants.HISTOGRAM_SUFFIX)
-    if head == path:
-        return None
-    return path_id(head, constants.RESULT_PATH_PREFIX) or path_id(head, "/")
-
-
 async def _get_histogram(request: Request) -> Response:
     """The counts as SVG; 409 until the task has counts (``?wait=`` waits for them).
 
@@ -95,35 +84,30 @@ async def _get_histogram(request: Request) -> Response:
     owner = await connections.tenant(request.headers)
     settings = connections.settings()
     wait = _wait_seconds(request.query_params.get("wait"), settings.server.max_wait_seconds)
-    task_id = _histogram_task_id(request.url.path) or ""
+    task_id = request.path_params["task_id"]
     view = await tasks.get(connections.stores(), task_id, wait, owner)
     if view.result is None:
         detail = f"the task is {view.status.value}: it has no counts to draw"
-        return JSONResponse({"detail": detail, "status": view.status.value}, status_code=409)
+        body = NoCounts(detail=detail, status=view.status)
+        return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=409)
     svg = pictures.histogram_svg(view.result, title=f"{view.shots} shots, task {task_id[:8]}")
     # Counts never change once written, so caches may keep the picture.
     headers = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
     return Response(svg, media_type="image/svg+xml", headers=headers)
 
 
-def _resolve_all(path: str) -> str | None:
-    if path == constants.PAGE_PATH:
-        return "page"
-    if _histogram_task_id(path):
-        return "histogram"
-    return _resolve(path)
+_ROUTER = Router(
+    "result",
+    {
+        "getTask": _get,
+        "cancelTask": _delete,
+        "getBatch": _get_batch,
+        "getHistogram": _get_histogram,
+        "page": _get_page,
+    },
+)
 
 
 @functions_framework.aio.http
 async def result(request: Request) -> Response:
-    return await serve(
-        request,
-        {
-            "task": {"GET": _get, "DELETE": _delete},
-            "batch": {"GET": _get_batch},
-            "histogram": {"GET": _get_histogram},
-            "page": {"GET": _get_page},
-        },
-        _resolve_all,
-        function="result",
-    )
+    return await serve(request, _ROUTER)

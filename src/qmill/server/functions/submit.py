@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from qmill.server import connections, constants, metrics, tasks
-from qmill.server.http import read_json, serve
+from qmill.server.http import Router, read_json, serve
 
 
 async def _post_task(request: Request) -> Response:
@@ -39,17 +39,9 @@ async def _post_batch(request: Request) -> Response:
     return JSONResponse(batch.model_dump(mode="json"), status_code=201)
 
 
-def _resolve(path: str) -> str | None:
-    if path in (constants.SUBMIT_PATH, "/"):
-        return "tasks"
-    return "batches" if path == constants.BATCH_PATH else None
+_ROUTER = Router("submit", {"submitTask": _post_task, "submitBatch": _post_batch})
 
 
 @functions_framework.aio.http
 async def submit(request: Request) -> Response:
-    return await serve(
-        request,
-        {"tasks": {"POST": _post_task}, "batches": {"POST": _post_batch}},
-        _resolve,
-        function="submit",
-    )
+    return await serve(request, _ROUTER)

@@ -1,0 +1,279 @@
+"""The operations of the OpenAPI document: what only prose can say about each.
+
+`qmill.server.openapi` assembles the document. Paths, methods and operation ids come from
+the route table, schemas from the models, shared error responses from
+`qmill.server.openapi_components`; this module holds the rest: summaries, descriptions,
+examples, query and header parameters, links and success responses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from qmill.server import constants, errors, models
+from qmill.server.openapi_components import error_refs, json_body, own_error, ref
+from qmill.server.routes import Route
+
+# What every operation behind an API key may answer, and what even the open ones may.
+_GUARDED = ("Unauthorized", "PayloadTooLarge", "RateLimited", "Unavailable")
+_OPEN = ("PayloadTooLarge", "Unavailable")
+
+_PATH_PARAMETERS = {
+    "task_id": "A task id as returned by `POST /tasks`. Any other string is a 404.",
+    "batch_id": "A batch id as returned by `POST /batches`. Any other string is a 404.",
+}
+
+BELL3 = (
+    'OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; bit[2] c; h q[0]; cx q[0], q[1]; '
+    "c[0] = measure q[0]; c[1] = measure q[1];"
+)
+BELL2 = (
+    'OPENQASM 2.0; include "qelib1.inc"; qreg q[2]; creg c[2]; h q[0]; cx q[0],q[1]; '
+    "measure q -> c;"
+)
+
+
+def _wait(description: str) -> dict[str, Any]:
+    return {
+        "name": "wait",
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "number", "minimum": 0},
+    }
+
+
+def _link(operation: str, param: str, field: str) -> dict[str, Any]:
+    return {"operationId": operation, "parameters": {param: f"$response.body#/{field}"}}
+
+
+def _operations() -> dict[str, dict[str, Any]]:
+    """Each operation without its operationId and path, which the route table gives."""
+    task = json_body(models.TaskView)
+    return {
+        "submitTask": {
+            "summary": "Submit a program",
+            "description": (
+                "Parses and checks the program against the limits, records the task as "
+                "`pending` and queues it; 201 means it is durably queued. With an "
+                "`Idempotency-Key`, the same key and body within `[redis] "
+                "idempotency_window_seconds` return the first task (201 with "
+                "`Idempotent-Replayed: true`); the same key with another body is a 422."
+            ),
+            "parameters": [
+                {
+                    "name": constants.IDEMPOTENCY_HEADER,
+                    "in": "header",
+                    "required": False,
+                    "description": "Makes retries safe: a repeat with the same key and body "
+                    "returns the first task.",
+                    "schema": {"type": "string"},
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        **json_body(models.SubmitRequest)["application/json"],
+                        "examples": {
+                            "bell3": {
+                                "summary": "Bell pair, OpenQASM 3",
+                                "value": {"quantum_circuit": BELL3, "shots": 1024},
+                            },
+                            "bell2": {
+                                "summary": "Bell pair, OpenQASM 2",
+                                "value": {
+                                    "quantum_circuit": BELL2,
+                                    "shots": 100,
+                                    "seed": 7,
+                                    "memory": True,
+                                },
+                            },
+                        },
+                    }
+                },
+            },
+            "responses": {
+                "201": {
+                    "description": "Accepted and queued.",
+                    "headers": {
+                        "Idempotent-Replayed": {
+                            "description": "`true` when an Idempotency-Key matched an "
+                            "earlier submit.",
+                            "schema": {"type": "string", "enum": ["true"]},
+                        }
+                    },
+                    "content": json_body(models.SubmitResponse),
+                    "links": {
+                        "GetTask": _link("getTask", "task_id", "task_id"),
+                        "CancelTask": _link("cancelTask", "task_id", "task_id"),
+                    },
+                },
+                **error_refs("InvalidCircuit", "Unprocessable", *_GUARDED),
+                **own_error(
+                    errors.IdempotencyInProgress,
+                    "A request with this `Idempotency-Key` is still being processed: its task "
+                    "may yet be refused, so retry after `Retry-After` seconds.",
+                    ("Retry-After",),
+                ),
+            },
+        },
+        "getTask": {
+            "summary": "A task's status and, once completed, its counts",
+            "parameters": [
+                _wait(
+                    "Long-poll: answer as soon as the task is terminal, or after this many "
+                    "seconds (capped by `[server] max_wait_seconds`, 30 by default)."
+                ),
+                {
+                    "name": "include",
+                    "in": "query",
+                    "required": False,
+                    "description": "Comma-separated extras; `circuit` echoes the program as "
+                    "`quantum_circuit`. Unknown names are ignored.",
+                    "schema": {"type": "string"},
+                    "examples": {"circuit": {"value": "circuit"}},
+                },
+            ],
+            "responses": {
+                "200": {"description": "The task.", "content": task},
+                **error_refs("NotFound", "Unprocessable", *_GUARDED),
+            },
+        },
+        "cancelTask": {
+            "summary": "Cancel a pending or running task",
+            "description": "A pending task never runs; a running one is stopped. The task "
+            "stays readable, as `cancelled`.",
+            "responses": {
+                "200": {"description": "Cancelled; the task as it now is.", "content": task},
+                **error_refs("NotFound"),
+                **own_error(
+                    errors.TaskConflict,
+                    "The task already finished (`completed`, `failed` or `cancelled`).",
+                ),
+                **error_refs(*_GUARDED),
+            },
+        },
+        "submitBatch": {
+            "summary": "Submit several programs at once, all or nothing",
+            "description": "Every task is checked first (an error names its index, "
+            "`tasks[i]`); then all are queued.",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        **json_body(models.BatchRequest)["application/json"],
+                        "examples": {
+                            "two": {
+                                "value": {
+                                    "tasks": [
+                                        {"quantum_circuit": BELL3},
+                                        {"quantum_circuit": BELL2, "shots": 10},
+                                    ]
+                                }
+                            }
+                        },
+                    }
+                },
+            },
+            "responses": {
+                "201": {
+                    "description": "Accepted and queued.",
+                    "content": json_body(models.BatchResponse),
+                    "links": {"GetBatch": _link("getBatch", "batch_id", "batch_id")},
+                },
+                **error_refs("InvalidCircuit", "Unprocessable", *_GUARDED),
+            },
+        },
+        "getBatch": {
+            "summary": "Every task of a batch, in submission order",
+            "responses": {
+                "200": {"description": "The batch.", "content": json_body(models.BatchView)},
+                **error_refs("NotFound", *_GUARDED),
+            },
+        },
+        "health": {
+            "summary": "Whether NATS and Redis answer",
+            "security": [],
+            "responses": {
+                "200": {"description": "Both answer.", "content": json_body(models.HealthView)},
+                **error_refs("PayloadTooLarge"),
+                "503": {
+                    "description": "A dependency did not answer (`unhealthy`, naming it), or "
+                    "the health function itself is down (an error, with `Retry-After`).",
+                    "content": json_body(
+                        {
+                            "oneOf": [
+                                ref(models.HealthView),
+                                ref(models.ErrorBody),
+                            ]
+                        }
+                    ),
+                },
+            },
+        },
+        "openapi": {
+            "summary": "This document",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "The OpenAPI document of this deployment.",
+                    "content": json_body({"type": "object", "required": ["openapi", "paths"]}),
+                },
+                **error_refs(*_OPEN),
+            },
+        },
+        "getHistogram": {
+            "summary": "A task's counts as an SVG bar chart",
+            "parameters": [
+                _wait(
+                    "Wait up to this many seconds for the counts (capped like "
+                    "`GET /tasks/{task_id}`)."
+                )
+            ],
+            "responses": {
+                "200": {
+                    "description": "The chart.",
+                    "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+                },
+                **error_refs("NotFound"),
+                "409": {
+                    "description": "The task has no counts (yet): `status` says what it is.",
+                    "content": json_body(models.NoCounts),
+                },
+                **error_refs("Unprocessable", *_GUARDED),
+            },
+        },
+        "page": {
+            "summary": "The web page (submit a program, watch it, see its counts)",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "The page.",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                },
+                **error_refs(*_OPEN),
+            },
+        },
+    }
+
+
+def paths(table: Iterable[Route]) -> dict[str, Any]:
+    """paths: one item per path of the route table, one operation per route."""
+    operations = _operations()
+    found: dict[str, Any] = {}
+    for route in table:
+        item = found.setdefault(route.path, {})
+        if route.param is not None and "parameters" not in item:
+            item["parameters"] = [
+                {
+                    "name": route.param,
+                    "in": "path",
+                    "required": True,
+                    "description": _PATH_PARAMETERS[route.param],
+                    "schema": {"type": "string", "format": "uuid"},
+                }
+            ]
+        item[route.method.lower()] = {"operationId": route.operation, **operations[route.operation]}
+    return found
