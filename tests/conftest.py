@@ -30,8 +30,9 @@ from nats.js.errors import NotFoundError
 from qmill.server import constants, embedded
 from qmill.server.bus import Bus
 from qmill.server.config import Settings
-from qmill.server.launcher import Launcher, Process, Server, settings_env, stop
+from qmill.server.launcher import Launcher, settings_env
 from qmill.server.ports import free_port, free_ports, wait_port
+from qmill.server.processes import Process, Server, stop
 from qmill.server.store import Store
 
 __all__ = [
@@ -199,7 +200,7 @@ def require_binary(name_or_path: str, why: str) -> str:
     if os.environ.get(REQUIRE_BINARIES_ENV) == "1":
         pytest.fail(f"{message} ({REQUIRE_BINARIES_ENV}=1 requires it)", pytrace=False)
     MISSING_BINARIES[name_or_path] = why
-    pytest.skip(f"SKIPPED, {message} (set {REQUIRE_BINARIES_ENV}=1 to fail instead)")
+    pytest.skip(f"{message} (set {REQUIRE_BINARIES_ENV}=1 to fail instead)")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -41,7 +41,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from qmill.server import constants
-from qmill.server.launcher import Launcher, Worker
+from qmill.server.launcher import Launcher
+from qmill.server.processes import Worker
 from tests.conftest import REPO
 
 FULL = os.environ.get("FAULTS_SCALE", "fast") == "full"

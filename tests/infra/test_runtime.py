@@ -29,7 +29,9 @@ import httpx
 import pytest
 
 from qmill.server import constants, embedded
-from tests.conftest import free_port, require_binary, stop, wait_port
+from qmill.server.launcher import base_env
+from qmill.server.processes import Process
+from tests.conftest import free_port, require_binary, wait_port
 from tests.infra.conftest import NGINX_CONF, REPO, sample_path
 
 CONTAINER_PORT = "8080"
@@ -38,27 +40,20 @@ IMAGE_FUNCTIONS_DIR = "/app/functions"
 
 @dataclass
 class Started:
-    """Processes a test started, stopped (with their process groups) at teardown."""
+    """Processes a test started (the launcher's), stopped with their process groups at
+    teardown."""
 
     logs: Path
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    procs: list[Process] = field(default_factory=list)
 
     def start(self, argv: list[str], env: Mapping[str, str], name: str) -> None:
-        with open(self.logs / f"{name}.log", "wb") as log:
-            self.procs.append(
-                subprocess.Popen(
-                    argv,
-                    env=dict(env),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    cwd=self.logs,
-                )
-            )
+        process = Process(name, argv, env=env, log=self.logs / f"{name}.log", cwd=self.logs)
+        process.spawn()
+        self.procs.append(process)
 
     def stop_all(self) -> None:
-        for proc in reversed(self.procs):
-            stop(proc)
+        for process in reversed(self.procs):
+            process.stop()
 
 
 @pytest.fixture
@@ -68,11 +63,6 @@ def started(tmp_path: Path) -> Iterator[Started]:
         yield procs
     finally:
         procs.stop_all()
-
-
-def base_env() -> dict[str, str]:
-    """This machine's environment without any QMILL_* of its own."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("QMILL_")}
 
 
 def container_env(svc: Mapping[str, Any], **overrides: str) -> dict[str, str]:
