@@ -230,12 +230,19 @@ class Launcher:
     def leftovers(self) -> list[str]:
         """Processes still running that this launcher started, or that they started."""
         found = []
+        for proc in self._marked():
+            with contextlib.suppress(psutil.Error):
+                found.append(f"{proc.pid} {' '.join(proc.cmdline())[:120]}")
+        return found
+
+    def _marked(self) -> list[psutil.Process]:
+        found = []
         for proc in psutil.process_iter():
             try:
                 if proc.status() == psutil.STATUS_ZOMBIE:
                     continue
                 if proc.environ().get(MARK_ENV) == self.mark:
-                    found.append(f"{proc.pid} {' '.join(proc.cmdline())[:120]}")
+                    found.append(proc)
             except psutil.Error:
                 continue
         return found
@@ -262,8 +269,10 @@ class Launcher:
         return left
 
     def _kill_marked(self) -> None:
-        for line in self.leftovers():
-            pid = int(line.split()[0])
-            signal_group(pid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        """SIGKILL every marked process and its group; wait (briefly) until they are gone."""
+        marked = self._marked()
+        for proc in marked:
+            signal_group(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(marked, timeout=5)
