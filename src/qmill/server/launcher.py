@@ -38,6 +38,9 @@ from qmill.server.processes import Process, Server, Worker, signal_group
 MARK_ENV = "QMILL_LAUNCH_MARK"
 # `qmill up` starts every service in turn before its gateway listens.
 UP_READY_TIMEOUT_SECONDS = 120.0
+# On SIGTERM `qmill up` lets its workers finish within their grace period (config.toml's,
+# which the launcher does not read), then stops everything else.
+UP_STOP_TIMEOUT_SECONDS = 90.0
 
 
 def base_env() -> dict[str, str]:
@@ -69,8 +72,9 @@ class Launcher:
     """A qmill system on free ports with everything under ``root`` (data, logs).
 
     ``config`` holds settings by section, like config.toml (``{"worker": {"max_attempts":
-    3}}``); the launcher adds the ports and the data directory. ``cwd`` is where the
-    processes run (``qmill up`` reads ``./config.toml`` there).
+    3}}``); the launcher adds the ports and the data directory, and ``settings`` is the
+    result: what every process `start` starts runs with. ``cwd`` is where the processes
+    run (``qmill up`` reads ``./config.toml`` there).
     """
 
     def __init__(
@@ -201,8 +205,7 @@ class Launcher:
             env=self.up_env(**env),
             log=self.root / "qmill-up.log",
             cwd=self.cwd,
-            # It stops its workers within their grace period, then everything else.
-            stop_timeout=90.0,
+            stop_timeout=UP_STOP_TIMEOUT_SECONDS,
         )
         self.supervisor.start(UP_READY_TIMEOUT_SECONDS)
         return self.supervisor

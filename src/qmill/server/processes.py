@@ -20,6 +20,8 @@ from qmill.server.config import env_name
 from qmill.server.ports import wait_port
 
 READY_TIMEOUT_SECONDS = 60.0
+# What qmill_worker.consumer logs once its consumer pulls: the worker is ready.
+WORKER_READY_MESSAGE = "pulling tasks"
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = embedded.STOP_TIMEOUT_SECONDS) -> None:
@@ -63,6 +65,7 @@ class Process:
         self.cwd = cwd
         self.stop_timeout = stop_timeout
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log_start = 0  # where this run's output begins in the appended log
 
     @property
     def pid(self) -> int:
@@ -72,6 +75,7 @@ class Process:
     def spawn(self) -> subprocess.Popen[bytes]:
         """Start the process and return at once."""
         out = open(self.log, "ab") if self.log is not None else None  # noqa: SIM115
+        self._log_start = out.tell() if out is not None else 0
         try:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
                 self.argv,
@@ -141,11 +145,13 @@ class Process:
             self.kill()
         return self.start(timeout)
 
-    def output(self) -> str:
+    def output(self, *, this_run: bool = False) -> str:
+        """Its log: all of it, or only what it wrote since it was last started."""
         if self.log is None:
             return ""
         with contextlib.suppress(FileNotFoundError):
-            return self.log.read_text(errors="replace")
+            data = self.log.read_bytes()
+            return data[self._log_start if this_run else 0 :].decode(errors="replace")
         return ""
 
     def events(self) -> list[dict[str, Any]]:
@@ -188,7 +194,7 @@ class Worker(Process):
     def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
         """Until it pulls tasks (its simulation processes are warm by then)."""
         deadline = time.monotonic() + timeout
-        while "pulling tasks" not in self.output():
+        while WORKER_READY_MESSAGE not in self.output(this_run=True):
             if not self.alive():
                 raise RuntimeError(f"{self.worker_id} exited at start{self._see_log()}")
             if time.monotonic() >= deadline:
