@@ -175,8 +175,9 @@ class Cluster(Launcher):
         self.scenario = scenario
 
     async def start(self, workers: int = 2, **worker_env: str) -> None:  # type: ignore[override]
-        """Start everything and wait until it answers; ``worker_env`` applies to every worker
-        (they share one JetStream consumer, so they must agree on its settings)."""
+        """`Launcher.start` off the event loop the scenario runs in, then a ``/health``
+        check; ``worker_env`` applies to every worker (they share one JetStream consumer,
+        so they must agree on its settings)."""
         await asyncio.to_thread(super().start, workers, **worker_env)
         async with httpx.AsyncClient(base_url=self.url, timeout=10) as client:
             assert (await client.get("/health")).status_code == 200
