@@ -1,8 +1,9 @@
 """End-to-end workloads against the real system, started exactly as ``make run`` starts it.
 
-``qmill up`` runs with free ports and a temporary data directory (so a bench never
-touches a dev system on :8000), one system per configuration, and is always stopped
-with SIGTERM; any process left over after that is killed and reported.
+``qmill up`` runs from the one launcher (`qmill.server.launcher`, which the tests and
+the fault campaign use too) with free ports and a temporary data directory (so a bench
+never touches a dev system on :8000), one system per configuration, and is always
+stopped with SIGTERM; any process left over after that is killed and reported.
 
 The load generator is one asyncio process with httpx, behaving like the original
 system's clients: ``POST /tasks``, then ``GET /tasks/{id}`` until the task is terminal.
@@ -28,9 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +44,7 @@ import psutil
 
 from bench import workloads
 from bench.measure import Settler, StallMonitor, TreeMeter, cpu_seconds, percentile
+from qmill.server.launcher import Launcher
 
 REPO = Path(__file__).resolve().parents[1]
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
@@ -121,25 +120,6 @@ DEFAULT_CONFIGS = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
-
-
-def consecutive_free_ports(count: int) -> int:
-    for _ in range(200):
-        base = free_port()
-        if base + count < 65535 and all(_port_free(base + i) for i in range(count)):
-            return base
-    raise RuntimeError("no run of free ports")
-
-
 def label_process(proc: psutil.Process) -> str:
     """Which part of the system a process is, from its command line."""
     try:
@@ -164,10 +144,6 @@ def label_process(proc: psutil.Process) -> str:
     return str(proc.name())
 
 
-def qmill_bin(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
-
-
 def effective_settings(env: dict[str, str]) -> dict[str, Any]:
     """What the system will run with, resolved by qmill itself (defaults < toml < env)."""
     code = (
@@ -189,60 +165,39 @@ def effective_settings(env: dict[str, str]) -> dict[str, Any]:
 
 
 class System:
-    """``qmill up`` on free ports with a temporary data directory."""
+    """``qmill up`` from the one launcher (`qmill.server.launcher`): free ports outside
+    the ephemeral range and a temporary data directory."""
 
     def __init__(self, config: SystemConfig) -> None:
         self.config = config
         self._tmp = tempfile.TemporaryDirectory(prefix="qmill-bench-")
-        tmp = Path(self._tmp.name)
-        self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("QMILL_")}
-        env.update(
-            QMILL_SERVER__PORT=str(self.port),
-            QMILL_NATS__URL=f"nats://127.0.0.1:{free_port()}",
-            QMILL_REDIS__URL=f"redis://127.0.0.1:{free_port()}",
-            QMILL_EMBEDDED__DATA_DIR=str(tmp / "data"),
-            QMILL_EMBEDDED__FUNCTIONS_BASE_PORT=str(consecutive_free_ports(3)),
-        )
-        env.update(config.env())
-        self.env = env
-        self.log_path = tmp / "qmill-up.log"
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.launcher = Launcher(Path(self._tmp.name), cwd=REPO)
+        self.port = self.launcher.port
+        self.url = self.launcher.url
+        self.env = self.launcher.up_env(**config.env())
+        self.log_path = Path(self._tmp.name) / "qmill-up.log"
         self.settings: dict[str, Any] = {}
         self.leftover: list[str] = []
         self.start_seconds = 0.0
 
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        supervisor = self.launcher.supervisor
+        return supervisor.proc if supervisor is not None else None
+
     async def start(self, client: httpx.AsyncClient) -> None:
         self.settings = effective_settings(self.env)
         started = time.perf_counter()
-        self.proc = self._spawn()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"qmill up exited with {self.proc.returncode}: {self.log()}")
-            with contextlib.suppress(httpx.HTTPError):
-                health = await client.get(self.url + "/health")
-                if health.status_code == 200:
-                    break
-            await asyncio.sleep(0.1)
-        else:
-            raise RuntimeError(f"qmill up not healthy after 120 s: {self.log()}")
+        await asyncio.to_thread(self.launcher.up, **self.config.env())
+        try:
+            await asyncio.to_thread(self.launcher.wait_healthy, 120)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{exc}: {self.log()}") from None
         # Warm every worker slot (imports, pass manager) and every function before timing.
         slots = int(self.settings["processes"]) * int(self.settings["concurrency_per_worker"])
         warm = [workloads.BELL] * max(8, slots * 4)
         await asyncio.gather(*(submit_and_wait(client, self.url, qasm, 64) for qasm in warm))
         self.start_seconds = time.perf_counter() - started
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        with open(self.log_path, "wb") as log:
-            return subprocess.Popen(
-                [qmill_bin("qmill"), "up"],
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
 
     def log(self) -> str:
         with contextlib.suppress(OSError):
@@ -257,22 +212,8 @@ class System:
         return []
 
     def stop(self) -> None:
-        """SIGTERM to ``qmill up`` (it stops its children); kill whatever is left."""
-        if self.proc is None:
-            return
-        children = self.processes()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        _gone, alive = psutil.wait_procs(children, timeout=10)
-        for proc in alive:
-            with contextlib.suppress(psutil.Error):
-                self.leftover.append(" ".join(proc.cmdline())[:120])
-                proc.kill()
+        """SIGTERM to ``qmill up`` (it stops its children); kill and report whatever is left."""
+        self.leftover = self.launcher.stop()
         self._tmp.cleanup()
 
 

@@ -2,21 +2,22 @@
 
 Servers start once per test session (as nats.py's own suite does) and every test
 starts from an empty Redis and a fresh stream. Every process a fixture starts is
-stopped in a ``finally``, so a failing test leaves nothing running.
+stopped in a ``finally``, so a failing test leaves nothing running. Processes and
+ports come from `qmill.server.launcher` and `qmill.server.ports`, the same launcher
+the fault campaign and the benchmark use.
+
+A test that drives a system binary (Chromium, nginx) gets it from `require_binary`:
+skipped, loudly, where it is absent; failed instead under
+``QMILL_REQUIRE_SYSTEM_BINARIES=1``, which ``.ci/run`` sets after installing them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
-import random
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,145 +30,45 @@ from nats.js.errors import NotFoundError
 from qmill.server import constants, embedded
 from qmill.server.bus import Bus
 from qmill.server.config import Settings
+from qmill.server.launcher import Launcher, settings_env
+from qmill.server.ports import free_port, free_ports, wait_port
+from qmill.server.processes import Process, Server, stop
 from qmill.server.store import Stores
+
+__all__ = [
+    "BELL",
+    "REPO",
+    "Processes",
+    "Server",
+    "Servers",
+    "free_port",
+    "free_ports",
+    "require_binary",
+    "settings_env",
+    "stop",
+    "wait_for",
+    "wait_port",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 BELL = (
     'OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; bit[2] c; h q[0]; cx q[0],q[1]; '
     "c[0] = measure q[0]; c[1] = measure q[1];"
 )
-
-
-def _port_range() -> range:
-    """Where test servers get their ports: outside the kernel's ephemeral range.
-
-    A port the kernel hands out for ``bind(0)`` comes from the ephemeral range, where
-    any outgoing connection of any test can take it between the moment a test picks it
-    and the moment its server binds it (seen: `qmill up` failing at start because a
-    function's port had become some client's local port).
-    """
-    try:
-        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-    except (OSError, ValueError):
-        low, high = 32768, 60999
-    if low - 10000 >= 2000:
-        return range(10000, low)
-    return range(high + 1, 65536)
-
-
-_PORTS = _port_range()
-# Handed out in order from a random start, so the servers of one test run never pick
-# the same port, and two runs on one machine rarely start near each other.
-_next_port = itertools.count(random.randrange(len(_PORTS)))
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive ports that nothing holds now."""
-    for _ in range(len(_PORTS)):
-        base = _PORTS[next(_next_port) % (len(_PORTS) - count)]
-        if all(_bindable(base + i) for i in range(count)):
-            for _ in range(count - 1):
-                next(_next_port)
-            return base
-    raise RuntimeError(f"no {count} consecutive free ports in {_PORTS}")
-
-
-def free_port() -> int:
-    return free_ports(1)
-
-
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on port {port}")
-
-
-def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL; the process group too, so no grandchild survives."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-@dataclass
-class Server:
-    """A real server process that a test may kill and restart on the same port and data."""
-
-    name: str
-    port: int
-    data_dir: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    def command(self) -> list[str]:
-        if self.name == "nats":
-            return embedded.nats_command(self.port, self.data_dir)
-        return embedded.redis_command(self.port, self.data_dir)
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            self.command(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        wait_port(self.port)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop(self.proc)
-
-
-@dataclass
-class Servers:
-    nats: Server
-    redis: Server
-
-    @property
-    def nats_url(self) -> str:
-        return f"nats://127.0.0.1:{self.nats.port}"
-
-    @property
-    def redis_url(self) -> str:
-        return f"redis://127.0.0.1:{self.redis.port}"
+# The session's nats-server and redis-server: a launcher of which only the servers run
+# (``servers.nats``, ``servers.redis``, ``servers.nats_url``, ``servers.redis_url``).
+Servers = Launcher
 
 
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    root = tmp_path_factory.mktemp("servers")
-    both = Servers(
-        nats=Server("nats", free_port(), root / "nats"),
-        redis=Server("redis", free_port(), root / "redis"),
-    )
+    """nats-server and redis-server for the whole session, from the one launcher."""
+    both = Servers(tmp_path_factory.mktemp("servers"), cwd=REPO)
     try:
-        both.nats.start()
-        both.redis.start()
+        both.start_servers()
         yield both
     finally:
-        both.nats.stop()
-        both.redis.stop()
+        both.stop()
 
 
 # Short limits so redelivery happens in seconds, not minutes.
@@ -188,15 +89,6 @@ def settings(servers: Servers) -> Settings:
             "redis": {"url": servers.redis_url},
         }
     )
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The same settings as QMILL_* variables, for child processes."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QMILL_")}
-    for section, values in settings.model_dump(mode="json").items():
-        for key, value in values.items():
-            env[f"QMILL_{section.upper()}__{key.upper()}"] = str(value)
-    return env
 
 
 @pytest.fixture
@@ -242,24 +134,14 @@ class Processes:
 
     def start(self, argv: list[str], **env: str) -> subprocess.Popen[bytes]:
         assert self.logs is not None
-        with open(self.logs / f"{len(self.started)}.log", "wb") as log:
-            # The child keeps its own copy of the descriptor.
-            proc = subprocess.Popen(
-                argv,
-                env={**self.env, **env},
-                cwd=REPO,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        name = str(len(self.started))
+        log = self.logs / f"{name}.log"
+        proc = Process(name, argv, env={**self.env, **env}, log=log, cwd=REPO).spawn()
         self.started.append(proc)
         return proc
 
     def worker(self, **env: str) -> subprocess.Popen[bytes]:
-        return self.start(
-            [shutil.which("qmill-worker", path=str(Path(sys.executable).parent)) or "qmill-worker"],
-            **env,
-        )
+        return self.start([embedded.binary("qmill-worker")], **env)
 
 
 @pytest.fixture
@@ -283,6 +165,50 @@ async def wait_for(predicate: Callable[[], object], timeout: float, interval: fl
             return
         await asyncio.sleep(interval)
     raise TimeoutError("condition not met in time")
+
+
+# Set by .ci/run, which installs every system binary the suite drives: there a missing
+# one fails its tests instead of skipping them.
+REQUIRE_BINARIES_ENV = "QMILL_REQUIRE_SYSTEM_BINARIES"
+# System directories that are often not on a user's PATH (Debian's nginx is in /usr/sbin).
+SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+# What was skipped for a missing binary, repeated at the end of the run.
+MISSING_BINARIES: dict[str, str] = {}
+
+
+def find_binary(name_or_path: str) -> str | None:
+    """An executable path: a path as given, a bare name on PATH or in the sbin directories."""
+    if os.sep in name_or_path:
+        path = Path(name_or_path)
+        return str(path) if path.is_file() and os.access(path, os.X_OK) else None
+    search = os.pathsep.join([os.environ.get("PATH", os.defpath), *SBIN])
+    return shutil.which(name_or_path, path=search)
+
+
+def require_binary(name_or_path: str, why: str) -> str:
+    """The system binary a test drives, or a loud skip where it is absent.
+
+    ``make test`` must pass on a machine with only Python and pip, so a missing browser
+    or nginx skips the tests that need it, with the reason in the summary and in a
+    section of its own at the end. Under ``QMILL_REQUIRE_SYSTEM_BINARIES=1`` (CI,
+    which installs them) it fails instead, so a check CI should run is never skipped.
+    """
+    found = find_binary(name_or_path)
+    if found is not None:
+        return found
+    message = f"system binary {name_or_path} not found: {why}"
+    if os.environ.get(REQUIRE_BINARIES_ENV) == "1":
+        pytest.fail(f"{message} ({REQUIRE_BINARIES_ENV}=1 requires it)", pytrace=False)
+    MISSING_BINARIES[name_or_path] = why
+    pytest.skip(f"{message} (set {REQUIRE_BINARIES_ENV}=1 to fail instead)")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not MISSING_BINARIES:
+        return
+    terminalreporter.section("MISSING SYSTEM BINARIES: tests skipped", red=True, bold=True)
+    for name, why in MISSING_BINARIES.items():
+        terminalreporter.write_line(f"{name}: {why}", red=True)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -2,7 +2,8 @@
 
 Debian's ``chromium`` driven by Playwright through ``executable_path``: Playwright's own
 browser downloads are never used (``.ci/run`` installs the Debian package). Set
-$QMILL_CHROMIUM to use another Chromium binary.
+$QMILL_CHROMIUM to use another Chromium binary. Without one, the browser tests skip
+with the reason at the end of the run (`require_binary`); in CI they fail.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.conftest import BELL, REPO
+from tests.conftest import BELL, REPO, require_binary
 from tests.e2e.system import System, running_system
 from tests.integration.test_worker import runaway_circuit
 
@@ -47,13 +48,13 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(
-            f"no Chromium at {CHROMIUM}: `apt-get install chromium` (what .ci/run does), "
-            "or point $QMILL_CHROMIUM at one"
-        )
+    chromium = require_binary(
+        CHROMIUM,
+        "the web page is tested in a real Chromium: `apt-get install chromium` "
+        "(what .ci/run does), or point $QMILL_CHROMIUM at one",
+    )
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             yield browser
         finally:

@@ -1,8 +1,9 @@
 """The fault campaign's harness: a whole qmill system on its own servers, load, and a checker.
 
 Each scenario starts a `Cluster` (its own nats-server and redis-server, the three
-functions under functions-framework, the gateway and ``qmill-worker`` processes, all
-started with the same commands `make run` uses), drives it with `run_load` over HTTP
+functions under functions-framework, the gateway and ``qmill-worker`` processes, each
+started by `qmill.server.launcher` with the command `make run` uses, and no supervisor
+to restart what a scenario kills), drives it with `run_load` over HTTP
 while it injects faults into the real processes, and ends with `Checker.verify`,
 which reads every accepted task back through ``GET /tasks/{id}`` and fails the
 scenario unless
@@ -25,11 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -43,17 +40,14 @@ import psutil
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from qmill.server import constants, embedded
-from qmill.server.config import Settings
-from tests.conftest import REPO, Server, free_port, settings_env, stop, wait_port
+from qmill.server import constants
+from qmill.server.launcher import Launcher
+from qmill.server.processes import Worker
+from tests.conftest import REPO
 
 FULL = os.environ.get("FAULTS_SCALE", "fast") == "full"
-# Every process a cluster starts carries this variable (children inherit it), which is
-# how `Cluster.leftovers` finds anything left running, grandchildren included.
-MARK_ENV = "QMILL_FAULTS_RUN"
 # Summary lines of the scenarios run in this session; conftest prints them as a table.
 SUMMARIES: list[str] = []
-BIN = Path(sys.executable).parent
 TERMINAL = ("completed", "failed")
 T = TypeVar("T")
 
@@ -150,62 +144,8 @@ def runaway(n: int = 22, rounds: int = 12) -> Circuit:
 
 
 # --- the system under test -------------------------------------------------------------------
-class MarkedServer(Server):
-    """A `Server` whose process carries the campaign's marker (see `Cluster.leftovers`)."""
-
-    env: dict[str, str] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            self.command(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            env=self.env,
-        )
-        wait_port(self.port)
-
-    def pause(self) -> None:
-        """SIGSTOP: the server is there but answers nothing (a hung or partitioned server)."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        self.resume()  # a stopped process would sit on SIGTERM until the SIGKILL
-        super().stop()
-
-
-@dataclass
-class WorkerProc:
-    worker_id: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-    heartbeat: Path
-
-    def check(self) -> int:
-        """``qmill-worker --check``, the liveness probe compose and Kubernetes run."""
-        env = {**os.environ, "QMILL_WORKER__HEARTBEAT_FILE": str(self.heartbeat)}
-        argv = [str(BIN / "qmill-worker"), "--check"]
-        return subprocess.run(argv, env=env, capture_output=True, check=False).returncode
-
-    def events(self) -> list[dict[str, Any]]:
-        """The worker's JSON log lines (other lines, e.g. a library's, are skipped)."""
-        found = []
-        with contextlib.suppress(FileNotFoundError), open(self.log, "rb") as lines:
-            for line in lines:
-                with contextlib.suppress(ValueError):
-                    event = json.loads(line)
-                    if isinstance(event, dict):
-                        found.append(event)
-        return found
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
+# The launcher's processes: kill, pause (SIGSTOP), resume, start again; workers' JSON events.
+WorkerProc = Worker
 
 # Short limits so redelivery happens in seconds: the process executor marks a running
 # task in progress every ack_wait/3, so a short ack_wait costs nothing to a live worker.
@@ -222,119 +162,40 @@ BASE_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-class Cluster:
-    """The whole system on free ports: servers, functions, gateway, workers.
+class Cluster(Launcher):
+    """The whole system from the one launcher, one process per service, so a scenario can
+    SIGKILL or freeze any of them (``cluster.nats.pause()``, ``cluster.kill(worker)``).
 
     Everything is stopped by `shutdown` (also called by the fixture's finally), which
     returns what, if anything, was left running.
     """
 
     def __init__(self, root: Path, scenario: str) -> None:
-        self.root = root
+        super().__init__(root, BASE_SETTINGS, mark=f"{scenario}-{uuid.uuid4().hex[:8]}", cwd=REPO)
         self.scenario = scenario
-        self.mark = f"{scenario}-{uuid.uuid4().hex[:8]}"
-        self.env_base = {**os.environ, MARK_ENV: self.mark}
-        self.nats = MarkedServer("nats", free_port(), root / "nats")
-        self.redis = MarkedServer("redis", free_port(), root / "redis")
-        self.nats.env = self.redis.env = self.env_base
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.settings = Settings.model_validate(
-            {
-                **BASE_SETTINGS,
-                "nats": {**BASE_SETTINGS["nats"], "url": f"nats://127.0.0.1:{self.nats.port}"},
-                "redis": {"url": f"redis://127.0.0.1:{self.redis.port}"},
-                "server": {"port": self.port},
-            }
-        )
-        self.env = {**settings_env(self.settings), MARK_ENV: self.mark}
-        self.services: list[subprocess.Popen[bytes]] = []
-        self.workers: list[WorkerProc] = []
-        self.worker_env: dict[str, str] = {}
-        self._count = 0
-        self._down = False
 
-    @property
-    def redis_url(self) -> str:
-        return self.settings.redis.url
-
-    # --- start ---------------------------------------------------------------------------
-    async def start(self, workers: int = 2, **worker_env: str) -> None:
-        """Start everything and wait until it answers; ``worker_env`` applies to every worker
-        (they share one JetStream consumer, so they must agree on its settings)."""
-        self.worker_env = worker_env
-        self.nats.start()
-        self.redis.start()
-        upstreams: dict[str, str] = {}
-        ports = []
-        for name in constants.FUNCTION_NAMES:
-            port = free_port()
-            ports.append(port)
-            upstreams[name] = f"http://127.0.0.1:{port}"
-            self._spawn(
-                name,
-                embedded.function_command(name, port),
-            )
-        gateway = [str(BIN / "qmill-gateway")]
-        for name, url in upstreams.items():
-            gateway += [f"--{name}-url", url]
-        self._spawn("gateway", gateway)
-        started = [self.add_worker() for _ in range(workers)]
-        for port in [*ports, self.port]:
-            await asyncio.to_thread(wait_port, port, 60)
-        for worker in started:
-            await self.wait_ready(worker)
+    async def start(self, workers: int = 2, **worker_env: str) -> None:  # type: ignore[override]
+        """`Launcher.start` off the event loop the scenario runs in, then a ``/health``
+        check; ``worker_env`` applies to every worker (they share one JetStream consumer,
+        so they must agree on its settings)."""
+        await asyncio.to_thread(super().start, workers, **worker_env)
         async with httpx.AsyncClient(base_url=self.url, timeout=10) as client:
             assert (await client.get("/health")).status_code == 200
 
-    def _spawn(self, name: str, argv: list[str], **env: str) -> subprocess.Popen[bytes]:
-        with open(self.root / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(
-                argv,
-                env={**self.env, **env},
-                cwd=REPO,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.services.append(proc)
-        return proc
-
-    def add_worker(self, **env: str) -> WorkerProc:
-        """Start one more ``qmill-worker`` (as a supervisor replacing a dead one would);
-        `wait_ready` waits until it pulls."""
-        self._count += 1
-        worker_id = f"w{self._count}"
-        argv = [str(BIN / "qmill-worker"), "--worker-id", worker_id]
-        beat = self.root / f"{worker_id}.alive"
-        env = {"QMILL_WORKER__HEARTBEAT_FILE": str(beat), **self.worker_env, **env}
-        proc = self._spawn(worker_id, argv, **env)
-        worker = WorkerProc(worker_id, proc, self.root / f"{worker_id}.log", beat)
-        self.workers.append(worker)
-        return worker
-
     async def wait_ready(self, worker: WorkerProc, timeout: float = 60) -> None:
         """Until the worker pulls (its simulation children are warm by then)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(e.get("message") == "pulling tasks" for e in worker.events()):
-                return
-            if not worker.alive():
-                raise RuntimeError(f"{worker.worker_id} exited at start; see {worker.log}")
-            await asyncio.sleep(0.1)
-        raise TimeoutError(f"{worker.worker_id} not pulling after {timeout} s")
+        await asyncio.to_thread(worker.wait_ready, timeout)
 
     # --- faults --------------------------------------------------------------------------
     def kill(self, worker: WorkerProc) -> None:
         """SIGKILL the worker process (its simulation children die with it: PDEATHSIG)."""
-        worker.proc.send_signal(signal.SIGKILL)
-        worker.proc.wait()
+        worker.kill()
 
     def sim_children(self, worker: WorkerProc) -> list[psutil.Process]:
         """The worker's simulation children: forked by its fork server (its one
         ``qmill_worker.simproc`` child), so they are the server's children."""
         try:
-            children = psutil.Process(worker.proc.pid).children()
+            children = psutil.Process(worker.pid).children()
         except psutil.NoSuchProcess:
             return []
         found = []
@@ -364,33 +225,9 @@ class Cluster:
         return [{"worker_id": w.worker_id, **e} for w in self.workers for e in w.events()]
 
     # --- stop ----------------------------------------------------------------------------
-    def leftovers(self) -> list[str]:
-        """Processes still running that this cluster started (or that they started)."""
-        found = []
-        for proc in psutil.process_iter():
-            try:
-                if proc.status() == psutil.STATUS_ZOMBIE:
-                    continue
-                if proc.environ().get(MARK_ENV) == self.mark:
-                    found.append(f"{proc.pid} {' '.join(proc.cmdline())[:120]}")
-            except psutil.Error:
-                continue
-        return found
-
     def shutdown(self) -> list[str]:
         """Stop everything (servers last); return what was still running after that."""
-        if self._down:
-            return self.leftovers()
-        self._down = True
-        for proc in reversed(self.services):
-            stop(proc, timeout=self.settings.worker.grace_period_seconds + 10)
-        self.nats.stop()
-        self.redis.stop()
-        left = self.leftovers()
-        for line in left:  # leave nothing behind even when the check fails
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(line.split()[0]), signal.SIGKILL)
-        return left
+        return self.stop()
 
 
 # --- load -----------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ compose would run is run against it. NATS and Redis are left unreachable for the
 functions: their health checks must not depend on them.
 
 With nginx installed (Debian: nginx-light), the gateway's nginx.conf is also run in
-front of the functions and compared, request by request, with qmill-gateway.
+front of the functions and compared, request by request, with qmill-gateway; without
+it those tests skip loudly (`require_binary`), and fail in CI.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ import httpx
 import pytest
 
 from qmill.server import constants, embedded
-from tests.conftest import free_port, stop, wait_port
+from qmill.server.launcher import base_env
+from qmill.server.processes import Process
+from tests.conftest import free_port, require_binary, wait_port
 from tests.infra.conftest import NGINX_CONF, REPO, sample_path
 
 CONTAINER_PORT = "8080"
@@ -37,27 +40,20 @@ IMAGE_FUNCTIONS_DIR = "/app/functions"
 
 @dataclass
 class Started:
-    """Processes a test started, stopped (with their process groups) at teardown."""
+    """Processes a test started (the launcher's), stopped with their process groups at
+    teardown."""
 
     logs: Path
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    procs: list[Process] = field(default_factory=list)
 
     def start(self, argv: list[str], env: Mapping[str, str], name: str) -> None:
-        with open(self.logs / f"{name}.log", "wb") as log:
-            self.procs.append(
-                subprocess.Popen(
-                    argv,
-                    env=dict(env),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    cwd=self.logs,
-                )
-            )
+        process = Process(name, argv, env=env, log=self.logs / f"{name}.log", cwd=self.logs)
+        process.spawn()
+        self.procs.append(process)
 
     def stop_all(self) -> None:
-        for proc in reversed(self.procs):
-            stop(proc)
+        for process in reversed(self.procs):
+            process.stop()
 
 
 @pytest.fixture
@@ -67,11 +63,6 @@ def started(tmp_path: Path) -> Iterator[Started]:
         yield procs
     finally:
         procs.stop_all()
-
-
-def base_env() -> dict[str, str]:
-    """This machine's environment without any QMILL_* of its own."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("QMILL_")}
 
 
 def container_env(svc: Mapping[str, Any], **overrides: str) -> dict[str, str]:
@@ -207,15 +198,19 @@ def test_nats_health_check_url(
 
 # --- the gateway in a real nginx, compared with qmill-gateway ----------------------------------
 
-NGINX = shutil.which("nginx") or next(
-    (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).is_file()), None
-)
-needs_nginx = pytest.mark.skipif(
-    NGINX is None, reason="nginx is not installed (Debian: apt-get install nginx-light)"
-)
+
+@pytest.fixture
+def nginx() -> str:
+    return require_binary(
+        "nginx",
+        "infra/nginx/nginx.conf is run in front of the functions "
+        "(Debian: apt-get install nginx-light, as .ci/run does)",
+    )
 
 
-def local_nginx_conf(upstreams: Mapping[str, int], listen: int, ping: int, tmp: Path) -> str:
+def local_nginx_conf(
+    nginx: str, upstreams: Mapping[str, int], listen: int, ping: int, tmp: Path
+) -> str:
     """nginx.conf for this machine: upstreams on local ports, no user switch, temporary
     files under ``tmp``. Every rewrite must apply once, so a changed file fails loudly."""
     text = NGINX_CONF.read_text(encoding="utf-8")
@@ -231,7 +226,7 @@ def local_nginx_conf(upstreams: Mapping[str, int], listen: int, ping: int, tmp: 
     sub(r"listen 8000;", f"listen 127.0.0.1:{listen};")
     sub(r"listen 127\.0\.0\.1:8081;", f"listen 127.0.0.1:{ping};")
     temp = [f"client_body_temp_path {tmp}/body;", f"proxy_temp_path {tmp}/proxy;"]
-    version = subprocess.run([str(NGINX), "-V"], capture_output=True, text=True, check=False)
+    version = subprocess.run([nginx, "-V"], capture_output=True, text=True, check=False)
     for module in ("fastcgi", "uwsgi", "scgi"):
         if f"--without-http_{module}_module" not in version.stderr:
             temp.append(f"{module}_temp_path {tmp}/{module};")
@@ -245,13 +240,15 @@ class Gateways:
     python: str
 
 
-def start_gateways(started: Started, upstreams: Mapping[str, int], tmp: Path) -> Gateways:
-    assert NGINX is not None
+def start_gateways(
+    nginx: str, started: Started, upstreams: Mapping[str, int], tmp: Path
+) -> Gateways:
     nginx_port, ping_port, python_port = free_port(), free_port(), free_port()
     conf = tmp / "nginx.conf"
-    conf.write_text(local_nginx_conf(upstreams, nginx_port, ping_port, tmp), encoding="utf-8")
+    text = local_nginx_conf(nginx, upstreams, nginx_port, ping_port, tmp)
+    conf.write_text(text, encoding="utf-8")
     daemon = f"daemon off; pid {tmp}/nginx.pid;"
-    started.start([NGINX, "-e", "stderr", "-p", str(tmp), "-c", str(conf), "-g", daemon],
+    started.start([nginx, "-e", "stderr", "-p", str(tmp), "-c", str(conf), "-g", daemon],
                   base_env(), "nginx")  # fmt: skip
     gateway = shutil.which("qmill-gateway", path=str(Path(sys.executable).parent))
     assert gateway
@@ -279,11 +276,10 @@ def answer(base: str, method: str, path: str, body: bytes | None = None) -> tupl
     )
 
 
-@needs_nginx
 def test_nginx_answers_like_qmill_gateway(
-    functions: Functions, started: Started, tmp_path: Path
+    nginx: str, functions: Functions, started: Started, tmp_path: Path
 ) -> None:
-    gateways = start_gateways(started, functions.ports, tmp_path)
+    gateways = start_gateways(nginx, started, functions.ports, tmp_path)
     too_big = b"x" * (1024 * 1024 + 1)
     cases: list[tuple[str, str, bytes | None]] = [
         ("GET", "/tasks", None),  # submit: 405, Allow: POST
@@ -311,12 +307,11 @@ def test_nginx_answers_like_qmill_gateway(
     assert answer(gateways.nginx, "GET", "/tasks")[0] == 405
 
 
-@needs_nginx
 def test_nginx_answers_like_qmill_gateway_when_functions_are_down(
-    started: Started, tmp_path: Path
+    nginx: str, started: Started, tmp_path: Path
 ) -> None:
     down = {name: free_port() for name in constants.FUNCTION_NAMES}
-    gateways = start_gateways(started, down, tmp_path)
+    gateways = start_gateways(nginx, started, down, tmp_path)
     for _method, pattern, function in constants.ROUTES:
         path = sample_path(pattern)
         ours = answer(gateways.nginx, "GET", path)
