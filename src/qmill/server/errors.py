@@ -178,5 +178,3 @@ class DependencyUnavailable(QmillError):
         super().__init__(f"{service} unavailable: {message}")
         self.service = service
         self.retry_after = retry_after
-
-
