@@ -28,7 +28,7 @@ LONG_POLL_P50_GOAL_MS = 5.0
 HEAVY_VS_FLOOR_GOAL = 1.05
 HEAVY_VS_ORIGINAL_GOAL = 1.5
 # "Stays responsive": heartbeats come every 5 s and acks wait 2 s; a stall of 100 ms is
-# already 50x a healthy tick. The issue gives no number; this one is ours.
+# already 50x a healthy tick.
 STALL_GOAL_MS = 100.0
 
 
@@ -43,7 +43,7 @@ def _goal(
 
 
 def evaluate_goals(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every goal of the issue, per end-to-end configuration, from this run's numbers."""
+    """Every goal of the benchmark, per end-to-end configuration, from this run's numbers."""
     goals: list[dict[str, Any]] = []
     table = result.get("strategies", {})
     small_rows: list[dict[str, Any]] = table.get("small", {}).get("rows", [])

@@ -1,4 +1,4 @@
-"""The whole system started as `make run` starts it, used over HTTP like the seed's curl flow."""
+"""The whole system started as `make run` starts it, used over HTTP as curl would."""
 
 from __future__ import annotations
 

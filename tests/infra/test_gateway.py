@@ -1,6 +1,6 @@
 """infra/nginx/nginx.conf, the compose gateway, against the code.
 
-nginx must route exactly the seed API (qmill.server.constants.ROUTES) to the right function, the
+nginx must route exactly the API (qmill.server.constants.ROUTES) to the right function, the
 way qmill-gateway (the `make run` gateway) does: by path, leaving wrong verbs to the
 functions. The config is read with crossplane, NGINX's own parser in Python (strict:
 an unknown directive or a wrong argument count fails), and nginx's location matching is

@@ -1,6 +1,6 @@
 """Where simulations run. The worker only sees the `Executor` interface.
 
-* `ThreadExecutor` is the design card's ThreadPoolExecutor. Aer holds the GIL while it
+* `ThreadExecutor` runs simulations in a ThreadPoolExecutor. Aer holds the GIL while it
   simulates, so while a simulation runs the worker's event loop is frozen, and a
   simulation cannot be stopped. The worker is built to tolerate the freeze (ack_wait
   covers the longest run, Redis calls retry), but it cannot enforce a time limit.

@@ -84,10 +84,10 @@ class RedisSettings(_Section):
 
 
 class WorkerSettings(_Section):
-    # 0 means "one per CPU core", as in the seed.
+    # 0 means "one per CPU core".
     max_concurrent_tasks: int = Field(0, ge=0, le=1024)
     # Where simulations run: "process" (warm, killable child processes; measured 589 Bell
-    # tasks/s with 2 slots here, event loop never stalls) or "thread" (the design card's
+    # tasks/s with 2 slots here, event loop never stalls) or "thread" (a
     # ThreadPoolExecutor: 325/s, and Aer holding the GIL freezes the event loop).
     executor: Literal["thread", "process"] = "process"
     # Worker processes started by the embedded run (`make run`).

@@ -1,5 +1,5 @@
 # The API's one public address: a global external Application Load Balancer whose URL
-# map sends each seed path to the function that owns it (module.shared.http_paths, from
+# map sends each API path to the function that owns it (module.shared.http_paths, from
 # qmill.server.constants.ROUTES). Anything else goes to the health function, which answers 404.
 resource "google_compute_region_network_endpoint_group" "function" {
   for_each = toset(local.function_names)

@@ -1,4 +1,4 @@
-# One public address for the seed API: each path goes to the function that owns it
+# One public address for the API: each path goes to the function that owns it
 # (module.shared.http_paths, from qmill.server.constants.ROUTES). Functions answer wrong verbs
 # themselves (405), as behind the gateway.
 resource "kubernetes_ingress_v1" "api" {
