@@ -38,12 +38,28 @@ class ConfigError(QmillError):
 class RequestError(QmillError):
     """The request cannot be served as sent; retrying it unchanged will not help."""
 
+    # Which task of a batch the error is about (its position in ``tasks``), else None.
+    index: int | None = None
+
+    def in_batch(self, index: int) -> None:
+        """Say that this error is about ``tasks[index]`` of a batch: the index becomes an
+        attribute (the HTTP body's ``index``) and leads the message."""
+        self.index = index
+        self.message = f"tasks[{index}]: {self.message}"
+        self.args = (self.message,)
+
 
 class InvalidRequest(RequestError):
     def __init__(self, message: str, detail: object | None = None) -> None:
         super().__init__(message)
         # Structured detail (pydantic's error list) when there is one, else the message.
         self.detail = detail if detail is not None else message
+
+    def in_batch(self, index: int) -> None:
+        plain = self.detail == self.message
+        super().in_batch(index)
+        if plain:
+            self.detail = self.message
 
 
 class InvalidCircuit(RequestError):

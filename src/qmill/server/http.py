@@ -45,7 +45,7 @@ def error_response(exc: QmillError) -> JSONResponse:
     if isinstance(exc, InvalidRequest):
         detail = exc.detail
     body: dict[str, Any] = {"detail": detail}
-    for attr in ("line", "column", "limit", "allowed", "service"):
+    for attr in ("line", "column", "limit", "allowed", "service", "index"):
         value = getattr(exc, attr, None)
         if value is not None:
             body[attr] = value
