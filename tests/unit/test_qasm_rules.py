@@ -83,3 +83,11 @@ def test_a_batch_error_carries_the_index_of_its_task() -> None:
     assert exc.message.startswith("tasks[1]: gates is")
     body = json.loads(error_response(exc).body)
     assert body == {"detail": exc.message, "limit": "gates", "allowed": 4, "index": 1}
+
+
+def test_a_batch_parse_error_keeps_its_documented_lead() -> None:
+    requests = [SubmitRequest(quantum_circuit=BELL), SubmitRequest(quantum_circuit="x;")]
+    with pytest.raises(InvalidCircuit) as info:
+        asyncio.run(validate(requests, Settings(), batch=True))
+    assert info.value.index == 1
+    assert info.value.message.startswith("invalid OpenQASM: tasks[1]: line 1, column 1: ")

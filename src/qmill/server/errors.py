@@ -71,6 +71,13 @@ class InvalidCircuit(RequestError):
         self.line = line
         self.column = column
 
+    def in_batch(self, index: int) -> None:
+        # The lead stays first: the documented 400 body's detail starts with it.
+        lead = "invalid OpenQASM: "
+        self.index = index
+        self.message = self.message.replace(lead, f"{lead}tasks[{index}]: ", 1)
+        self.args = (self.message,)
+
 
 class LimitExceeded(RequestError):
     """A valid request over a configured limit; says which limit and the allowed value."""
