@@ -112,14 +112,14 @@ class Limits:
     admission: bool
 
     @classmethod
-    def for_request(cls, settings: Settings, budget: Budget | None = None) -> Limits:
-        """The configured limits; ``budget`` when several programs share one (a batch)."""
+    def for_request(cls, settings: Settings) -> Limits:
+        """The configured limits, and a budget from now (a batch shares one `Limits`)."""
         limits = settings.limits
         return cls(
             statements=limits.max_statements,
             statement_chars=limits.max_statement_chars,
             nesting=limits.max_nesting,
-            budget=budget or parse_budget(settings),
+            budget=parse_budget(settings),
             admission=True,
         )
 
