@@ -56,6 +56,11 @@ class APIError(QmillClientError):
         self.body = body
         self.retry_after = retry_after
 
+    @property
+    def index(self) -> int | None:
+        """From ``submit_batch``: the position of the circuit the error is about."""
+        return _int_or_none(self.body, "index")
+
 
 class InvalidCircuitError(APIError):
     """400: the OpenQASM program does not parse. ``line``/``column`` are 1-based, if known."""

@@ -566,6 +566,23 @@ def processes(system: System) -> set[tuple[int, float, str]]:
     return found
 
 
+def settled_processes(
+    system: System, quiet: float = 3.0, limit: float = 60.0
+) -> set[tuple[int, float, str]]:
+    """The process tree once it has stopped changing for ``quiet`` seconds: the gateway
+    answers before the worker has forked its simulation processes, and those appearing
+    mid-run are not restarts."""
+    deadline = time.monotonic() + limit
+    found = processes(system)
+    stable_since = time.monotonic()
+    while time.monotonic() - stable_since < quiet and time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = processes(system)
+        if now != found:
+            found, stable_since = now, time.monotonic()
+    return found
+
+
 def queued_and_recorded(system: System) -> tuple[int, list[str]]:
     """JetStream's last sequence number (every publish ever) and qmill's task-like keys."""
 
@@ -676,7 +693,7 @@ def test_abuse_corpus(hostile_system: System) -> None:
         assert client.get("/health").status_code == 200
         for warm_up in (Q3 + "qubit q;", Q2 + "qreg q[1];"):  # the first parses import qiskit
             client.post("/tasks", json={"quantum_circuit": warm_up})
-        before_processes = processes(hostile_system)
+        before_processes = settled_processes(hostile_system)
         before_queue = queued_and_recorded(hostile_system)
         rss_before = rss_mb(hostile_system, "submit")
         latencies: list[tuple[float, str, int]] = []

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from qmill.server.circuits import parse
 from qmill.server.errors import InvalidCircuit
+from qmill.server.qasm import parse
 from tests.conftest import BELL
 
 BELL2 = """OPENQASM 2.0;

@@ -332,6 +332,14 @@ def test_batch_uses_the_endpoint_when_there_is_one() -> None:
     assert sent == {"tasks": [{"quantum_circuit": BELL, "shots": 10}] * 2}
 
 
+def test_a_batch_error_says_which_circuit() -> None:
+    body = {"detail": "tasks[1]: gates is 9, the allowed maximum is 4", "limit": "gates"}
+    server = Recorder(answer(422, {**body, "allowed": 4, "index": 1}))
+    with server.client() as qm, pytest.raises(client.LimitExceededError) as caught:
+        qm.submit_batch([BELL, BELL])
+    assert (caught.value.index, caught.value.limit) == (1, "gates")
+
+
 async def test_async_client_retries_and_waits_like_the_sync_one() -> None:
     server = Recorder(
         answer(503, {"detail": "down"}, **{"Retry-After": "0"}),

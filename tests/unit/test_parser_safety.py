@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from qmill.server import qasm_guard
 from qmill.server.config import Settings
 from qmill.server.errors import InvalidRequest, LimitExceeded, RequestError
 from qmill.server.http import read_json
-from qmill.server.tasks import parse_budget, validate_submit
+from qmill.server.qasm import parse_budget, prescan
+from qmill.server.tasks import validate_submit
 
 Q3 = 'OPENQASM 3.0; include "stdgates.inc"; '
 Q2 = 'OPENQASM 2.0; include "qelib1.inc"; '
@@ -151,11 +151,11 @@ def test_a_batch_shares_one_budget() -> None:
     [("5", 5), ("1_000", 1000), ("0x10", 16), ("2*3+1", 7), ("-(4)", -4), ("n", None)],
 )
 def test_register_sizes_are_evaluated_safely(text: str, value: int | None) -> None:
-    assert qasm_guard._constant(text) == value
+    assert prescan._constant(text) == value
 
 
 def test_register_size_arithmetic_is_clamped() -> None:
-    assert qasm_guard._constant("99999999*99999999*99999999*99999999") == 2**63
+    assert prescan._constant("99999999*99999999*99999999*99999999") == 2**63
 
 
 class _Body:

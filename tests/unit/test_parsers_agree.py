@@ -12,9 +12,10 @@ import pytest
 from qiskit import QuantumCircuit, qasm3
 from qiskit_qasm3_import import parse as reference_parse
 
-from qmill.server.circuits import _safe_for_fast_parser, parse
 from qmill.server.config import Settings
 from qmill.server.errors import LimitExceeded
+from qmill.server.qasm import fast_importer_fits as _safe_for_fast_parser
+from qmill.server.qasm import parse
 from qmill.server.tasks import validate_submit
 
 pytestmark = pytest.mark.filterwarnings("ignore::qiskit.exceptions.ExperimentalWarning")

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
-from qmill.server import circuits
-from qmill.server.errors import InvalidCircuit
+from qmill.server import qasm
+from qmill.server.errors import RequestError
 from qmill_worker.errors import FailureReason, SimulationError
 
 
@@ -73,7 +73,7 @@ def preload() -> None:
     """
     _pass_manager()
     for program in _PRELOAD_PROGRAMS:
-        circuits.parse(program)
+        qasm.parse(program)
 
 
 def warm_up() -> None:
@@ -103,8 +103,8 @@ def simulate(job: SimJob, *, threads: int = 0) -> SimResult:
     """
     started = time.perf_counter()
     try:
-        parsed = circuits.parse(job.circuit)
-    except InvalidCircuit as exc:
+        parsed = qasm.parse(job.circuit)
+    except RequestError as exc:
         raise SimulationError(exc.message, FailureReason.INVALID_CIRCUIT) from None
     lowered = _pass_manager().run(parsed.circuit)
     options: dict[str, Any] = {"shots": job.shots}

@@ -134,9 +134,15 @@ class LimitsSettings(_Section):
     # Checked before parsing (a ';' count), so a huge program is refused without the
     # cost of parsing it.
     max_statements: int = Field(50_000, ge=1)
-    # The reference parser needs seconds for one 100 KB expression; nobody writes one.
-    max_statement_chars: int = Field(4_000, ge=100)
-    max_nesting: int = Field(64, ge=1)
+    # Characters between two semicolons. The reference parser needs seconds for one
+    # 100 KB expression, and a 16384-term sum overflows the fast importer's stack (a
+    # segfault); 8 KiB (a barrier across ~1000 qubits) was measured safe for both, so it
+    # is the ceiling, also for programs parsed without settings (the worker).
+    max_statement_chars: int = Field(4_000, ge=100, le=8_192)
+    # Brackets open at once, and unary operators in a row ("- - - 1"). Real programs stay
+    # under ten; ANTLR's prediction turns quadratic on deep nesting long before Python's
+    # recursion limit stops it, and the fast importer segfaults (20000 parentheses).
+    max_nesting: int = Field(64, ge=1, le=64)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_batch_tasks: int = Field(1000, ge=1)
     # A simulation that runs longer is stopped (process executor) and fails with `timeout`.

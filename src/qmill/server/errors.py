@@ -57,6 +57,21 @@ class RequestError(QmillError):
 
     status_code = 400
 
+    # Which task of a batch the error is about (its position in ``tasks``), else None.
+    index: int | None = None
+
+    def in_batch(self, index: int) -> None:
+        """Say that this error is about ``tasks[index]`` of a batch: the index becomes an
+        attribute (the HTTP body's ``index``) and leads the message."""
+        self._relabel(index, f"tasks[{index}]: {self.message}")
+
+    def _relabel(self, index: int, message: str) -> None:
+        if self.detail == self.message:  # a plain detail follows the message
+            self.detail = message
+        self.index = index
+        self.message = message
+        self.args = (message,)
+
 
 class InvalidRequest(RequestError):
     status_code = 422
@@ -78,6 +93,11 @@ class InvalidCircuit(RequestError):
         super().__init__(f"invalid OpenQASM: {where}{message}")
         self.line = line
         self.column = column
+
+    def in_batch(self, index: int) -> None:
+        # The lead stays first: the documented 400 body's detail starts with it.
+        lead = "invalid OpenQASM: "
+        self._relabel(index, self.message.replace(lead, f"{lead}tasks[{index}]: ", 1))
 
 
 class LimitExceeded(RequestError):

@@ -244,6 +244,10 @@ class ErrorBody(_Open):
     service: str | SkipJsonSchema[None] = Field(
         default=None, description="With a 503: `nats` or `redis`."
     )
+    index: Annotated[int, Field(ge=0)] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="With an error about one task of a batch: its position in `tasks`.",
+    )
 
 
 class CircuitError(ErrorBody):

@@ -158,7 +158,7 @@ def _operations() -> dict[str, dict[str, Any]]:
         "submitBatch": {
             "summary": "Submit several programs at once, all or nothing",
             "description": "Every task is checked first (an error names its index, "
-            "`tasks[i]`); then all are queued.",
+            "`tasks[i]`, and carries it as `index`); then all are queued.",
             "requestBody": {
                 "required": True,
                 "content": {

@@ -15,14 +15,13 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from qmill.server import circuits, qasm_guard
+from qmill.server import qasm
 from qmill.server.bus import Bus
 from qmill.server.config import Settings
 from qmill.server.errors import (
     DependencyUnavailable,
     IdempotencyConflict,
     IdempotencyInProgress,
-    InvalidCircuit,
     InvalidRequest,
     LimitExceeded,
     RequestError,
@@ -54,7 +53,7 @@ class Accepted:
     """A validated request, ready to be recorded and queued."""
 
     request: SubmitRequest
-    parsed: circuits.ParsedCircuit
+    parsed: qasm.ParsedProgram
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -70,39 +69,20 @@ def _model(model: type[M], body: object) -> M:
         ) from None
 
 
-def parse_budget(settings: Settings) -> qasm_guard.Budget:
-    """What parsing one request may cost: registers no wider than the widest circuit any
-    program may have, the gate limit, and ``[limits] max_parse_seconds`` from now."""
-    limits = settings.limits
-    clifford_wider = limits.max_clifford_qubits >= settings.statevector_qubit_limit
-    return qasm_guard.Budget(
-        qubits=max(limits.max_clifford_qubits, settings.statevector_qubit_limit),
-        clbits=limits.max_clbits,
-        gates=limits.max_gates,
-        seconds=limits.max_parse_seconds,
-        qubits_limit="qubits (Clifford circuit)" if clifford_wider else "qubits",
-    )
-
-
 def check(
-    request: SubmitRequest, settings: Settings, budget: qasm_guard.Budget | None = None
+    request: SubmitRequest, settings: Settings, parse_limits: qasm.Limits | None = None
 ) -> Accepted:
-    """Check limits and the program; raise a RequestError on the first problem."""
+    """Check limits and the program; raise a RequestError on the first problem.
+
+    ``parse_limits`` when several programs share one parse budget (a batch).
+    """
     limits = settings.limits
     if request.shots < limits.min_shots:
         raise InvalidRequest(f"shots must be at least {limits.min_shots}, got {request.shots}")
     if request.shots > limits.max_shots:
         raise LimitExceeded("shots", request.shots, limits.max_shots)
-    # Parsing costs grow with these, so they are refused before any parser runs.
-    found = circuits.shape(request.quantum_circuit)
-    for name, value, allowed in (
-        ("statements", found.statements, limits.max_statements),
-        ("characters in one statement", found.longest_statement, limits.max_statement_chars),
-        ("nesting depth", found.nesting, limits.max_nesting),
-    ):
-        if value > allowed:
-            raise LimitExceeded(name, value, allowed)
-    parsed = circuits.parse(request.quantum_circuit, budget or parse_budget(settings))
+    parse_limits = parse_limits or qasm.Limits.for_request(settings)
+    parsed = qasm.parse(request.quantum_circuit, parse_limits)
     if parsed.clifford:
         qubit_limit, kind = limits.max_clifford_qubits, "qubits (Clifford circuit)"
     else:
@@ -123,28 +103,16 @@ def validate_submit(body: object, settings: Settings) -> Accepted:
 
 
 def _check_all(requests: list[SubmitRequest], settings: Settings, batch: bool) -> list[Accepted]:
-    """Check every program against one shared budget; in a batch, errors name the index."""
-    budget = parse_budget(settings)
+    """Check every program against one shared budget; in a batch, errors carry the index."""
+    parse_limits = qasm.Limits.for_request(settings)
     accepted = []
     for index, request in enumerate(requests):
         try:
-            accepted.append(check(request, settings, budget))
-        except InvalidCircuit as exc:
-            if not batch:
-                raise
-            raise InvalidCircuit(
-                f"tasks[{index}]: {exc.message.removeprefix('invalid OpenQASM: ')}",
-                exc.line,
-                exc.column,
-            ) from None
-        except LimitExceeded as exc:
-            if not batch:
-                raise
-            raise LimitExceeded(f"tasks[{index}]: {exc.limit}", exc.value, exc.allowed) from None
+            accepted.append(check(request, settings, parse_limits))
         except RequestError as exc:
-            if not batch:
-                raise
-            raise InvalidRequest(f"tasks[{index}]: {exc.message}") from None
+            if batch:
+                exc.in_batch(index)
+            raise
     return accepted
 
 
