@@ -83,7 +83,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-openapi: $(STAMP)  ## regenerate src/qmill/server/openapi.json from the models and the route table
+openapi: $(STAMP)  ## regenerate src/qmill/server/openapi/openapi.json from the models and the route table
 	$(BIN)/python -m qmill.server.openapi --write
 
 $(BENCH_STAMP): $(STAMP)

@@ -27,7 +27,7 @@ import pytest
 import redis
 from nats.js.errors import NotFoundError
 
-from qmill.server import constants, embedded
+from qmill.server import constants, embedded, tasks
 from qmill.server.bus import Bus
 from qmill.server.config import Settings
 from qmill.server.launcher import Launcher, settings_env
@@ -46,6 +46,7 @@ __all__ = [
     "require_binary",
     "settings_env",
     "stop",
+    "submit_task",
     "wait_for",
     "wait_port",
 ]
@@ -165,6 +166,14 @@ async def wait_for(predicate: Callable[[], object], timeout: float, interval: fl
             return
         await asyncio.sleep(interval)
     raise TimeoutError("condition not met in time")
+
+
+async def submit_task(
+    settings: Settings, stores: Stores, bus: Bus, circuit: str = BELL, shots: int = 1024
+) -> str:
+    """Submit through the submit function's core (no HTTP); the new task's id."""
+    body = {"quantum_circuit": circuit, "shots": shots}
+    return (await tasks.submit(body, settings, stores, bus)).task_id
 
 
 # Set by .ci/run, which installs every system binary the suite drives: there a missing

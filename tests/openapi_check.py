@@ -1,4 +1,4 @@
-"""Validate HTTP responses against qmill's OpenAPI document (src/qmill/server/openapi.json).
+"""Validate HTTP responses against qmill's OpenAPI document (src/qmill/server/openapi/openapi.json).
 
 `Conformance.problems` says what is wrong with one response: a status code the
 document does not list for the operation, a body that does not match its schema, a

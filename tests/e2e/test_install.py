@@ -24,7 +24,13 @@ from tests.conftest import BELL, REPO
 
 pytestmark = pytest.mark.e2e
 SOURCES = ("pyproject.toml", "README.md", "src", "worker")
-PIP = (sys.executable, "-m", "pip")
+
+
+def pip(*args: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +44,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         else:
             shutil.copy2(source, root / name)
     out = root / "dist"
-    done = subprocess.run(
-        [*PIP, "wheel", "--no-deps", "--quiet", "-w", str(out), str(root)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    pip("wheel", "--no-deps", "--quiet", "-w", str(out), str(root))
     (built,) = out.glob("qmill-*.whl")
     return built
 
@@ -53,14 +52,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def site(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("site")
-    done = subprocess.run(
-        [*PIP, "install", "--no-deps", "--quiet", "--target", str(target), str(wheel)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    pip("install", "--no-deps", "--quiet", "--target", str(target), str(wheel))
     return target
 
 
@@ -73,7 +65,7 @@ def test_the_wheel_carries_what_the_server_loads_at_run_time(wheel: Path) -> Non
         "qmill/server/functions/result.py",
         "qmill/server/functions/health.py",
         "qmill/server/static/index.html",
-        "qmill/server/openapi.json",
+        "qmill/server/openapi/openapi.json",
         "qmill/py.typed",
         "qmill_worker/consumer.py",
     ):

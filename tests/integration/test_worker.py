@@ -20,7 +20,7 @@ from qmill.server.config import Settings
 from qmill.server.errors import IdempotencyConflict
 from qmill.server.models import TaskStatus, TaskView
 from qmill.server.store import Stores
-from tests.conftest import BELL, Processes, wait_for
+from tests.conftest import BELL, Processes, submit_task, wait_for
 
 
 @cache
@@ -41,13 +41,7 @@ def runaway_circuit() -> str:
     return str(qasm3.dumps(random_circuit(23, 60, measure=True, seed=11)))
 
 
-async def submit(
-    settings: Settings, stores: Stores, bus: Bus, circuit: str = BELL, shots: int = 1024
-) -> str:
-    accepted = await tasks.submit(
-        {"quantum_circuit": circuit, "shots": shots}, settings, stores, bus
-    )
-    return accepted.task_id
+submit = submit_task
 
 
 async def until(stores: Stores, task_id: str, status: TaskStatus, timeout: float) -> TaskView:

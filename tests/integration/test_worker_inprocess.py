@@ -28,7 +28,7 @@ from qmill_worker import consumer
 from qmill_worker.consumer import Worker
 from qmill_worker.errors import FailureReason, SimulationError, SimulationTimeout
 from qmill_worker.simulator import SimJob, SimResult
-from tests.conftest import BELL, wait_for
+from tests.conftest import BELL, submit_task, wait_for
 
 # What one `run` of a task does: fail with the error, or wait for the event and then
 # succeed. None (or no step left) succeeds at once.
@@ -161,10 +161,7 @@ async def start_worker(
 async def submit(
     settings: Settings, stores: Stores, bus: Bus, circuit: str = BELL, shots: int = 100
 ) -> str:
-    accepted = await tasks.submit(
-        {"quantum_circuit": circuit, "shots": shots}, settings, stores, bus
-    )
-    return accepted.task_id
+    return await submit_task(settings, stores, bus, circuit, shots)
 
 
 async def until(stores: Stores, task_id: str, status: TaskStatus, timeout: float = 10) -> TaskView:

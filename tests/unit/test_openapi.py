@@ -45,7 +45,7 @@ def test_the_committed_document_is_the_generated_one() -> None:
     to any of them must be regenerated into the file that is served and reviewed."""
     committed = openapi.source_path().read_text(encoding="utf-8")
     assert committed == openapi.render(openapi.build()), (
-        f"src/qmill/server/openapi.json is stale; regenerate it with: {openapi.REGENERATE}"
+        f"src/qmill/server/openapi/openapi.json is stale; regenerate it with: {openapi.REGENERATE}"
     )
 
 

@@ -110,3 +110,18 @@ def test_user_commands_work_and_operator_commands_say_what_to_install() -> None:
     assert up.returncode == 2
     assert "pip install 'qmill[server" in up.stderr
     assert "Traceback" not in up.stderr
+
+
+def test_every_package_directory_is_shipped() -> None:
+    """A sub-package missing from [tool.setuptools] packages works in the checkout and is
+    absent from the wheel; list them all."""
+    setuptools = PYPROJECT["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    found = set()
+    for name, root in setuptools["package-dir"].items():
+        base = REPO / root
+        for init in base.rglob("__init__.py"):
+            parts = init.parent.relative_to(base).parts
+            found.add(".".join((name, *parts)))
+    data = {name for name in setuptools["package-data"] if name not in found}
+    assert found | data == listed

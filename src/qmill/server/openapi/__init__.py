@@ -9,7 +9,7 @@ deployment is whether an API key is required: with ``[auth] enabled`` off (the l
 The file is generated, not written: `build` takes the schemas from the pydantic wire
 models, the paths from the route table (`qmill.server.routes`), the error statuses from
 the errors themselves, and only the prose, parameters and examples from
-`qmill.server.openapi_components` (shared parts) and `qmill.server.openapi_paths` (each
+`qmill.server.openapi.components` (shared parts) and `qmill.server.openapi.paths` (each
 operation). The file is committed (and shipped in the package) so a
 function serves it without building it, and so a change to the API shows in review;
 tests/unit/test_openapi.py fails when it is stale. Regenerate it with::
@@ -32,7 +32,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json_schema
 from pydantic_core import core_schema
 
-from qmill.server import models, openapi_components, openapi_paths, routes
+from qmill.server import models, routes
+from qmill.server.openapi import components, paths
 
 FILE_NAME = "openapi.json"
 REGENERATE = "python -m qmill.server.openapi --write"
@@ -93,13 +94,13 @@ def build() -> dict[str, Any]:
     """The whole document, as ``--write`` stores it (security as with auth on)."""
     return {
         "openapi": "3.1.0",
-        "info": openapi_components.INFO,
+        "info": components.INFO,
         "security": [{"bearerAuth": []}, {"apiKeyHeader": []}],
-        "paths": openapi_paths.paths(routes.ROUTES),
+        "paths": paths.paths(routes.ROUTES),
         "components": {
-            "securitySchemes": openapi_components.SECURITY_SCHEMES,
-            "headers": openapi_components.HEADERS,
-            "responses": openapi_components.error_responses(),
+            "securitySchemes": components.SECURITY_SCHEMES,
+            "headers": components.HEADERS,
+            "responses": components.error_responses(),
             "schemas": schemas(),
         },
     }
@@ -116,7 +117,7 @@ def source_path() -> Path:
 
 @lru_cache(maxsize=1)
 def _load() -> dict[str, Any]:
-    text = resources.files("qmill.server").joinpath(FILE_NAME).read_text(encoding="utf-8")
+    text = resources.files("qmill.server.openapi").joinpath(FILE_NAME).read_text(encoding="utf-8")
     document: dict[str, Any] = json.loads(text)
     return document
 
@@ -156,7 +157,3 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sys.stdout.write(text)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,7 +2,7 @@
 
 `qmill.server.openapi` assembles the document. Paths, methods and operation ids come from
 the route table, schemas from the models, shared error responses from
-`qmill.server.openapi_components`; this module holds the rest: summaries, descriptions,
+`qmill.server.openapi.components`; this module holds the rest: summaries, descriptions,
 examples, query and header parameters, links and success responses.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from qmill.server import constants, errors, models
-from qmill.server.openapi_components import error_refs, json_body, own_error, ref
+from qmill.server.openapi.components import error_refs, json_body, own_error, ref
 from qmill.server.routes import Route
 
 # What every operation behind an API key may answer, and what even the open ones may.
