@@ -25,6 +25,7 @@ from qmill.server.config import (
     WorkerSettings,
     env_names,
 )
+from tests.conftest import require_binary
 from tests.infra import deployment
 from tests.infra.conftest import sample_path
 from tests.infra.hcl import (
@@ -37,7 +38,6 @@ from tests.infra.hcl import (
     is_literal,
     module,
     run,
-    terraform,
 )
 
 TARGETS = ("kubernetes", "cloudrun")
@@ -48,15 +48,16 @@ NON_QMILL_ENV = {
     "OUTPUT_SCALER_METRICS",
 }
 
-needs_terraform = pytest.mark.skipif(
-    terraform() is None, reason="the terraform binary is not on PATH (HCL checks still ran)"
-)
+TERRAFORM_WHY = "evaluates the provider-free shared module (the HCL checks run without it)"
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> SharedModule:
-    if terraform() is None:
-        pytest.skip("the terraform binary is not on PATH (HCL checks still ran)")
+def needs_terraform() -> str:
+    return require_binary("terraform", TERRAFORM_WHY)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory, needs_terraform: str) -> SharedModule:
     return SharedModule(tmp_path_factory.mktemp("tf-shared"))
 
 
@@ -120,7 +121,7 @@ def env_of(container: dict[str, Any], shared_outputs: dict[str, Any]) -> dict[st
 # --- the shared module, offline ------------------------------------------------------
 
 
-@needs_terraform
+@pytest.mark.usefixtures("needs_terraform")
 def test_terraform_fmt() -> None:
     done = run(
         ["fmt", "-check", "-recursive", "-diff", "-no-color", str(TERRAFORM_DIR)],
@@ -130,7 +131,6 @@ def test_terraform_fmt() -> None:
     assert done.returncode == 0, f"terraform fmt would change:\n{done.stdout}{done.stderr}"
 
 
-@needs_terraform
 def test_shared_module_validates(shared: SharedModule) -> None:
     done = run(["validate", "-no-color"], shared.data_dir, shared.path)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -506,11 +506,7 @@ def test_ports_agree_with_compose() -> None:
 
 def test_compose_agrees_with_the_agreed_values() -> None:
     compose = deployment.load_compose()
-    if compose is None:
-        pytest.skip(
-            "infra/compose.yaml is not in this tree yet: Terraform was compared with "
-            "tests/infra/deployment.AGREED instead"
-        )
+    assert compose is not None, "infra/compose.yaml is missing"
     facts = deployment.from_compose(compose)
     assert facts.images == deployment.AGREED.images
 
