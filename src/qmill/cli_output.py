@@ -1,0 +1,91 @@
+"""What the CLI prints for a task: its counts as a text bar chart and a few human lines.
+
+Pure functions of a task or a counts dict, so tests compare their output directly.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from qmill.pictures import top_outcomes
+
+if TYPE_CHECKING:
+    from qmill.client import Task
+
+
+def bar_chars() -> tuple[str, str]:
+    """Block characters when stdout can encode them, else ASCII."""
+    encoding = getattr(sys.stdout, "encoding", None) or "ascii"
+    try:
+        "█▏".encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return "#", ""
+    return "█", " ▏▎▍▌▋▊▉"
+
+
+def counts_table(
+    counts: Mapping[str, int],
+    *,
+    top: int = 32,
+    order: str = "count",
+    width: int = 40,
+    unicode: bool = True,
+) -> list[str]:
+    """The counts as text rows: outcome, count, share, and a bar scaled to the largest.
+
+    With ``unicode`` the bars use eighth blocks, so close counts still look different.
+    """
+    shots = sum(counts.values())
+    rows = top_outcomes(counts, top, "outcome" if order == "outcome" else "count")
+    if not rows:
+        return ["(no counts)"]
+    biggest = max(v for _, v in rows)
+    key_width = max(len("outcome"), *(len(k) for k, _ in rows))
+    count_width = max(len("count"), *(len(str(v)) for _, v in rows))
+    full, eighths = ("█", " ▏▎▍▌▋▊▉") if unicode else ("#", "")
+    lines = [f"{'outcome':<{key_width}}  {'count':>{count_width}}  {'share':>6}"]
+    for outcome, count in rows:
+        length = width * count / biggest if biggest else 0.0
+        bar = full * int(length)
+        if eighths:
+            bar += eighths[int((length - int(length)) * 8)].strip()
+        elif length - int(length) >= 0.5:
+            bar += full
+        if count and not bar:
+            bar = eighths[1] if eighths else full
+        share = f"{100 * count / shots:.1f}%" if shots else "-"
+        lines.append(f"{outcome:<{key_width}}  {count:>{count_width}}  {share:>6}  {bar}")
+    hidden = len(counts) - len(rows)
+    if hidden:
+        rest = shots - sum(v for _, v in rows)
+        lines.append(f"... and {hidden} more outcomes ({rest} shots); --top shows more")
+    return lines
+
+
+def describe(task: Task) -> list[str]:
+    """A finished or running task in a few human lines (the counts come separately)."""
+    parts = [f"task {task.task_id}", task.status, f"{task.shots} shots"]
+    shape = []
+    if task.qubits is not None:
+        shape.append(f"{task.qubits} qubit{'s' if task.qubits != 1 else ''}")
+    if task.depth is not None:
+        shape.append(f"depth {task.depth}")
+    if task.method:
+        shape.append(task.method)
+    lines = ["  ".join(parts) + (f"  ({', '.join(shape)})" if shape else "")]
+    timing = []
+    if task.queue_seconds is not None:
+        timing.append(f"queued {task.queue_seconds:.3g} s")
+    if task.execution_seconds is not None:
+        timing.append(f"ran {task.execution_seconds:.3g} s")
+    if task.worker_id:
+        timing.append(f"on {task.worker_id}")
+    if task.attempts > 1:
+        timing.append(f"{task.attempts} attempts")
+    if timing:
+        lines.append(", ".join(timing))
+    if task.error:
+        lines.append(f"error: {task.error}")
+    return lines
