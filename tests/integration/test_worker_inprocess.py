@@ -418,3 +418,48 @@ async def test_a_state_over_the_budget_is_refused_at_submit_and_runs_alone_if_qu
     gate.set()
     for task_id in (big, bell):
         await until(stores, task_id, TaskStatus.COMPLETED)
+
+
+async def test_a_task_delivered_while_every_slot_is_busy_is_kept_not_redelivered(
+    settings: Settings,
+    stores: Stores,
+    bus: Bus,
+    start_worker: StartWorker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pull request that outlives its fetch makes the server push the next task into a
+    worker whose slots are full. The worker keeps that delivery alive until a slot frees,
+    so JetStream never gives it to a second worker (which would run it twice)."""
+    subscriptions: list[Any] = []
+    pull_subscription = Bus.pull_subscription
+
+    async def capture(self: Bus) -> Any:
+        sub = await pull_subscription(self)
+        subscriptions.append(sub)
+        return sub
+
+    monkeypatch.setattr(Bus, "pull_subscription", capture)
+    short = tuned(settings, worker={"max_concurrent_tasks": 1}, nats={"ack_wait_seconds": 2.0})
+    busy = await submit(short, stores, bus)
+    executor, gate = FakeExecutor(), asyncio.Event()
+    executor.plan(busy, gate)
+    w = await start_worker(executor, short)
+    await running(executor, busy)
+    (sub,) = subscriptions
+    # A request the client no longer waits for, as one left open by a fetch that returned.
+    linger = json.dumps({"batch": 1, "expires": 30_000_000_000}).encode()
+    nc = w.worker.bus._nc
+    assert nc is not None
+    await nc.publish(sub._nms, linger, reply=sub._deliver)
+    held = await submit(short, stores, bus)
+    await wait_for(lambda: w.worker.bus.undelivered(sub), 5)
+    await asyncio.sleep(2 * short.ack_wait_seconds)  # long past ack_wait
+    # A second worker asking now gets nothing: the held task was never given up.
+    other = await bus.pull_subscription()
+    with pytest.raises(TimeoutError):
+        await other.fetch(batch=1, timeout=short.ack_wait_seconds)
+    await other.unsubscribe()
+    gate.set()
+    view = await until(stores, held, TaskStatus.COMPLETED)
+    assert view.worker_id == w.id and view.attempts == 1
+    assert executor.runs == [busy, held]

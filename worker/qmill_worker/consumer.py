@@ -22,6 +22,7 @@ from typing import assert_never
 
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
 
 from qmill.server import metrics
 from qmill.server.bus import Bus
@@ -70,6 +71,11 @@ class Worker:
         self._cancelled: set[str] = set()
         self._stopping = asyncio.Event()
 
+    @property
+    def _keep_alive_seconds(self) -> float:
+        """How often a held task is marked in progress: well inside ack_wait."""
+        return max(1.0, self.settings.ack_wait_seconds / 3)
+
     def stop(self) -> None:
         """Stop pulling; `run` then finishes or releases what it holds and returns."""
         self._stopping.set()
@@ -87,9 +93,9 @@ class Worker:
             await self.executor.close()
 
     async def _pull_loop(self) -> None:
-        sub = None
+        sub: JetStreamContext.PullSubscription | None = None
         subscribed_cancels = False
-        while free := await self.slots.wait_free(self._stopping):
+        while await self._wait_for_slots(sub):
             msgs: list[Msg] = []
             try:
                 if sub is None:
@@ -101,7 +107,10 @@ class Worker:
                         "pulling tasks",
                         extra={"worker_id": self.worker_id, "executor": self.executor.name},
                     )
-                msgs = await sub.fetch(batch=free, timeout=FETCH_TIMEOUT_SECONDS)
+                # One at a time: a batch request that returns short stays open on the
+                # server, which then delivers the next task to this worker's queue even
+                # if its slots are full by then (see `Bus.undelivered`).
+                msgs = await sub.fetch(batch=1, timeout=FETCH_TIMEOUT_SECONDS)
             except TimeoutError:
                 pass  # nothing queued right now
             except _NATS_FAILURES as exc:
@@ -111,6 +120,32 @@ class Worker:
                     await asyncio.wait_for(self._stopping.wait(), 1.0)
             for msg in msgs:
                 self.slots.start(self._handle(msg))
+        if sub is not None:
+            await self._release_undelivered(sub)
+
+    async def _wait_for_slots(self, sub: JetStreamContext.PullSubscription | None) -> int:
+        """Wait until a slot is free (0 once stopping), keeping alive every task the
+        server delivered meanwhile: it is ours until a fetch hands it to a slot, and
+        without in-progress marks JetStream would give it to a second worker at
+        ack_wait while this one still runs it later (see `Bus.undelivered`)."""
+        while True:
+            try:
+                return await asyncio.wait_for(
+                    self.slots.wait_free(self._stopping), self._keep_alive_seconds
+                )
+            except TimeoutError:
+                if sub is None:
+                    continue
+                for msg in self.bus.undelivered(sub):
+                    with contextlib.suppress(*_NATS_FAILURES):
+                        await msg.in_progress()
+
+    async def _release_undelivered(self, sub: JetStreamContext.PullSubscription) -> None:
+        """Stopping: hand back at once what was delivered but never started, rather than
+        leave it to wait out ack_wait."""
+        for msg in self.bus.undelivered(sub):
+            with contextlib.suppress(*_NATS_FAILURES):
+                await msg.nak()
 
     async def _drain(self) -> None:
         """Give running tasks the grace period, then release the rest for redelivery."""
@@ -350,9 +385,8 @@ class Worker:
 
     async def _keep_alive(self, msg: Msg) -> None:
         """Tell JetStream the task is still being worked on (when the loop is free to)."""
-        interval = max(1.0, self.settings.ack_wait_seconds / 3)
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self._keep_alive_seconds)
             with contextlib.suppress(*_NATS_FAILURES):
                 await msg.in_progress()
 

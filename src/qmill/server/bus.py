@@ -190,6 +190,23 @@ class Bus:
             consumer=constants.WORKER_CONSUMER, stream=constants.STREAM_NAME
         )
 
+    @staticmethod
+    def undelivered(sub: JetStreamContext.PullSubscription) -> list[Msg]:
+        """Deliveries already in ``sub``'s queue that no fetch has returned yet.
+
+        A pull request can outlive the fetch that sent it: nats-py returns at its own
+        timeout, or with fewer messages than it asked for, while the server still holds
+        the request and delivers the next task into the subscription's queue. That task
+        is ours (its ack timer runs) although the worker has not seen it; the next fetch
+        returns it first. A worker whose slots are full keeps such deliveries alive
+        (`in_progress`) so JetStream does not hand them to a second worker meanwhile.
+        Reads nats-py's private queue (``_sub._pending_queue``); the in-process worker
+        test of a task delivered while every slot is busy fails if that changes.
+        """
+        queue: asyncio.Queue[Msg] = sub._sub._pending_queue
+        held: list[Msg] = list(getattr(queue, "_queue", ()))
+        return [msg for msg in held if not JetStreamContext.is_status_msg(msg)]
+
     async def ping(self) -> bool:
         """True if the server answers a round trip and JetStream is on."""
         try:
