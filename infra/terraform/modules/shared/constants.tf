@@ -1,4 +1,4 @@
-# Names and numbers that the code fixes (src/qmill/constants.py, src/qmill/config.py).
+# Names and numbers that the code fixes (src/qmill/server/constants.py, src/qmill/server/config.py).
 # They are literals on purpose: tests/infra/test_terraform.py reads them from the code
 # and fails when the two drift. The kubernetes and cloudrun modules link this file in
 # (shared_constants.tf), so every target names the same stream, consumer and routes.

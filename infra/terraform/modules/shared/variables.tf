@@ -1,7 +1,7 @@
 # The variables every target shares: images, versions, limits and replica bounds.
 # The kubernetes and cloudrun modules link this file in (shared_variables.tf), so a
 # user sets the same names on either target; each passes them on to this module.
-# Bounds mirror src/qmill/config.py (tests/infra/test_terraform.py checks them).
+# Bounds mirror src/qmill/server/config.py (tests/infra/test_terraform.py checks them).
 
 variable "name_prefix" {
   description = "Prefix of every resource name (Kubernetes objects, Cloud Run services)."
