@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import redis
 
@@ -73,3 +74,28 @@ def test_stop_leaves_nothing_running(launcher: Launcher, tmp_path: Path) -> None
     left = launcher.stop()
     assert any("sleep 300" in line for line in left), left
     assert launcher.leftovers() == []
+
+
+def test_stop_reaches_a_descendant_that_overwrote_its_environment(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    # redis-server sets its title over its environment, so the mark it inherited is gone
+    # and only its parent says whose it is. `env -i` does the same to the grandchild.
+    spawn = (
+        "import subprocess, time; "
+        "subprocess.Popen(['env', '-i', 'sleep', '301'], start_new_session=True); "
+        "time.sleep(300)"
+    )
+    child = Process(
+        "parent", [sys.executable, "-c", spawn], env=launcher.env, log=tmp_path / "p.log"
+    )
+    child.spawn()
+    launcher.services.append(child)
+    deadline = time.monotonic() + 10
+    while not any("sleep 301" in line for line in launcher.leftovers()):
+        assert time.monotonic() < deadline, "the grandchild never started"
+        time.sleep(0.05)
+    launcher.stop(kill=True)
+    assert not [
+        p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "301"]
+    ]

@@ -239,16 +239,21 @@ class Launcher:
         return found
 
     def _marked(self) -> list[psutil.Process]:
-        found = []
+        """Every live process carrying the mark, and every descendant of one.
+
+        The descendants count too: a process may overwrite its environment, as
+        redis-server does when it sets its title, and then only its parent tells
+        whose it is (so they are collected before any parent is killed).
+        """
+        found: dict[int, psutil.Process] = {}
         for proc in psutil.process_iter():
             try:
-                if proc.status() == psutil.STATUS_ZOMBIE:
-                    continue
                 if proc.environ().get(MARK_ENV) == self.mark:
-                    found.append(proc)
+                    found[proc.pid] = proc
+                    found.update((c.pid, c) for c in proc.children(recursive=True))
             except psutil.Error:
                 continue
-        return found
+        return [proc for proc in found.values() if _alive(proc)]
 
     def stop(self, *, kill: bool = False) -> list[str]:
         """Stop everything, servers last; return what was still running after that (which is
@@ -279,3 +284,10 @@ class Launcher:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
         psutil.wait_procs(marked, timeout=5)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
