@@ -75,6 +75,19 @@ async def test_batch_is_all_or_nothing(settings: Settings, stores: Stores, bus: 
     assert (await js.stream_info("QMILL_TASKS")).state.messages == 0
 
 
+async def test_largest_batch_is_accepted(settings: Settings, stores: Stores, bus: Bus) -> None:
+    """A batch of max_batch_tasks writes its records over a bounded number of Redis
+    connections: written all at once, more than the pool's 100 answered 503."""
+    size = settings.limits.max_batch_tasks
+    body = {"tasks": [{"quantum_circuit": BELL, "shots": 1}] * size}
+    batch = await tasks.submit_batch(body, settings, stores, bus)
+    assert len(set(batch.task_ids)) == size
+    js = await bus.connect()
+    assert (await js.stream_info("QMILL_TASKS")).state.messages == size
+    views = await tasks.get_batch(stores, batch.batch_id)
+    assert [v.task_id for v in views] == batch.task_ids
+
+
 async def test_seed_reproduces_counts_and_memory_lists_every_shot(
     settings: Settings, stores: Stores, bus: Bus, procs: Processes
 ) -> None:

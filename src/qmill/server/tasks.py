@@ -47,6 +47,12 @@ HEALTH_TIMEOUT_SECONDS = 1.5
 # one publish, each bounded by its timeout), short enough that a function that died
 # mid-submit does not block the key for the whole window.
 IDEMPOTENCY_PENDING_SECONDS = 30
+# Task records a batch writes, and ids it publishes, at once. Each write holds one
+# connection of the process's Redis pool (redis-py's default: 100, shared with every
+# request the function serves), and each publish's timeout runs from when it is sent:
+# a 1000-task batch sent all at once ran out of connections (503), and on a busy
+# machine its last publishes timed out waiting behind the first ones.
+BATCH_CONCURRENCY = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,9 +213,11 @@ async def _record_and_queue(
         limits = settings.limits
         stale = int(limits.max_execution_seconds * (settings.worker.max_attempts + 1)) + 3600
         await stores.limits.admit(owner, task_ids, settings.auth.max_in_flight, stale)
-    await asyncio.gather(
-        *(
-            stores.tasks.create(
+    gate = asyncio.Semaphore(BATCH_CONCURRENCY)
+
+    async def create(task_id: str, a: Accepted) -> None:
+        async with gate:
+            await stores.tasks.create(
                 task_id,
                 a.request.quantum_circuit,
                 a.request.shots,
@@ -220,11 +228,14 @@ async def _record_and_queue(
                 owner=owner,
                 plan=a.plan.model_dump_json(exclude_defaults=True),
             )
-            for task_id, a in zip(task_ids, accepted, strict=True)
-        )
-    )
+
+    async def publish(task_id: str, a: Accepted) -> None:
+        async with gate:
+            await bus.publish(task_id, a.plan.state_bytes)
+
+    await asyncio.gather(*(create(t, a) for t, a in zip(task_ids, accepted, strict=True)))
     results = await asyncio.gather(
-        *(bus.publish(t, a.plan.state_bytes) for t, a in zip(task_ids, accepted, strict=True)),
+        *(publish(t, a) for t, a in zip(task_ids, accepted, strict=True)),
         return_exceptions=True,
     )
     failures = [r for r in results if isinstance(r, BaseException)]
