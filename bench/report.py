@@ -1,4 +1,4 @@
-"""Goals of issue 7, the printed tables and the chart, all computed from one run's JSON.
+"""Goals of issues 7 and 11, the printed tables and the chart, all from one run's JSON.
 
 The reference numbers of "the original system" could not be measured in this run (it
 no longer runs here); they were measured earlier on this machine and are quoted as such,
@@ -30,6 +30,11 @@ HEAVY_VS_ORIGINAL_GOAL = 1.5
 # "Stays responsive": heartbeats come every 5 s and acks wait 2 s; a stall of 100 ms is
 # already 50x a healthy tick.
 STALL_GOAL_MS = 100.0
+# Issue 11: a 1000-point sweep at 1024 shots as one task.
+SWEEP_GOAL_POINTS = 1000
+SWEEP_GOAL_SHOTS = 1024
+SWEEP_VS_RAW_GOAL = 0.8
+SWEEP_VS_PLAIN_GOAL = 20.0
 
 
 def _row(rows: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
@@ -37,9 +42,21 @@ def _row(rows: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
 
 
 def _goal(
-    gid: str, text: str, measured: str, met: bool | None, config: str | None = None
+    gid: str,
+    text: str,
+    measured: str,
+    met: bool | None,
+    config: str | None = None,
+    issue: int = 7,
 ) -> dict[str, Any]:
-    return {"id": gid, "goal": text, "measured": measured, "met": met, "config": config}
+    return {
+        "id": gid,
+        "goal": text,
+        "measured": measured,
+        "met": met,
+        "config": config,
+        "issue": issue,
+    }
 
 
 def evaluate_goals(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -196,6 +213,61 @@ def evaluate_goals(result: dict[str, Any]) -> list[dict[str, Any]]:
                 f"worst stall {stall:.1f} ms",
                 stall <= STALL_GOAL_MS,
                 None,
+            )
+        )
+    goals += sweep_goals(result.get("sweep"))
+    return goals
+
+
+def sweep_goals(sw: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Issue 11: the one-task sweep against raw Aer and against plain tasks, this run.
+
+    Judged only on the workload the goals name (1000 points, 1024 shots); a sweep whose
+    three ways disagree on the counts did not do the same work, and fails both.
+    """
+    if not sw or not sw.get("sweep", {}).get("median_seconds"):
+        return []
+    plan = sw["plan"]
+    judged = plan["points"] == SWEEP_GOAL_POINTS and plan["shots"] == SWEEP_GOAL_SHOTS
+    agree = sw.get("counts_agree") is not False
+
+    def verdict(met: bool) -> bool | None:
+        return (met and agree) if judged else None
+
+    note = "" if agree else "; the counts differ between the ways: not the same work"
+    if not judged:
+        note += f"; judged only for {SWEEP_GOAL_POINTS} points x {SWEEP_GOAL_SHOTS} shots"
+    goals = []
+    name = sw["reference"]
+    ref = sw["raw"].get(name or "", {})
+    sweep, plain = sw["sweep"], sw["plain"]
+    if ref.get("evaluations_per_second"):
+        ratio = sweep["evaluations_per_second"] / ref["evaluations_per_second"]
+        goals.append(
+            _goal(
+                "sweep-vs-raw",
+                f"a sweep of {plan['points']} points as one task, end to end: evaluations/s >= "
+                f"{SWEEP_VS_RAW_GOAL:g}x raw Aer's in one process (the fastest raw way, "
+                f"{name}: {ref['label']}; this run)",
+                f"{sweep['evaluations_per_second']:.0f} vs {ref['evaluations_per_second']:.0f} "
+                f"evaluations/s = {ratio:.2f}x{note}",
+                verdict(ratio >= SWEEP_VS_RAW_GOAL),
+                sw["config"],
+                issue=11,
+            )
+        )
+    speedup = sw.get("sweep_speedup_over_plain")
+    if speedup:
+        goals.append(
+            _goal(
+                "sweep-vs-plain",
+                f"the one-task sweep >= {SWEEP_VS_PLAIN_GOAL:g}x faster than the same "
+                f"{plan['points']} points as plain tasks (this run)",
+                f"{sweep['median_seconds']:.2f} s vs {plain['median_seconds']:.2f} s = "
+                f"{speedup:.1f}x{note}",
+                verdict(speedup >= SWEEP_VS_PLAIN_GOAL),
+                sw["config"],
+                issue=11,
             )
         )
     return goals
@@ -393,6 +465,86 @@ def goals_table(goals: list[dict[str, Any]]) -> str:
     return md_table(["goal", "config", "what", "measured", "verdict"], rows)
 
 
+def _tries(values: list[Any]) -> str:
+    return " / ".join(_fmt(v, 2) for v in values)
+
+
+def sweep_table(sw: dict[str, Any]) -> str:
+    """Every way of getting the sweep's counts: raw Aer's four, the sweep task, plain tasks."""
+    headers = [
+        "way",
+        "what",
+        "all tries: s",
+        "median s",
+        "evaluations/s",
+        "x reference",
+        "CPU s",
+        "load-gen CPU s",
+        "other load (cores, worst try)",
+    ]
+    rows = []
+    settings = sw.get("settings") or {}
+    shape = (
+        f"{settings.get('processes')} worker x {settings.get('concurrency_per_worker')} slots x "
+        f"{settings.get('aer_threads')} Aer thread"
+        if settings
+        else "see settings"
+    )
+    plan = sw["plan"]
+    ways = [
+        (
+            name + (" **(reference)**" if name == sw.get("reference") else ""),
+            "raw Aer: " + part["label"],
+            part,
+            "median_cpu_seconds",
+        )
+        for name, part in sw["raw"].items()
+    ]
+    ways += [
+        (
+            "qmill sweep",
+            f"one task, {plan['points']} bindings, on `{sw['spec']}` ({shape}); "
+            "qmill.AsyncClient submit + result",
+            sw["sweep"],
+            "median_system_cpu_seconds",
+        ),
+        (
+            "qmill plain tasks",
+            f"{plan['points']} tasks, angles bound into the text; POST /batches of "
+            f"{plan['plain_batch']}, collected "
+            + ("by GET /batches/{id}" if plan["plain_collect"] == "batch" else "by long-polls"),
+            sw["plain"],
+            "median_system_cpu_seconds",
+        ),
+    ]
+    for name, what, part, cpu in ways:
+        rows.append(
+            [
+                name,
+                what,
+                _tries(part.get("tries_wall_seconds", [])),
+                _fmt(part.get("median_seconds"), 2),
+                _fmt(part.get("evaluations_per_second"), 0),
+                _fmt(part.get("vs_reference"), 2),
+                _fmt(part.get(cpu), 2),
+                _fmt(part.get("median_load_generator_cpu_seconds"), 2),
+                _load(part.get("max_foreign_cpu_cores")),
+            ]
+        )
+    return md_table(headers, rows)
+
+
+def sweep_phases(sw: dict[str, Any]) -> str:
+    """Where the median try of the one-task sweep spent its time."""
+    tries = [t for t in sw["sweep"].get("tries", []) if t.get("phases_seconds")]
+    if not tries:
+        return ""
+    mid = sorted(tries, key=lambda t: float(t["wall_seconds"]))[(len(tries) - 1) // 2]
+    rows = [[k, _fmt(v, 3)] for k, v in mid["phases_seconds"].items()]
+    rows.append(["total, as the client saw it", _fmt(mid["wall_seconds"], 3)])
+    return md_table(["phase (median try)", "seconds"], rows)
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     parts = [
@@ -439,17 +591,51 @@ def render_markdown(result: dict[str, Any]) -> str:
             request_cost_table(result["e2e"]),
             "",
         ]
+    sw = result.get("sweep")
+    if sw:
+        parts += [f"#### Sweep: {sw['workload']['description']}", ""]
+        if sw.get("error"):
+            parts += [f"ERROR: {sw['error']}", ""]
+        answer = sw.get("answer") or {}
+        agree = {True: "yes", False: "NO", None: "not compared"}[sw.get("counts_agree")]
+        parts += [
+            sweep_table(sw),
+            "",
+            f"Median of {sw['plan']['repeat']} rounds, round robin (raw, sweep, plain). "
+            f"Reference: the fastest raw way, {sw.get('reference')}. Same counts for every "
+            f"point in every way (same seeds): {agree}. CPU: the raw process's, or the "
+            "whole system's (every process of `qmill up`); load-gen: this benchmark's own "
+            "process, which shares the cores. The plain programs were prepared "
+            f"(`assign_parameters` + `qasm3.dumps`) in "
+            f"{sw['workload']['plain_prepare_seconds']:.2f} s before timing, not counted. "
+            f"The sweep's answer is {answer.get('answer_bytes', 0) / 1024:.0f} KiB of JSON, "
+            f"which qmill.Client parses in {_fmt(answer.get('client_parse_seconds'), 3)} s.",
+            "",
+            sweep_phases(sw),
+            "",
+        ]
     parts += [
         f"(!) = other processes on the machine (not this benchmark) used more than "
         f"{DISTURBED_CORES:g} cores on average during that measurement: treat it as disturbed.",
         "",
-        "#### Goals of issue 7",
-        "",
-        f"Reference numbers: {REFERENCE['source']}.",
-        "",
-        goals_table(result.get("goals", [])),
-        "",
     ]
+    goals = result.get("goals", [])
+    if any(g.get("issue", 7) == 7 for g in goals) or not goals:
+        parts += [
+            "#### Goals of issue 7",
+            "",
+            f"Reference numbers: {REFERENCE['source']}.",
+            "",
+            goals_table([g for g in goals if g.get("issue", 7) == 7]),
+            "",
+        ]
+    if any(g.get("issue") == 11 for g in goals):
+        parts += [
+            "#### Goals of issue 11 (sweeps), all measured in this run",
+            "",
+            goals_table([g for g in goals if g.get("issue") == 11]),
+            "",
+        ]
     return "\n".join(parts)
 
 

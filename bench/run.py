@@ -2,8 +2,10 @@
 
 1. the strategy table (`bench.strategies`) for the small and the heavy workload;
 2. the end-to-end workloads (`bench.e2e`) for each system configuration;
-3. the goals of issue 7, judged from this run's numbers and the quoted reference;
-4. a table on stdout, JSON in ``bench/results/latest.json`` (and a timestamped copy),
+3. the sweep (`bench.sweep`): one task sweeping 1000 points, against raw Aer and against
+   1000 plain tasks;
+4. the goals of issues 7 and 11, judged from this run's numbers and the quoted reference;
+5. a table on stdout, JSON in ``bench/results/latest.json`` (and a timestamped copy),
    Markdown in ``bench/results/latest.md`` and a chart in ``bench/results/latest.png``.
 
 Everything is measured in the same run, because only ratios measured side by side mean
@@ -26,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import e2e, report, strategies, workloads
+from bench import e2e, report, strategies, sweep, workloads
 from bench.measure import Settler, machine_info
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,6 +88,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--skip-strategies", action="store_true")
     p.add_argument("--skip-e2e", action="store_true")
+    p.add_argument("--skip-sweep", action="store_true")
+    p.add_argument(
+        "--sweep-points",
+        type=int,
+        default=None,
+        help="points of the sweep (default 1000, quick 20)",
+    )
+    p.add_argument(
+        "--sweep-repeat",
+        type=int,
+        default=None,
+        help="rounds of the sweep benchmark, median kept (default 3, quick 1)",
+    )
+    p.add_argument(
+        "--sweep-config",
+        default="shipped",
+        metavar="SPEC",
+        help="the system configuration the sweep runs on, as for --config (default: %(default)s)",
+    )
+    p.add_argument(
+        "--sweep-plain-batch",
+        type=int,
+        default=sweep.SweepPlan.plain_batch,
+        help="plain tasks per POST /batches (default: %(default)s)",
+    )
+    p.add_argument(
+        "--sweep-plain-collect",
+        choices=("batch", "task"),
+        default=sweep.SweepPlan.plain_collect,
+        help="how plain tasks are collected: GET /batches/{id} after the batch's last task, "
+        "or a long-poll per task (default: %(default)s)",
+    )
     p.add_argument("--small-tasks", type=int, default=None, help="Bell tasks per strategy row")
     p.add_argument("--bell-tasks", type=int, default=None, help="tasks of the bell32 workload")
     p.add_argument("--bell-clients", type=int, default=32)
@@ -214,6 +248,17 @@ def run_e2e(
     return results
 
 
+def run_sweep(args: argparse.Namespace, settler: Settler) -> dict[str, Any]:
+    plan = sweep.SweepPlan(
+        points=args.sweep_points or (20 if args.quick else 1000),
+        repeat=args.sweep_repeat or (1 if args.quick else 3),
+        plain_batch=args.sweep_plain_batch,
+        plain_collect=args.sweep_plain_collect,
+        config=args.sweep_config,
+    )
+    return asyncio.run(sweep.bench_sweep(plan, log, settler))
+
+
 def print_summary(result: dict[str, Any]) -> None:
     print()
     print(report.render_markdown(result))
@@ -264,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         "workloads": {k: v.summary() for k, v in wl.items()},
         "strategies": {},
         "e2e": [],
+        "sweep": None,
     }
     with tempfile.TemporaryDirectory(prefix="qmill-bench-") as tmp:
         workload_file = Path(tmp) / "workloads.json"
@@ -272,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
             result["strategies"] = run_strategy_table(args, wl, workload_file, settler)
     if not args.skip_e2e:
         result["e2e"] = run_e2e(args, wl, settler)
+    if not args.skip_sweep:
+        result["sweep"] = run_sweep(args, settler)
     result["settle_seconds"] = round(settler.spent, 1)
     result["goals"] = report.evaluate_goals(result)
     result["total_seconds"] = round(time.perf_counter() - t0, 1)
@@ -287,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_chart and report.draw_chart(result, out_dir / "latest.png"):
         log(f"bench: chart in {out_dir / 'latest.png'}")
     print_summary(result)
-    full = not args.quick and not args.skip_strategies and not args.skip_e2e
+    full = not (args.quick or args.skip_strategies or args.skip_e2e or args.skip_sweep)
     if args.update_docs:
         if full:
             update_docs(markdown)

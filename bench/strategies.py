@@ -220,7 +220,7 @@ def qmill_warm_up() -> None:
 
 
 @lru_cache(maxsize=1)
-def _raw_backend() -> Any:
+def raw_backend() -> Any:
     from qiskit.transpiler import generate_preset_pass_manager
     from qiskit_aer import AerSimulator
 
@@ -231,14 +231,14 @@ def _raw_backend() -> Any:
 def raw_warm_up() -> None:
     from qiskit import qasm3
 
-    _raw_backend()
+    raw_backend()
     qasm3.loads(workloads.BELL)
 
 
 def raw_lower(qasm: str) -> Any:
     from qiskit import qasm2, qasm3
 
-    _, pm = _raw_backend()
+    _, pm = raw_backend()
     text = qasm.lstrip()
     qc = qasm2.loads(qasm) if text.startswith("OPENQASM 2") else qasm3.loads(qasm)
     return pm.run(qc)
@@ -246,7 +246,7 @@ def raw_lower(qasm: str) -> Any:
 
 def raw_counts(circuit: workloads.Circuit, threads: int) -> Counts:
     """The floor: parse, lower with a prebuilt pass manager, run. Nothing else."""
-    backend, _ = _raw_backend()
+    backend, _ = raw_backend()
     job = backend.run(
         raw_lower(circuit.qasm),
         shots=circuit.shots,
@@ -466,7 +466,7 @@ class RawPreparsedRunner:
             self._lowered[c.name] = cache[c.qasm]
 
     async def run_all(self, circuits: list[workloads.Circuit]) -> list[Counts]:
-        backend, _ = _raw_backend()
+        backend, _ = raw_backend()
         if self._batched:
             result = backend.run(
                 [self._lowered[c.name] for c in circuits],
