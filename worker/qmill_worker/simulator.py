@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from typing import Any
 
@@ -54,7 +54,9 @@ class SimResult:
     evs_method: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow: the values are JSON-ready and only ever serialised. `asdict` copies
+        # every nested dict, 41 ms for a 1000-point sweep's counts (~5% of its time).
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def answer(self) -> Answer:
         """What the task record stores of it."""
