@@ -21,9 +21,9 @@ the counts of every point, measured in the same run, round robin, ``repeat`` tim
   counted), sent as ``POST /batches`` of 250 tasks; as each batch's ids come back, a
   collector long-polls its last task, then reads the whole batch with one
   ``GET /batches/{id}``. That was the fastest way we found (a pilot on this machine:
-  5-9 s, against 7-17 s when every task is long-polled, which also costs the system
-  ~40% more CPU). Each task carries the seed Aer gave that point in the raw run, so all
-  three ways must give the very same counts (``counts_agree``).
+  5.2-8.9 s, against 6.9-17 s when every task is long-polled, which also costs ~40% more
+  CPU; docs/performance.md). Each task carries the seed Aer gave that point in the raw
+  run, so all three ways must give the very same counts (``counts_agree``).
 
 ``python -m bench.sweep --raw SPEC --out FILE`` is the raw process (one per round).
 """
