@@ -27,16 +27,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 
 # The error tree and the shared core live in their own modules; everything a user
 # needs is importable from here (and `Client`/`AsyncClient` from `qmill` itself).
+from qmill.client_body import Circuit, TaskOptions, to_qasm
 from qmill.client_core import (
     LONG_POLL_SECONDS,
     Call,
-    Circuit,
     ClientBase,
     RetryPolicy,
     Task,
@@ -48,7 +48,6 @@ from qmill.client_core import (
     response_error,
     retryable,
     task_path,
-    to_qasm,
 )
 from qmill.client_errors import (
     APIError,
@@ -90,6 +89,7 @@ __all__ = [
     "TaskCancelledError",
     "TaskFailedError",
     "TaskNotFoundError",
+    "TaskOptions",
     "error_from_response",
     "parse_retry_after",
     "to_qasm",
@@ -155,16 +155,19 @@ class Client(ClientBase):
         circuit: Circuit,
         shots: int = 1024,
         *,
-        seed: int | None = None,
-        memory: bool = False,
         idempotency_key: str | None = None,
+        **options: Unpack[TaskOptions],
     ) -> str:
-        """Queue a circuit; returns the task id at once. Safe to retry (Idempotency-Key)."""
-        call = self._submit_call(circuit, shots, seed, memory, idempotency_key)
+        """Queue a circuit; returns the task id at once. Safe to retry (Idempotency-Key).
+
+        ``options`` are the task's other fields (`TaskOptions`): ``seed``, ``memory``,
+        ``parameters``, ``observables``, ``method``, ``precision``, ``noise``.
+        """
+        call = self._submit_call(circuit, shots, options, idempotency_key)
         return str(checked(self._send(call))["task_id"])
 
     def submit_batch(
-        self, circuits: Iterable[Circuit], shots: int = 1024, *, seed: int | None = None
+        self, circuits: Iterable[Circuit], shots: int = 1024, **options: Unpack[TaskOptions]
     ) -> list[str]:
         """Queue several circuits (all or nothing with ``POST /batches``); their task ids.
 
@@ -174,13 +177,13 @@ class Client(ClientBase):
         items = list(circuits)
         if not items:
             return []
-        response = self._send(self._batch_call(items, shots, seed))
+        response = self._send(self._batch_call(items, shots, options))
         if not batch_unsupported(response):
             return [str(t) for t in checked(response)["task_ids"]]
         task_ids: list[str] = []
         try:
             for circuit in items:
-                task_ids.append(self.submit(circuit, shots, seed=seed))
+                task_ids.append(self.submit(circuit, shots, **options))
         except QmillClientError as exc:
             exc.add_note(f"already queued by this batch: {task_ids}")
             raise
@@ -226,11 +229,11 @@ class Client(ClientBase):
         circuit: Circuit,
         shots: int = 1024,
         *,
-        seed: int | None = None,
         timeout: float | None = 300.0,
+        **options: Unpack[TaskOptions],
     ) -> Task:
-        """`submit` then `result`: the completed task, with its ``counts``."""
-        return self.result(self.submit(circuit, shots, seed=seed), timeout=timeout)
+        """`submit` then `result`: the completed task, with its ``counts`` (or ``evs``)."""
+        return self.result(self.submit(circuit, shots, **options), timeout=timeout)
 
     def cancel(self, task_id: str) -> Task:
         """Cancel a pending or running task; `ConflictError` if it already finished."""
@@ -242,6 +245,10 @@ class Client(ClientBase):
         if not response.is_success:
             raise response_error(response)
         return response.text
+
+    def backend(self) -> dict[str, Any]:
+        """``GET /backend``: the deployment's methods, limits, gates and noise schema."""
+        return dict(checked(self._send(Call("GET", "/backend"))))
 
     def health(self) -> dict[str, Any]:
         """``GET /health``'s answer, healthy or not; never retried (it is a probe)."""
@@ -307,28 +314,27 @@ class AsyncClient(ClientBase):
         circuit: Circuit,
         shots: int = 1024,
         *,
-        seed: int | None = None,
-        memory: bool = False,
         idempotency_key: str | None = None,
+        **options: Unpack[TaskOptions],
     ) -> str:
         """See `Client.submit`."""
-        call = self._submit_call(circuit, shots, seed, memory, idempotency_key)
+        call = self._submit_call(circuit, shots, options, idempotency_key)
         return str(checked(await self._send(call))["task_id"])
 
     async def submit_batch(
-        self, circuits: Iterable[Circuit], shots: int = 1024, *, seed: int | None = None
+        self, circuits: Iterable[Circuit], shots: int = 1024, **options: Unpack[TaskOptions]
     ) -> list[str]:
         """See `Client.submit_batch`."""
         items = list(circuits)
         if not items:
             return []
-        response = await self._send(self._batch_call(items, shots, seed))
+        response = await self._send(self._batch_call(items, shots, options))
         if not batch_unsupported(response):
             return [str(t) for t in checked(response)["task_ids"]]
         task_ids: list[str] = []
         try:
             for circuit in items:
-                task_ids.append(await self.submit(circuit, shots, seed=seed))
+                task_ids.append(await self.submit(circuit, shots, **options))
         except QmillClientError as exc:
             exc.add_note(f"already queued by this batch: {task_ids}")
             raise
@@ -368,11 +374,12 @@ class AsyncClient(ClientBase):
         circuit: Circuit,
         shots: int = 1024,
         *,
-        seed: int | None = None,
         timeout: float | None = 300.0,
+        **options: Unpack[TaskOptions],
     ) -> Task:
         """See `Client.run`."""
-        return await self.result(await self.submit(circuit, shots, seed=seed), timeout=timeout)
+        task_id = await self.submit(circuit, shots, **options)
+        return await self.result(task_id, timeout=timeout)
 
     async def cancel(self, task_id: str) -> Task:
         """See `Client.cancel`."""
@@ -385,6 +392,10 @@ class AsyncClient(ClientBase):
         if not response.is_success:
             raise response_error(response)
         return response.text
+
+    async def backend(self) -> dict[str, Any]:
+        """See `Client.backend`."""
+        return dict(checked(await self._send(Call("GET", "/backend"))))
 
     async def health(self) -> dict[str, Any]:
         """See `Client.health`."""

@@ -15,11 +15,12 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from qmill.client_body import Circuit, TaskOptions, task_body
 from qmill.client_errors import (
     APIError,
     QmillClientError,
@@ -29,13 +30,6 @@ from qmill.client_errors import (
     TaskFailedError,
     error_from_response,
 )
-
-if TYPE_CHECKING:
-    from qiskit import QuantumCircuit
-
-    Circuit: TypeAlias = str | QuantumCircuit
-else:
-    Circuit: TypeAlias = Any
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "QMILL_URL"
@@ -120,6 +114,16 @@ class Task:
     attempts: int = 0
     seed: int | None = None
     memory: list[str] | None = None
+    # Sweeps and expectation values (see `TaskOptions`): the answer's shape, a sampling
+    # sweep's per-binding {"counts", "memory"} as nested lists of that shape, and the
+    # expectation values with their standard errors (a number when the shape is []).
+    shape: list[int] = field(default_factory=list)
+    results: list[Any] | None = None
+    evs: float | list[Any] | None = None
+    stds: float | list[Any] | None = None
+    evs_method: str | None = None
+    precision: str | float | None = None
+    noise: dict[str, Any] | None = None
     # The whole JSON answer, so fields this client does not know yet stay reachable.
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -143,6 +147,13 @@ class Task:
             attempts=int(body.get("attempts") or 0),
             seed=body.get("seed"),
             memory=body.get("memory"),
+            shape=list(body.get("shape") or []),
+            results=body.get("results"),
+            evs=body.get("evs"),
+            stds=body.get("stds"),
+            evs_method=body.get("evs_method"),
+            precision=body.get("precision"),
+            noise=body.get("noise"),
             raw=dict(body),
         )
 
@@ -159,26 +170,6 @@ def raise_for_task(task: Task) -> Task:
     if task.status != "completed":
         raise TaskFailedError(task)
     return task
-
-
-def to_qasm(circuit: Circuit) -> str:
-    """The program to send: a string as is, a ``qiskit.QuantumCircuit`` as OpenQASM 3.
-
-    qiskit is imported only here, and only for a circuit object (which means the caller
-    has already imported it), so plain-QASM users never pay for it.
-    """
-    if isinstance(circuit, str):
-        return circuit
-    if any(
-        cls.__name__ == "QuantumCircuit" and cls.__module__.startswith("qiskit")
-        for cls in type(circuit).__mro__
-    ):
-        from qiskit import qasm3
-
-        return str(qasm3.dumps(circuit))
-    raise TypeError(
-        f"a circuit is an OpenQASM string or a qiskit.QuantumCircuit, not {type(circuit).__name__}"
-    )
 
 
 # --- Shared request building -----------------------------------------------------------------
@@ -237,24 +228,20 @@ class ClientBase:
 
     @staticmethod
     def _submit_call(
-        circuit: Circuit,
-        shots: int,
-        seed: int | None,
-        memory: bool,
-        idempotency_key: str | None,
+        circuit: Circuit, shots: int, options: TaskOptions, idempotency_key: str | None
     ) -> Call:
         return Call(
             "POST",
             "/tasks",
-            json=task_body(circuit, shots, seed, memory),
+            json=task_body(circuit, shots, options),
             headers={"Idempotency-Key": idempotency_key or str(uuid.uuid4())},
         )
 
     @staticmethod
-    def _batch_call(circuits: list[Circuit], shots: int, seed: int | None) -> Call:
+    def _batch_call(circuits: list[Circuit], shots: int, options: TaskOptions) -> Call:
         # No idempotency on the batch endpoint: a broken connection is not retried
         # (a 503 is: the server queues a batch all or nothing and says 503 for nothing).
-        tasks = [task_body(c, shots, seed, False) for c in circuits]
+        tasks = [task_body(c, shots, options) for c in circuits]
         return Call("POST", "/batches", json={"tasks": tasks}, replayable=False)
 
     @staticmethod
@@ -288,15 +275,6 @@ class ClientBase:
         if delay is not None and deadline is not None and time.monotonic() + delay > deadline:
             delay = None
         return delay, error
-
-
-def task_body(circuit: Circuit, shots: int, seed: int | None, memory: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {"quantum_circuit": to_qasm(circuit), "shots": shots}
-    if seed is not None:
-        body["seed"] = seed
-    if memory:
-        body["memory"] = True
-    return body
 
 
 def read_json(response: httpx.Response) -> Any:

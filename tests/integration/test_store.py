@@ -10,7 +10,7 @@ import pytest
 
 from qmill.server.errors import DependencyUnavailable, RateLimited, TaskNotFound
 from qmill.server.models import TaskStatus
-from qmill.server.store import Outcome, Stores
+from qmill.server.store import Answer, Outcome, Stores
 from tests.conftest import BELL, Server, free_port
 
 
@@ -30,7 +30,7 @@ async def test_lifecycle(stores: Stores) -> None:
     assert (await stores.tasks.get(task_id)).status == TaskStatus.PROCESSING
 
     assert (
-        await stores.tasks.complete(task_id, {"00": 60, "11": 40}, worker_id="w1")
+        await stores.tasks.complete(task_id, Answer(counts={"00": 60, "11": 40}), worker_id="w1")
         == Outcome.APPLIED
     )
     view = await stores.tasks.get(task_id)
@@ -42,9 +42,9 @@ async def test_lifecycle(stores: Stores) -> None:
 async def test_terminal_state_is_never_overwritten(stores: Stores) -> None:
     task_id = await new_task(stores)
     await stores.tasks.start(task_id, "w1")
-    assert await stores.tasks.complete(task_id, {"00": 100}) == Outcome.APPLIED
+    assert await stores.tasks.complete(task_id, Answer(counts={"00": 100})) == Outcome.APPLIED
     assert await stores.tasks.fail(task_id, "late failure") == Outcome.COMPLETED
-    assert await stores.tasks.complete(task_id, {"11": 100}) == Outcome.COMPLETED
+    assert await stores.tasks.complete(task_id, Answer(counts={"11": 100})) == Outcome.COMPLETED
     again = await stores.tasks.start(task_id, "w2")
     assert again.task is None and again.status == Outcome.COMPLETED
     view = await stores.tasks.get(task_id)
@@ -54,7 +54,7 @@ async def test_terminal_state_is_never_overwritten(stores: Stores) -> None:
 async def test_failed_is_terminal_too(stores: Stores) -> None:
     task_id = await new_task(stores)
     assert await stores.tasks.fail(task_id, "boom") == Outcome.APPLIED
-    assert await stores.tasks.complete(task_id, {"00": 1}) == Outcome.FAILED
+    assert await stores.tasks.complete(task_id, Answer(counts={"00": 1})) == Outcome.FAILED
     assert (await stores.tasks.get(task_id)).error == "boom"
 
 
@@ -69,7 +69,7 @@ async def test_missing_task(stores: Stores) -> None:
     with pytest.raises(TaskNotFound):
         await stores.tasks.get(str(uuid.uuid4()))
     assert (await stores.tasks.start(str(uuid.uuid4()), "w")).status == Outcome.MISSING
-    assert await stores.tasks.complete(str(uuid.uuid4()), {}) == Outcome.MISSING
+    assert await stores.tasks.complete(str(uuid.uuid4()), Answer(counts={})) == Outcome.MISSING
 
 
 async def test_records_expire(stores: Stores, settings: object) -> None:
@@ -83,7 +83,7 @@ async def test_wait_returns_when_the_task_finishes(stores: Stores) -> None:
     waiter = asyncio.create_task(stores.waiters.wait(task_id, 10.0))
     await asyncio.sleep(0.2)
     assert not waiter.done()
-    await stores.tasks.complete(task_id, {"00": 100})
+    await stores.tasks.complete(task_id, Answer(counts={"00": 100}))
     view = await asyncio.wait_for(waiter, 2.0)
     assert view.status == TaskStatus.COMPLETED
 

@@ -79,8 +79,8 @@ def test_gates_defined_by_gates_count_as_what_they_unroll_to() -> None:
         ),
         # x $99999999 made the importer create 10**8 hardware qubits, inline on the loop.
         (Q3 + "bit c; x $99999999; c = measure $99999999;", "qubits"),
-        # Nothing can bind an input; the simulator would have failed the task.
-        (Q3 + "input angle a; qubit q; bit c; rz(a) q; c = measure q;", "no value: a"),
+        # An input nothing binds (no `parameters`): the simulator would fail the task.
+        (Q3 + "input angle a; qubit q; bit c; rz(a) q; c = measure q;", "no value for 'a'"),
         (Q3 + "qubit q; bit c; box[1e99999s] { x q; } c = measure q;", "not a finite number"),
         (Q2 + "opaque o a; qreg q[1]; creg c[1]; o q[0]; measure q -> c;", "no definition"),
         (Q3 + "qubit q; bit c; cx q, q; c = measure q;", "same qubit more than once"),

@@ -12,8 +12,11 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from pydantic import BaseModel
+
 from qmill.client_core import Task
 from qmill.server.models import TaskStatus, TaskView
+from qmill.server.workload import EvsMethod, FloatPrecision, Noise
 
 # Client fields the server does not send.
 CLIENT_ONLY = {"raw"}  # the whole JSON answer
@@ -40,12 +43,17 @@ def _server_fields() -> dict[str, Any]:
 
 
 def _options(hint: Any) -> set[Any]:
-    """The types a value may have; a string enum is sent as a string."""
+    """The types a value may have; a string enum is sent as a string, a model as an object."""
     members = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
-    return {
-        str if isinstance(m, type) and issubclass(m, Enum) and issubclass(m, str) else m
-        for m in members
-    }
+    return {_sent_as(m) for m in members}
+
+
+def _sent_as(member: Any) -> Any:
+    if isinstance(member, type) and issubclass(member, Enum) and issubclass(member, str):
+        return str
+    if isinstance(member, type) and issubclass(member, BaseModel):
+        return dict[str, Any]
+    return member
 
 
 def test_the_fields_are_the_same() -> None:
@@ -85,12 +93,21 @@ def test_a_full_task_view_is_read_field_by_field() -> None:
         seed=7,
         memory=["00", "11"],
         quantum_circuit="OPENQASM 3.0;",
+        shape=[2],
+        results=[{"counts": {"0": 8}, "memory": None}, {"counts": {"1": 8}, "memory": None}],
+        evs=[0.5, -0.25],
+        stds=[0.0, 0.0],
+        evs_method=EvsMethod.EXACT,
+        precision=FloatPrecision.SINGLE,
+        noise=Noise(readout=0.01),
     )
     sent = view.to_json()
     task = Task.from_json(sent)
     for f in fields(Task):
         if f.name in CLIENT_ONLY:
             continue
-        expected = getattr(view, _wire_name(f.name))
+        expected = sent[_wire_name(f.name)]
+        if isinstance(getattr(view, _wire_name(f.name)), datetime):
+            expected = getattr(view, _wire_name(f.name))
         assert getattr(task, f.name) == expected, f.name
     assert task.raw == sent

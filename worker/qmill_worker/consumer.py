@@ -291,6 +291,7 @@ class Worker:
             shots=task.shots,
             seed=task.seed,
             memory=task.memory,
+            plan=task.plan,
         )
         try:
             result = await self.executor.run(job, self.settings.limits.max_execution_seconds)
@@ -329,8 +330,7 @@ class Worker:
                 result = outcome.result
                 status = await self.stores.tasks.complete(
                     ctx.task_id,
-                    result.counts,
-                    memory=result.memory,
+                    result.answer(),
                     qubits=result.qubits,
                     depth=result.depth,
                     method=result.method,

@@ -7,6 +7,7 @@ gates a program defines for itself, which Aer would otherwise reject.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -14,6 +15,9 @@ from typing import Any
 
 from qmill.server import qasm
 from qmill.server.errors import RequestError
+from qmill.server.store import Answer
+from qmill.server.workload import Plan
+from qmill_worker import workloads
 from qmill_worker.errors import FailureReason, SimulationError
 
 
@@ -24,6 +28,9 @@ class SimJob:
     shots: int
     seed: int | None = None
     memory: bool = False
+    # The admitted options (`qmill.server.workload.Plan` JSON); "" runs the program as
+    # the first API did (Aer's automatic method, counts).
+    plan: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -31,15 +38,33 @@ class SimJob:
 
 @dataclass(frozen=True, slots=True)
 class SimResult:
-    counts: dict[str, int]
+    """One task's answer: ``counts`` (and ``memory``) for one circuit; ``results`` for a
+    sampling sweep; ``evs``/``stds`` for observables (see `qmill.server.store.Answer`)."""
+
+    counts: dict[str, int] | None
     qubits: int
     depth: int
     method: str
     execution_seconds: float
     memory: list[str] | None = None
+    results: list[Any] | None = None
+    evs: Any = None
+    stds: Any = None
+    evs_method: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def answer(self) -> Answer:
+        """What the task record stores of it."""
+        return Answer(
+            counts=self.counts,
+            memory=self.memory,
+            results=self.results,
+            evs=self.evs,
+            stds=self.stds,
+            evs_method=self.evs_method,
+        )
 
 
 @lru_cache(maxsize=1)
@@ -97,7 +122,8 @@ _PRELOAD_PROGRAMS = (
 
 
 def simulate(job: SimJob, *, threads: int = 0) -> SimResult:
-    """Parse, lower to Aer's gate set, and sample ``job.shots`` times.
+    """Parse, lower to Aer's gate set, and run the task's plan: sample ``job.shots``
+    times per binding, or take the observables' expectation values.
 
     Raises SimulationError: not retryable when the program itself is at fault.
     """
@@ -106,28 +132,86 @@ def simulate(job: SimJob, *, threads: int = 0) -> SimResult:
         parsed = qasm.parse(job.circuit)
     except RequestError as exc:
         raise SimulationError(exc.message, FailureReason.INVALID_CIRCUIT) from None
-    lowered = _pass_manager().run(parsed.circuit)
-    options: dict[str, Any] = {"shots": job.shots}
+    try:
+        plan = Plan.model_validate_json(job.plan) if job.plan else None
+    except ValueError as exc:
+        raise SimulationError(
+            f"unreadable task options: {exc}", FailureReason.INVALID_CIRCUIT
+        ) from None
+    if plan is None:
+        options: dict[str, Any] = {"shots": job.shots}
+        if job.seed is not None:
+            options["seed_simulator"] = job.seed
+        if job.memory:
+            options["memory"] = True
+        lowered = _pass_manager().run(parsed.circuit)
+        binds = None
+    else:
+        options = workloads.run_options(plan, job.shots, job.seed, job.memory)
+        manager = workloads.noisy_pass_manager() if plan.noise else _pass_manager()
+        lowered = manager.run(parsed.circuit)
+        try:
+            binds = workloads.parameter_binds(lowered, plan.parameters)
+        except ValueError as exc:
+            raise SimulationError(str(exc), FailureReason.INVALID_CIRCUIT) from None
+        if plan.observables is not None:
+            lowered = workloads.with_expectation_values(lowered, plan.observables.labels)
+            options["shots"] = 1
+            options.pop("memory", None)
     if threads:
         options["max_parallel_threads"] = threads
-    if job.seed is not None:
-        options["seed_simulator"] = job.seed
-    if job.memory:
-        options["memory"] = True
+    if binds is not None:
+        options["parameter_binds"] = binds
+    result = _run(lowered, options)
+    answer = _answer(result, plan, job)
+    return SimResult(
+        qubits=parsed.qubits,
+        depth=parsed.depth,
+        method=str(result.results[0].metadata.get("method", "unknown")),
+        execution_seconds=round(time.perf_counter() - started, 6),
+        **answer,
+    )
+
+
+def _run(circuit: Any, options: dict[str, Any]) -> Any:
     try:
-        result = _backend().run(lowered, **options).result()
+        result = _backend().run(circuit, **options).result()
     except Exception as exc:  # Aer raises AerError / QiskitError / RuntimeError
         raise SimulationError(f"simulator error: {exc}", FailureReason.SIMULATOR_ERROR) from None
     if not result.success:
         raise SimulationError(f"simulator error: {result.status}", FailureReason.SIMULATOR_ERROR)
-    counts = {str(k): int(v) for k, v in result.get_counts().items()}
-    method = str(result.results[0].metadata.get("method", "unknown"))
-    memory = [str(m) for m in result.get_memory()] if job.memory else None
-    return SimResult(
-        counts=counts,
-        qubits=parsed.qubits,
-        depth=parsed.depth,
-        method=method,
-        execution_seconds=round(time.perf_counter() - started, 6),
-        memory=memory,
-    )
+    return result
+
+
+def _answer(result: Any, plan: Plan | None, job: SimJob) -> dict[str, Any]:
+    """The answer's fields from Aer's result: one experiment per binding."""
+    experiments = len(result.results)
+    if plan is not None and plan.observables is not None:
+        count = len(plan.observables.labels)
+        values = [
+            [float(result.data(b)[f"ev{k}"]) for k in range(count)] for b in range(experiments)
+        ]
+        evs, stds, how = workloads.expectation_values(plan, values, job.seed)
+        if not all(math.isfinite(v) for v in _flat(evs)):
+            raise SimulationError(
+                "an expectation value is not a finite number (a binding gave a gate an "
+                "angle that is not one)",
+                FailureReason.INVALID_CIRCUIT,
+            )
+        return {"counts": None, "evs": evs, "stds": stds, "evs_method": how.value}
+
+    def sample(b: int) -> dict[str, Any]:
+        counts = {str(k): int(v) for k, v in result.get_counts(b).items()}
+        memory = [str(m) for m in result.get_memory(b)] if job.memory else None
+        return {"counts": counts, "memory": memory}
+
+    if plan is None or not plan.shape:
+        return sample(0)
+    flat = [sample(b) for b in range(experiments)]
+    return {"counts": None, "results": workloads.nest(flat, plan.shape)}
+
+
+def _flat(value: Any) -> list[float]:
+    if isinstance(value, list):
+        return [x for item in value for x in _flat(item)]
+    return [value]

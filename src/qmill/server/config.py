@@ -143,6 +143,25 @@ class LimitsSettings(_Section):
     # under ten; ANTLR's prediction turns quadratic on deep nesting long before Python's
     # recursion limit stops it, and the fast importer segfaults (20000 parentheses).
     max_nesting: int = Field(64, ge=1, le=64)
+    # Other simulation methods' caps (each lowered further to fit the memory budget; see
+    # qmill.server.workload.methods): the density matrix needs 16 * 4**n bytes, the
+    # matrix product state 64 * n * bond_dimension**2, the extended stabilizer is
+    # limited by Aer to 63 qubits and its run time grows with the T gates.
+    max_density_matrix_qubits: int = Field(13, ge=1, le=20)
+    max_mps_qubits: int = Field(128, ge=1, le=1000)
+    # Matrix product states are truncated to this bond dimension, which bounds their
+    # memory and time (and the approximation: entangled circuits need more).
+    mps_max_bond_dimension: int = Field(64, ge=2, le=4096)
+    max_extended_stabilizer_qubits: int = Field(63, ge=1, le=63)
+    # One task's sweep: bindings, and also the expectation values of a broadcast.
+    max_sweep_size: int = Field(10_000, ge=1, le=1_000_000)
+    # Free parameters one program may have.
+    max_parameters: int = Field(1_000, ge=1, le=100_000)
+    # Pauli sums one task may evaluate, and their terms in all.
+    max_observables: int = Field(1_000, ge=1, le=1_000_000)
+    max_observable_terms: int = Field(10_000, ge=1, le=1_000_000)
+    # Shots summed over a sweep's bindings (with memory, max_shots bounds that sum).
+    max_total_shots: int = Field(10_000_000, ge=1)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_batch_tasks: int = Field(1000, ge=1)
     # A simulation that runs longer is stopped (process executor) and fails with `timeout`.

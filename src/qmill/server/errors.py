@@ -76,11 +76,15 @@ class RequestError(QmillError):
 class InvalidRequest(RequestError):
     status_code = 422
 
-    def __init__(self, message: str, detail: object | None = None) -> None:
+    def __init__(
+        self, message: str, detail: object | None = None, allowed: object | None = None
+    ) -> None:
         super().__init__(message)
         # Structured detail (pydantic's error list) when there is one.
         if detail is not None:
             self.detail = detail
+        # What would have been accepted (an unknown field's list of fields).
+        self.allowed = allowed
 
 
 class InvalidCircuit(RequestError):

@@ -77,16 +77,18 @@ class Router:
         self.function = function
         self._handlers = dict(handlers)
 
-    def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
-        """The handler and path parameters for a request; None when the path is not
-        this function's (404), MethodNotAllowed when it is, but not with this verb."""
+    def resolve(
+        self, method: str, path: str
+    ) -> tuple[Handler, routes.Route, dict[str, str]] | None:
+        """The handler, route and path parameters for a request; None when the path is
+        not this function's (404), MethodNotAllowed when it is, but not with this verb."""
         found = list(routes.matching(path, self.function))
         if not found:
             return None
         for wanted in (method, "GET") if method == "HEAD" else (method,):
             for route, params in found:
                 if route.method == wanted:
-                    return self._handlers[route.operation], params
+                    return self._handlers[route.operation], route, params
         raise MethodNotAllowed(method, tuple(dict.fromkeys(route.method for route, _ in found)))
 
 
@@ -111,7 +113,14 @@ async def _dispatch(request: Request, router: Router) -> Response:
         resolved = router.resolve(request.method, request.url.path)
         if resolved is None:
             return not_found()
-        handler, params = resolved
+        handler, route, params = resolved
+        unknown = [key for key in request.query_params if key not in route.query]
+        if unknown:
+            accepted = ", ".join(route.query) or "none"
+            raise InvalidRequest(
+                f"unknown query parameter '{unknown[0][:64]}'; accepted: {accepted}",
+                allowed=list(route.query),
+            )
         # Where Starlette's own router puts them: handlers read request.path_params.
         request.scope["path_params"] = params
         return await handler(request)

@@ -12,6 +12,7 @@ only (`WithJsonSchema`, ``json_schema_extra``), so a stored record is never refu
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -26,6 +27,19 @@ from pydantic import (
     WithJsonSchema,
 )
 from pydantic.json_schema import SkipJsonSchema
+
+from qmill.server.workload.spec import (
+    OBSERVABLES_SCHEMA,
+    PARAMETERS_SCHEMA,
+    EvsMethod,
+    FloatPrecision,
+    Method,
+    Noise,
+    Observables,
+    Sweep,
+    observables_from_wire,
+    sweep_from_wire,
+)
 
 
 class TaskStatus(StrEnum):
@@ -77,21 +91,56 @@ def _json_integer(value: object) -> object:
 JsonInt = Annotated[int, BeforeValidator(_json_integer)]
 
 
-class SubmitRequest(_Open):
-    """A program to run. Unknown fields are ignored."""
+def _sweep(value: object) -> object:
+    return value if value is None or isinstance(value, Sweep) else sweep_from_wire(value)
+
+
+def _observables(value: object) -> object:
+    if value is None or isinstance(value, Observables):
+        return value
+    return observables_from_wire(value)
+
+
+def _precision(value: object) -> object:
+    """``"single"``/``"double"``, or a positive number (a target standard error)."""
+    if value is None or isinstance(value, FloatPrecision):
+        return value
+    if isinstance(value, str):
+        try:
+            return FloatPrecision(value)
+        except ValueError:
+            raise ValueError(
+                f'must be "single", "double" or a positive number, not {value[:40]!r}'
+            ) from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError('must be "single", "double" or a positive number')
+    if not math.isfinite(value) or value <= 0 or value > 1e6:
+        raise ValueError("a number must be positive and finite (a target standard error)")
+    return float(value)
+
+
+class _Forbid(BaseModel):
+    # A public request body: an unknown field is refused, never ignored
+    # (`qmill.server.tasks` turns pydantic's error into one that lists the fields).
+    model_config = ConfigDict(extra="forbid")
+
+
+class SubmitRequest(_Forbid):
+    """A program to run, and how. Unknown fields are refused (422)."""
 
     # Types are JSON's, strictly: a string is not a number and ``0`` is not ``false``,
     # so a request means what openapi.json says it means.
     quantum_circuit: StrictStr = Field(
         description="An OpenQASM 3 program (the default when there is no version line) or "
         "an `OPENQASM 2.0;` one. It may include only `stdgates.inc` (3) or `qelib1.inc` (2), "
-        "and must measure something."
+        "and must measure something unless `observables` are given. Free parameters are "
+        "`input float[64] name;` declarations (what `qiskit.qasm3.dumps` writes)."
     )
     # The floor and ceiling are [limits] settings, checked with the other limits (a 422
     # that names the limit); the schema states the floor no setting can go under.
     shots: JsonInt = Field(
         default=1024,
-        description="At most `[limits] max_shots` (100000 by default).",
+        description="Shots per binding. At most `[limits] max_shots` (100000 by default).",
         json_schema_extra={"minimum": 1},
     )
     seed: Annotated[int | None, BeforeValidator(_json_integer)] = Field(
@@ -103,10 +152,48 @@ class SubmitRequest(_Open):
     memory: StrictBool = Field(
         default=False, description="Also return every shot's outcome, in order."
     )
+    parameters: Annotated[
+        Sweep | None, BeforeValidator(_sweep), WithJsonSchema(PARAMETERS_SCHEMA)
+    ] = None
+    observables: Annotated[
+        Observables | None, BeforeValidator(_observables), WithJsonSchema(OBSERVABLES_SCHEMA)
+    ] = None
+    method: Method = Field(
+        default=Method.AUTOMATIC,
+        description="Aer's simulation method. `automatic` runs Clifford circuits on the "
+        "stabilizer method, noisy ones on the density matrix where it fits, the rest on the "
+        "statevector. `GET /backend` lists each method's limits.",
+    )
+    precision: Annotated[
+        FloatPrecision | float | None,
+        BeforeValidator(_precision),
+        WithJsonSchema(
+            {
+                "oneOf": [
+                    {"type": "string", "enum": [p.value for p in FloatPrecision]},
+                    {"type": "number", "exclusiveMinimum": 0, "maximum": 1e6},
+                    {"type": "null"},
+                ],
+                "description": "`single` or `double`: the simulator's floating point "
+                "precision. A number (with `observables` only): the target standard error "
+                "of the expectation values, which are then the exact values plus normal "
+                "noise of that standard deviation (`evs_method: normal_approximation`).",
+            }
+        ),
+    ] = None
+    noise: Noise | None = Field(
+        default=None, description="A noise model, as data. Every probability is in [0, 1]."
+    )
+
+    @classmethod
+    def fields(cls) -> list[str]:
+        """The accepted fields, as a 422 for an unknown one lists them."""
+        return list(cls.model_fields)
 
 
-class BatchRequest(_Open):
-    """Several programs in one request, validated all or nothing."""
+class BatchRequest(_Forbid):
+    """Several programs in one request, validated all or nothing. Unknown fields are
+    refused, in the batch and in each task."""
 
     tasks: list[SubmitRequest] = Field(
         min_length=1, description="At most `[limits] max_batch_tasks` (1000 by default)."
@@ -147,8 +234,16 @@ def _circuit_optional(schema: dict[str, Any]) -> None:
     schema["required"].remove("quantum_circuit")
 
 
+class SampleResult(_Answer):
+    """One binding's answer in a sampling sweep."""
+
+    counts: dict[str, int]
+    memory: list[str] | None = None
+
+
 class TaskView(_Answer):
-    """A task: its status and, once completed, its counts and how they were made."""
+    """A task: its status and, once completed, its counts (or expectation values) and how
+    they were made."""
 
     model_config = ConfigDict(json_schema_extra=_circuit_optional)
 
@@ -159,7 +254,8 @@ class TaskView(_Answer):
     shots: int = Field(json_schema_extra={"minimum": 1})
     result: dict[str, int] | None = Field(
         default=None,
-        description="Counts per outcome once completed (registers separated by spaces).",
+        description="Counts per outcome once completed (registers separated by spaces); "
+        "null for a sweep (see `results`) or expectation values (see `evs`).",
         json_schema_extra={
             "propertyNames": {"pattern": _OUTCOME},
             "additionalProperties": {"type": "integer", "minimum": 0},
@@ -188,6 +284,36 @@ class TaskView(_Answer):
         json_schema_extra={"items": {"type": "string", "pattern": _OUTCOME}},
     )
     quantum_circuit: str | None = Field(default=None, description="Only with `?include=circuit`.")
+    # Sweeps and expectation values (null for a task that asked for neither).
+    shape: list[int] = Field(
+        default_factory=list,
+        description="The shape of the answer: `[]` for one circuit; a sweep's bindings "
+        "shape; with observables, their shape broadcast with the parameters'.",
+        json_schema_extra={"items": {"type": "integer", "minimum": 1}},
+    )
+    results: list[Any] | None = Field(
+        default=None,
+        description="A sampling sweep's answer (`shape` not `[]`): nested arrays of that "
+        'shape whose leaves are `{"counts": {...}, "memory": [...] or null}`, one per '
+        "binding, in order.",
+    )
+    evs: float | list[Any] | None = Field(
+        default=None,
+        description="Expectation values: a number when `shape` is `[]`, else nested arrays "
+        "of that shape.",
+    )
+    stds: float | list[Any] | None = Field(
+        default=None,
+        description="Standard errors of `evs`, same shape: 0 when exact.",
+        json_schema_extra={"minimum": 0},
+    )
+    evs_method: EvsMethod | None = Field(
+        default=None,
+        description="How `evs` were made: `exact` (from the simulator's state) or "
+        "`normal_approximation` (exact plus normal noise of standard deviation `precision`).",
+    )
+    precision: FloatPrecision | float | None = Field(default=None, description="As submitted.")
+    noise: Noise | None = Field(default=None, description="As submitted.")
 
     def to_json(self, include_circuit: bool = False) -> dict[str, Any]:
         exclude = None if include_circuit else {"quantum_circuit"}
@@ -264,3 +390,58 @@ class NoCounts(ErrorBody):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# --- GET /backend ---------------------------------------------------------------------------
+
+
+class MethodView(_Answer):
+    """One simulation method as this deployment runs it."""
+
+    max_qubits: int = Field(
+        description="The widest circuit it runs here, in double precision: the configured "
+        "cap, lowered until its state fits the worker's memory budget."
+    )
+    max_qubits_single: int | None = Field(
+        default=None, description="The same in single precision (null: no such precision)."
+    )
+    noise: bool
+    observables: bool
+    precisions: list[FloatPrecision]
+    gates: list[str] | None = Field(
+        default=None, description="The only gates it runs (null: every gate of `gates`)."
+    )
+    max_bond_dimension: int | None = Field(
+        default=None, description="Matrix product states are truncated to this."
+    )
+
+
+class BackendView(_Answer):
+    """What this deployment offers: enough to build a Qiskit `Target` and to learn every
+    limit before a 422."""
+
+    name: str
+    version: str
+    max_qubits: int = Field(description="The widest circuit any method runs here.")
+    methods: dict[str, MethodView]
+    gates: list[str] = Field(
+        description="Gates an OpenQASM 3 program may use (`stdgates.inc` and `U`), by "
+        "their Qiskit names."
+    )
+    simulator_gates: list[str] = Field(
+        description="Gates the simulator runs natively; others are decomposed into them."
+    )
+    min_shots: int
+    max_shots: int
+    max_total_shots: int
+    max_batch_tasks: int
+    max_sweep_size: int
+    max_parameters: int
+    max_observables: int
+    max_observable_terms: int
+    max_clbits: int
+    max_gates: int
+    max_depth: int
+    max_execution_seconds: float
+    noise: dict[str, Any] = Field(description="The JSON schema of a task's `noise`.")
+    task_fields: list[str] = Field(description="Every field `POST /tasks` accepts.")

@@ -37,6 +37,8 @@ class Route:
     path: str
     function: str
     operation: str
+    # The query parameters it takes; any other is refused (422), never ignored.
+    query: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(_PARAM.findall(self.path)) > 1 or not self.path.startswith("/"):
@@ -84,16 +86,18 @@ class Route:
 
 # In match order. The result function owns the task resource: it reads (GET) and cancels
 # (DELETE) it, draws its counts, and serves the page that uses all of this. The health
-# function serves the OpenAPI document because it is the one function open without a key.
+# function serves the OpenAPI document and the backend's description because it is the
+# one function open without a key: both say what the deployment is, before any task.
 ROUTES: Final = (
     Route("POST", "/tasks", "submit", "submitTask"),
-    Route("GET", "/tasks/{task_id}", "result", "getTask"),
+    Route("GET", "/tasks/{task_id}", "result", "getTask", ("wait", "include")),
     Route("DELETE", "/tasks/{task_id}", "result", "cancelTask"),
     Route("POST", "/batches", "submit", "submitBatch"),
     Route("GET", "/batches/{batch_id}", "result", "getBatch"),
     Route("GET", "/health", "health", "health"),
     Route("GET", "/openapi.json", "health", "openapi"),
-    Route("GET", "/tasks/{task_id}/histogram.svg", "result", "getHistogram"),
+    Route("GET", "/backend", "health", "getBackend"),
+    Route("GET", "/tasks/{task_id}/histogram.svg", "result", "getHistogram", ("wait",)),
     Route("GET", "/", "result", "page"),
 )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import typing
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from qmill.server import qasm
+from qmill.server import qasm, workload
 from qmill.server.bus import Bus
 from qmill.server.config import Settings
 from qmill.server.errors import (
@@ -54,6 +55,7 @@ class Accepted:
 
     request: SubmitRequest
     parsed: qasm.ParsedProgram
+    plan: workload.Plan
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -63,16 +65,55 @@ def _model(model: type[M], body: object) -> M:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        raise InvalidRequest(
-            "invalid request body",
-            detail=exc.errors(include_url=False, include_context=False, include_input=False),
-        ) from None
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        unknown = next((e for e in errors if e["type"] == "extra_forbidden"), None)
+        if unknown is not None:
+            raise _unknown_field(model, unknown["loc"]) from None
+        raise InvalidRequest("invalid request body", detail=errors) from None
+
+
+def _unknown_field(model: type[BaseModel], loc: tuple[int | str, ...]) -> RequestError:
+    """422 naming the field and listing the accepted ones: an option the server does not
+    know is never dropped (the caller would believe it was applied)."""
+    *where, name = loc
+    owner: type[BaseModel] = model
+    for part in where:  # down to the model that holds the unknown field
+        if isinstance(part, int):
+            continue
+        owner = next(
+            (
+                t
+                for t in _types(owner.model_fields[str(part)].annotation)
+                if isinstance(t, type) and issubclass(t, BaseModel)
+            ),
+            owner,
+        )
+    accepted = list(owner.model_fields)
+    path = ".".join(str(p) for p in where[2:] if not isinstance(p, int))
+    in_batch = model is BatchRequest and len(where) >= 2 and isinstance(where[1], int)
+    if not in_batch:
+        path = ".".join(str(p) for p in where if not isinstance(p, int))
+    field = f"{path}.{name}" if path else str(name)
+    error = InvalidRequest(
+        f"unknown field '{field}'; accepted fields: {', '.join(accepted)}", allowed=accepted
+    )
+    if in_batch:
+        error.in_batch(int(where[1]))
+    return error
+
+
+def _types(annotation: object) -> list[object]:
+    """The types an annotation names (``Noise | None`` -> Noise, NoneType; list[X] -> X)."""
+    args = typing.get_args(annotation)
+    if not args:
+        return [annotation]
+    return [t for arg in args for t in _types(arg)]
 
 
 def check(
     request: SubmitRequest, settings: Settings, parse_limits: qasm.Limits | None = None
 ) -> Accepted:
-    """Check limits and the program; raise a RequestError on the first problem.
+    """Check limits, the program and its options; raise a RequestError on the first problem.
 
     ``parse_limits`` when several programs share one parse budget (a batch).
     """
@@ -83,19 +124,14 @@ def check(
         raise LimitExceeded("shots", request.shots, limits.max_shots)
     parse_limits = parse_limits or qasm.Limits.for_request(settings)
     parsed = qasm.parse(request.quantum_circuit, parse_limits)
-    if parsed.clifford:
-        qubit_limit, kind = limits.max_clifford_qubits, "qubits (Clifford circuit)"
-    else:
-        qubit_limit, kind = settings.statevector_qubit_limit, "qubits"
     for name, value, allowed in (
-        (kind, parsed.qubits, qubit_limit),
         ("classical bits", parsed.clbits, limits.max_clbits),
         ("gates", parsed.size, limits.max_gates),
         ("depth", parsed.depth, limits.max_depth),
     ):
         if value > allowed:
             raise LimitExceeded(name, value, allowed)
-    return Accepted(request, parsed)
+    return Accepted(request, parsed, workload.plan(request, parsed, settings))
 
 
 def validate_submit(body: object, settings: Settings) -> Accepted:
@@ -182,12 +218,13 @@ async def _record_and_queue(
                 seed=a.request.seed,
                 memory=a.request.memory,
                 owner=owner,
+                plan=a.plan.model_dump_json(exclude_defaults=True),
             )
             for task_id, a in zip(task_ids, accepted, strict=True)
         )
     )
     results = await asyncio.gather(
-        *(bus.publish(t, a.parsed.state_bytes) for t, a in zip(task_ids, accepted, strict=True)),
+        *(bus.publish(t, a.plan.state_bytes) for t, a in zip(task_ids, accepted, strict=True)),
         return_exceptions=True,
     )
     failures = [r for r in results if isinstance(r, BaseException)]

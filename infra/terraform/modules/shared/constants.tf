@@ -22,6 +22,7 @@ locals {
     { method = "GET", path = "/batches/", function = "result" },
     { method = "GET", path = "/health", function = "health" },
     { method = "GET", path = "/openapi.json", function = "health" },
+    { method = "GET", path = "/backend", function = "health" },
     { method = "GET", path = "/tasks/{id}/histogram.svg", function = "result" },
     { method = "GET", path = "/", function = "result" },
   ]

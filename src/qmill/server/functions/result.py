@@ -22,7 +22,7 @@ from qmill import pictures
 from qmill.server import connections, tasks
 from qmill.server.errors import InvalidRequest
 from qmill.server.http import Router, serve
-from qmill.server.models import BatchView, NoCounts
+from qmill.server.models import BatchView, NoCounts, TaskStatus
 
 
 def _wait_seconds(raw: str | None, cap: float) -> float:
@@ -43,8 +43,25 @@ async def _get(request: Request) -> Response:
     wait = _wait_seconds(request.query_params.get("wait"), settings.server.max_wait_seconds)
     task_id = request.path_params["task_id"]
     view = await tasks.get(connections.stores(), task_id, wait, owner)
-    include = set(request.query_params.get("include", "").split(","))
-    return JSONResponse(view.to_json(include_circuit="circuit" in include))
+    return JSONResponse(view.to_json(include_circuit=_includes_circuit(request)))
+
+
+# What ``?include=`` may name (comma-separated).
+_INCLUDABLE = ("circuit",)
+
+
+def _includes_circuit(request: Request) -> bool:
+    raw = request.query_params.get("include")
+    if raw is None:
+        return False
+    names = {name for name in raw.split(",") if name}
+    unknown = sorted(names - set(_INCLUDABLE))
+    if unknown:
+        raise InvalidRequest(
+            f"include: unknown value '{unknown[0][:64]}'; accepted: {', '.join(_INCLUDABLE)}",
+            allowed=list(_INCLUDABLE),
+        )
+    return "circuit" in names
 
 
 async def _delete(request: Request) -> Response:
@@ -88,6 +105,8 @@ async def _get_histogram(request: Request) -> Response:
     view = await tasks.get(connections.stores(), task_id, wait, owner)
     if view.result is None:
         detail = f"the task is {view.status.value}: it has no counts to draw"
+        if view.status is TaskStatus.COMPLETED:
+            detail += " (a sweep has counts per binding, observables have expectation values)"
         body = NoCounts(detail=detail, status=view.status)
         return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=409)
     svg = pictures.histogram_svg(view.result, title=f"{view.shots} shots, task {task_id[:8]}")

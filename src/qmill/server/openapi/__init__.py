@@ -52,6 +52,7 @@ SCHEMA_MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (models.ErrorBody, "serialization"),
     (models.NoCounts, "serialization"),
     (models.CircuitError, "serialization"),
+    (models.BackendView, "serialization"),
 )
 
 

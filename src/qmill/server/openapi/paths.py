@@ -131,7 +131,7 @@ def _operations() -> dict[str, dict[str, Any]]:
                     "in": "query",
                     "required": False,
                     "description": "Comma-separated extras; `circuit` echoes the program as "
-                    "`quantum_circuit`. Unknown names are ignored.",
+                    "`quantum_circuit`. Unknown names are refused (422).",
                     "schema": {"type": "string"},
                     "examples": {"circuit": {"value": "circuit"}},
                 },
@@ -147,7 +147,7 @@ def _operations() -> dict[str, dict[str, Any]]:
             "stays readable, as `cancelled`.",
             "responses": {
                 "200": {"description": "Cancelled; the task as it now is.", "content": task},
-                **error_refs("NotFound"),
+                **error_refs("NotFound", "Unprocessable"),
                 **own_error(
                     errors.TaskConflict,
                     "The task already finished (`completed`, `failed` or `cancelled`).",
@@ -190,7 +190,7 @@ def _operations() -> dict[str, dict[str, Any]]:
             "summary": "Every task of a batch, in submission order",
             "responses": {
                 "200": {"description": "The batch.", "content": json_body(models.BatchView)},
-                **error_refs("NotFound", *_GUARDED),
+                **error_refs("NotFound", "Unprocessable", *_GUARDED),
             },
         },
         "health": {
@@ -198,7 +198,7 @@ def _operations() -> dict[str, dict[str, Any]]:
             "security": [],
             "responses": {
                 "200": {"description": "Both answer.", "content": json_body(models.HealthView)},
-                **error_refs("PayloadTooLarge"),
+                **error_refs("PayloadTooLarge", "Unprocessable"),
                 "503": {
                     "description": "A dependency did not answer (`unhealthy`, naming it), or "
                     "the health function itself is down (an error, with `Retry-After`).",
@@ -221,7 +221,22 @@ def _operations() -> dict[str, dict[str, Any]]:
                     "description": "The OpenAPI document of this deployment.",
                     "content": json_body({"type": "object", "required": ["openapi", "paths"]}),
                 },
-                **error_refs(*_OPEN),
+                **error_refs("Unprocessable", *_OPEN),
+            },
+        },
+        "getBackend": {
+            "summary": "What this deployment runs: methods, limits, gates, noise schema",
+            "description": "Each simulation method with the widest circuit it runs under the "
+            "workers' memory budget, every limit a task is held to, the gates a program may "
+            "use and the schema of `noise`: enough to build a Qiskit `Target` and to learn "
+            "the limits before a 422. Open without a key, like `/health`.",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "The deployment.",
+                    "content": json_body(models.BackendView),
+                },
+                **error_refs("Unprocessable", *_OPEN),
             },
         },
         "getHistogram": {
@@ -253,7 +268,7 @@ def _operations() -> dict[str, dict[str, Any]]:
                     "description": "The page.",
                     "content": {"text/html": {"schema": {"type": "string"}}},
                 },
-                **error_refs(*_OPEN),
+                **error_refs("Unprocessable", *_OPEN),
             },
         },
     }
@@ -275,5 +290,11 @@ def paths(table: Iterable[Route]) -> dict[str, Any]:
                     "schema": {"type": "string", "format": "uuid"},
                 }
             ]
-        item[route.method.lower()] = {"operationId": route.operation, **operations[route.operation]}
+        operation = operations[route.operation]
+        documented = tuple(p["name"] for p in operation.get("parameters", []) if p["in"] == "query")
+        if documented != route.query:  # the route table says what the router accepts
+            raise ValueError(
+                f"{route.operation}: query {documented} documented, {route.query} routed"
+            )
+        item[route.method.lower()] = {"operationId": route.operation, **operation}
     return found

@@ -74,11 +74,15 @@ class Budget:
 
 def parse_budget(settings: Settings) -> Budget:
     """What parsing one request may cost: registers no wider than the widest circuit any
-    program may have, the gate limit, and ``[limits] max_parse_seconds`` from now."""
+    method may run, the gate limit, and ``[limits] max_parse_seconds`` from now."""
+    # Imported here: the methods know qasm's gate sets.
+    from qmill.server.workload import FloatPrecision, Method, max_qubits
+
     limits = settings.limits
-    clifford_wider = limits.max_clifford_qubits >= settings.statevector_qubit_limit
+    widest = max(max_qubits(settings, method, FloatPrecision.SINGLE) for method in Method)
+    clifford_wider = limits.max_clifford_qubits >= widest
     return Budget(
-        qubits=max(limits.max_clifford_qubits, settings.statevector_qubit_limit),
+        qubits=widest,
         clbits=limits.max_clbits,
         gates=limits.max_gates,
         seconds=limits.max_parse_seconds,

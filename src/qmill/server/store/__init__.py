@@ -21,10 +21,11 @@ from qmill.server.store.client import RedisClient
 from qmill.server.store.heartbeats import Heartbeats
 from qmill.server.store.idempotency import Binding, IdempotencyKeys
 from qmill.server.store.limits import Limits
-from qmill.server.store.tasks import Outcome, StartedTask, StartOutcome, TaskStore
+from qmill.server.store.tasks import Answer, Outcome, StartedTask, StartOutcome, TaskStore
 from qmill.server.store.waiters import Waiters
 
 __all__ = [
+    "Answer",
     "Batches",
     "Binding",
     "Heartbeats",

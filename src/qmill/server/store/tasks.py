@@ -14,11 +14,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from qmill.server import constants
 from qmill.server.errors import TaskNotFound
 from qmill.server.models import TaskStatus, TaskView, utcnow
 from qmill.server.store.client import RedisClient, guard
+from qmill.server.workload import Plan
 
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -35,7 +37,7 @@ end
 """
 
 # Returns {status} for a missing or terminal task, else {'processing', circuit, shots,
-# created_at, attempts, seed, memory} after moving it to processing.
+# created_at, attempts, seed, memory, owner, plan} after moving it to processing.
 _START = (
     _IS_TERMINAL
     + """
@@ -44,8 +46,9 @@ if not s then return {'missing'} end
 if terminal(s) then return {s} end
 redis.call('HSET', KEYS[1], 'status', 'processing', 'started_at', ARGV[1], 'worker_id', ARGV[2])
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-local f = redis.call('HMGET', KEYS[1], 'circuit', 'shots', 'created_at', 'seed', 'memory', 'owner')
-return {'processing', f[1], f[2], f[3], attempts, f[4] or '', f[5] or '', f[6] or ''}
+local f = redis.call('HMGET', KEYS[1], 'circuit', 'shots', 'created_at', 'seed', 'memory', 'owner',
+  'plan')
+return {'processing', f[1], f[2], f[3], attempts, f[4] or '', f[5] or '', f[6] or '', f[7] or ''}
 """
 )
 
@@ -97,6 +100,24 @@ class StartedTask:
     seed: int | None = None
     memory: bool = False
     owner: str | None = None
+    # The admitted options (`qmill.server.workload.Plan` as JSON); "" for a task
+    # recorded before options existed, which runs as Aer's automatic method decides.
+    plan: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a completed task returns, in the stored (JSON) form of each field."""
+
+    # Counts of one circuit (a task without a sweep or observables).
+    counts: Mapping[str, int] | None = None
+    memory: list[str] | None = None
+    # A sampling sweep: nested lists (the sweep's shape) of {"counts", "memory"}.
+    results: list[object] | None = None
+    # Expectation values and their standard errors: a number or nested lists.
+    evs: float | list[object] | None = None
+    stds: float | list[object] | None = None
+    evs_method: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +150,7 @@ class TaskStore:
         seed: int | None = None,
         memory: bool = False,
         owner: str | None = None,
+        plan: str | None = None,
     ) -> datetime:
         """Write a new `pending` task; returns its creation time."""
         created = utcnow()
@@ -144,6 +166,7 @@ class TaskStore:
             "seed": seed,
             "memory": "1" if memory else None,
             "owner": owner,
+            "plan": plan,
         }
         args: list[Value] = [self._ttl, *_pairs(fields)]
         async with guard():
@@ -192,14 +215,14 @@ class TaskStore:
             seed=int(reply[5]) if reply[5] else None,
             memory=reply[6] == "1",
             owner=str(reply[7]) or None,
+            plan=str(reply[8]),
         )
         return StartOutcome(task=task, status=Outcome.APPLIED)
 
     async def complete(
         self,
         task_id: str,
-        counts: Mapping[str, int],
-        memory: list[str] | None = None,
+        answer: Answer,
         *,
         qubits: int | None = None,
         depth: int | None = None,
@@ -214,8 +237,12 @@ class TaskStore:
         ``owner`` names the in-flight set the task leaves; it is not written.
         """
         fields: dict[str, Field] = {
-            "result": json.dumps(dict(counts)),
-            "shot_memory": json.dumps(memory) if memory is not None else None,
+            "result": _json(dict(answer.counts) if answer.counts is not None else None),
+            "shot_memory": _json(answer.memory),
+            "results": _json(answer.results),
+            "evs": _json(answer.evs),
+            "stds": _json(answer.stds),
+            "evs_method": answer.evs_method,
             "qubits": qubits,
             "depth": depth,
             "method": method,
@@ -264,6 +291,10 @@ class TaskStore:
             return Outcome(str(await self._finish(keys=keys, args=args)))
 
 
+def _json(value: object) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
 def _pairs(fields: Mapping[str, Field]) -> list[Value]:
     """HSET arguments: field, value, ... for the fields that have a value."""
     pairs: list[Value] = []
@@ -300,7 +331,26 @@ def _view(raw: Mapping[str, str]) -> TaskView:
         owner=opt("owner"),
         memory=json.loads(shot_memory) if (shot_memory := opt("shot_memory")) else None,
         quantum_circuit=opt("circuit"),
+        results=_loads(opt("results")),
+        evs=_loads(opt("evs")),
+        stds=_loads(opt("stds")),
+        evs_method=opt("evs_method"),
+        **_plan_fields(opt("plan")),
     )
+
+
+def _loads(value: str | None) -> Any:
+    return json.loads(value) if value else None
+
+
+def _plan_fields(raw: str | None) -> dict[str, Any]:
+    """What a task view shows of its admitted options: the answer's shape and the
+    options that change what it means (precision, noise), as submitted."""
+    if not raw:
+        return {}
+    plan = Plan.model_validate_json(raw)
+    precision = plan.target_precision if plan.target_precision is not None else plan.precision
+    return {"shape": plan.shape, "precision": precision, "noise": plan.noise}
 
 
 def _dt(value: str | None) -> datetime | None:
