@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 from qiskit import QuantumCircuit
 from qiskit.circuit import Delay, ForLoopOp, IfElseOp, Measure, Parameter, Reset, WhileLoopOp
@@ -97,8 +97,14 @@ class QmillBackend(BackendV2):  # type: ignore[misc]
     def __init__(
         self, url: str | None = None, *, api_key: str | None = None, client: Client | None = None
     ) -> None:
+        # A client given is its owner's to close; one made here is ours.
+        self._owns_client = client is None
         self._client = client if client is not None else Client(url, api_key=api_key)
-        self._description = self._client.backend()
+        try:
+            self._description = self._client.backend()
+        except BaseException:
+            self.close()
+            raise
         super().__init__(
             name=str(self._description.get("name", "qmill")),
             description=f"qmill at {self._client.url}",
@@ -138,8 +144,16 @@ class QmillBackend(BackendV2):  # type: ignore[misc]
         return self._client
 
     def close(self) -> None:
-        """Close the HTTP connections (jobs from this backend can no longer be read)."""
-        self._client.close()
+        """Close the HTTP connections (unless the client was given); jobs already returned
+        can no longer be read."""
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def run(self, run_input: QuantumCircuit | Sequence[QuantumCircuit], **options: Any) -> QmillJob:
         """Queue the circuits as one batch (one task each); returns the job at once.

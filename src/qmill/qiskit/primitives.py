@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from qiskit.primitives import BaseEstimatorV2, BaseSamplerV2
@@ -91,6 +91,8 @@ class SamplerV2(BaseSamplerV2):  # type: ignore[misc]
         client: Client | None = None,
     ) -> None:
         self._options: SamplerOptions = _options(SamplerOptions, "SamplerV2", options)
+        # A client given is its owner's to close; one made here is ours.
+        self._owns_client = client is None
         self._client = client if client is not None else Client(url, api_key=api_key)
 
     @property
@@ -100,6 +102,18 @@ class SamplerV2(BaseSamplerV2):  # type: ignore[misc]
     @property
     def client(self) -> Client:
         return self._client
+
+    def close(self) -> None:
+        """Close the HTTP connections (unless the client was given); jobs already returned
+        can no longer be read."""
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def run(
         self, pubs: Iterable[SamplerPubLike], *, shots: int | None = None
@@ -155,6 +169,8 @@ class EstimatorV2(BaseEstimatorV2):  # type: ignore[misc]
         client: Client | None = None,
     ) -> None:
         self._options: EstimatorOptions = _options(EstimatorOptions, "EstimatorV2", options)
+        # A client given is its owner's to close; one made here is ours.
+        self._owns_client = client is None
         self._client = client if client is not None else Client(url, api_key=api_key)
 
     @property
@@ -164,6 +180,18 @@ class EstimatorV2(BaseEstimatorV2):  # type: ignore[misc]
     @property
     def client(self) -> Client:
         return self._client
+
+    def close(self) -> None:
+        """Close the HTTP connections (unless the client was given); jobs already returned
+        can no longer be read."""
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def run(
         self, pubs: Iterable[EstimatorPubLike], *, precision: float | None = None

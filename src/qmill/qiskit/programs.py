@@ -13,6 +13,12 @@
   supported"): ``Initialize``, or a sub-circuit with measurements turned into an
   instruction. Their definitions are plain resets, measurements and gates, so they are
   replaced by them (repeatedly, for nested ones) and the circuit means the same.
+* **Parameterized controlled gates are inlined too** (and parameterized composite gates,
+  which may hold one). qiskit-aer 0.18.2 ignores ``parameter_binds`` on ``cp``, ``crx``,
+  ``cry``, ``crz``, ``cu1`` and ``cu3`` (measured: the rotation is left out, and a sweep
+  comes back with one result; Qiskit/qiskit-aer#2323, #2391, #2403), and the server binds
+  sweeps that way. Their definitions use only rotations Aer binds correctly. To be
+  removed once the server lowers these gates itself.
 * **Refused here** (`UnsupportedCircuitError`), because no program could say it:
   a gate or instruction with no definition (``Gate("foo", 1, [])``: the exporter cannot
   write its body and the simulator could not run it); a classical bit in no register or
@@ -36,10 +42,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from qiskit import QuantumCircuit, qasm3
-from qiskit.circuit import ControlFlowOp, Gate, Parameter
+from qiskit.circuit import ControlFlowOp, ControlledGate, Gate, Parameter, ParameterExpression
 
 from qmill.qiskit.errors import UnsupportedCircuitError
 
@@ -76,8 +83,9 @@ def to_program(circuit: QuantumCircuit) -> Program:
     if not isinstance(circuit, QuantumCircuit):
         raise TypeError(f"expected a qiskit.QuantumCircuit, not {type(circuit).__name__}")
     check_registers(circuit)
-    prepared = inline_non_unitary(circuit)
-    parameters = tuple(circuit.parameters)
+    prepared = lower(circuit)
+    # The caller's parameters (the same objects), less any a definition dropped.
+    parameters = tuple(prepared.parameters)
     names = tuple(f"{PARAMETER_PREFIX}{i}" for i in range(len(parameters)))
     if parameters:
         fresh = {old: Parameter(name) for old, name in zip(parameters, names, strict=True)}
@@ -122,15 +130,18 @@ def check_registers(circuit: QuantumCircuit) -> None:
         )
 
 
-def inline_non_unitary(circuit: QuantumCircuit) -> QuantumCircuit:
-    """``circuit`` with its composite non-gate instructions (``Initialize``, sub-circuit
-    instructions with measurements or resets) replaced by their definitions."""
+def lower(circuit: QuantumCircuit) -> QuantumCircuit:
+    """``circuit`` with what must not reach the server replaced by its definition:
+    composite non-gate instructions (``Initialize``, sub-circuit instructions with
+    measurements or resets), parameterized controlled gates, and parameterized gates
+    that are not standard (a composite such as ``PauliEvolutionGate`` may hold a
+    parameterized controlled gate)."""
     for _ in range(_MAX_INLINE_ROUNDS):
         names = sorted(
             {
                 instruction.operation.name
                 for instruction in circuit.data
-                if _needs_inlining(instruction.operation)
+                if _needs_lowering(instruction.operation)
             }
         )
         if not names:
@@ -139,10 +150,18 @@ def inline_non_unitary(circuit: QuantumCircuit) -> QuantumCircuit:
     return circuit  # what is still left, the exporter names in its refusal
 
 
-def _needs_inlining(operation: Any) -> bool:
-    return (
-        not isinstance(operation, Gate | ControlFlowOp)
-        and operation.name not in _STATEMENTS
-        and not getattr(operation, "_directive", False)
-        and operation.definition is not None
-    )
+def _needs_lowering(operation: Any) -> bool:
+    if getattr(operation, "definition", None) is None or isinstance(operation, ControlFlowOp):
+        return False
+    if not isinstance(operation, Gate):
+        return operation.name not in _STATEMENTS and not getattr(operation, "_directive", False)
+    if not any(isinstance(p, ParameterExpression) and p.parameters for p in operation.params):
+        return False
+    return isinstance(operation, ControlledGate) or operation.name not in _standard_gates()
+
+
+@lru_cache(maxsize=1)
+def _standard_gates() -> frozenset[str]:
+    from qiskit.circuit.library.standard_gates import get_standard_gate_name_mapping
+
+    return frozenset(get_standard_gate_name_mapping())
