@@ -272,3 +272,18 @@ def test_backend_bodies_refuse_unbound_circuits() -> None:
     assert body["shots"] == 10 and type(body["shots"]) is int
     assert body["memory"] is True and body["precision"] == "single"
     assert body["noise"] == {"readout": 0.1}
+
+
+# --- options -------------------------------------------------------------------------------
+
+
+def test_primitives_refuse_options_they_do_not_know() -> None:
+    from qmill.qiskit import EstimatorV2, SamplerV2, UnknownOptionError
+
+    with pytest.raises(UnknownOptionError, match=r"does not know the option\(s\) shots") as caught:
+        SamplerV2("http://127.0.0.1:9", options={"shots": 5})
+    assert "default_shots" in caught.value.accepted
+    with pytest.raises(TypeError, match="default_shots"):  # precision is the estimator's
+        EstimatorV2("http://127.0.0.1:9", options={"default_shots": 5})
+    with SamplerV2("http://127.0.0.1:9", options={"default_shots": 5, "method": "mps"}) as s:
+        assert s.options.default_shots == 5 and s.options.method == "mps"

@@ -79,7 +79,8 @@ class SamplerV2(BaseSamplerV2):  # type: ignore[misc]
 
     Each PUB's result has one `BitArray` per classical register, of the PUB's shape,
     built from the server's per-binding counts with the registers of every shot kept
-    together.
+    together. A PUB whose circuit measures nothing is refused by the server (400), where
+    Qiskit's reference sampler would return all-zero bits.
     """
 
     def __init__(

@@ -6,8 +6,10 @@
   (``ParameterVector("θ")[0]`` becomes ``_θ_0_``, ``Parameter("a b")`` ``_a_b``) and
   what would clash (``x`` becomes ``x_0`` next to an ``x_``), by rules that are its own
   and may change. Values are sent by name, so every parameter is first replaced by a
-  fresh one named ``qmill_p<i>`` (``i`` its position in ``circuit.parameters``), and the
-  exported text is checked to declare exactly those ``input``\\ s.
+  fresh one named ``qmill_p<i>`` (``i`` its position in ``circuit.parameters``): a
+  deterministic, valid identifier that names no gate of ``stdgates.inc`` (the exporter
+  turns a parameter ``t`` into ``t_1``, as ``t`` is the T gate), and the exported text is
+  checked to declare exactly those inputs.
 * **Non-unitary composite instructions are inlined.** The exporter refuses an
   ``Instruction`` that is not a gate ("non-unitary subroutine calls are not yet
   supported"): ``Initialize``, or a sub-circuit with measurements turned into an
