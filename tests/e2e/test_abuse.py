@@ -427,6 +427,137 @@ def bodies() -> Iterator[Hostile]:
     )
 
 
+PARAM3 = Q3 + "input float[64] theta;\nqubit[2] q;\nbit[2] c;\nry(theta) q[0];\nc = measure q;\n"
+EST3 = Q3 + "input float[64] theta;\nqubit[2] q;\nry(theta) q[0];\ncx q[0], q[1];\n"
+
+
+def wide(n: int) -> str:
+    return Q3 + f"qubit[{n}] q; bit[{n}] c; h q[0]; t q[0]; cx q[0], q[1]; c = measure q;"
+
+
+def workloads() -> Iterator[Hostile]:
+    """Sweeps, observables, methods, precisions and noise: every bad one is a 4xx that
+    queues nothing, including the ones too big to parse cheaply."""
+    p = Hostile.program
+
+    def raw(name: str, body: bytes, *expect: int) -> Hostile:
+        return Hostile(f"workload/{name}", body, expect=expect)
+
+    head = json.dumps({"quantum_circuit": PARAM3})[:-1].encode()
+    for token in (b"NaN", b"Infinity", b"-Infinity", b"1e999", b"[1, NaN]"):
+        yield raw(
+            f"theta={token.decode()}", head + b', "parameters": {"theta": ' + token + b"}}", 422
+        )
+    yield raw("theta=true", head + b', "parameters": {"theta": true}}', 422)
+    # 10**7 bindings: 20 MB, refused before it is read whole.
+    yield raw("1e7-bindings", head + b', "parameters": {"theta": [' + b"0," * 10**7 + b"0]}}", 413)
+    yield raw("1e5-bindings", head + b', "parameters": {"theta": [' + b"0," * 10**5 + b"0]}}", 422)
+    yield raw(
+        "1e5-binding-maps",
+        head + b', "parameters": [' + b'{"theta":0},' * 60_000 + b'{"theta":0}]}',
+        422,
+    )
+    ragged = {"theta": [[0.1, 0.2], [0.3]]}
+    yield p("workload/ragged-sweep", PARAM3, 422, parameters=ragged)
+    yield p("workload/missing-parameter", PARAM3, 422)
+    yield p("workload/extra-parameter", PARAM3, 422, parameters={"theta": 1, "phi": 2})
+    yield p("workload/parameters-without-any", BELL3, 422, parameters={"theta": 1})
+    deep = "[" * 100 + "0" + "]" * 100
+    yield raw("deep-sweep", head + b', "parameters": {"theta": ' + deep.encode() + b"}}", 422)
+    # A 10**6-term observable is 14 MB; 80000 terms fit in a body and are over the limit.
+    est = json.dumps({"quantum_circuit": EST3})[:-1].encode()
+    yield raw(
+        "1e6-terms", est + b', "observables": [' + b'["ZZ", 1.0],' * 10**6 + b'["ZZ", 1]]}', 413
+    )
+    yield raw(
+        "8e4-terms", est + b', "observables": [' + b'["ZZ", 1.0],' * 80_000 + b'["ZZ", 1]]}', 422
+    )
+    yield p(
+        "workload/observable-too-wide", EST3, 422, parameters={"theta": 0}, observables=[["ZZZ", 1]]
+    )
+    yield p(
+        "workload/observable-not-pauli", EST3, 422, parameters={"theta": 0}, observables=[["AB", 1]]
+    )
+    yield p(
+        "workload/observable-complex",
+        EST3,
+        422,
+        parameters={"theta": 0},
+        observables=[["ZZ", [1, 1]]],
+    )
+    no_broadcast = {"theta": [0.1, 0.2, 0.3]}
+    obs = [[["ZZ", 1]], [["XX", 1]]]
+    yield p("workload/no-broadcast", EST3, 422, parameters=no_broadcast, observables=obs)
+    yield p("workload/precision-without-observables", BELL3, 422, precision=0.01)
+    yield p("workload/precision-half", BELL3, 422, precision="half")
+    yield p(
+        "workload/precision-negative",
+        EST3,
+        422,
+        parameters={"theta": 0},
+        observables=[["ZZ", 1]],
+        precision=-1,
+    )
+    # Methods Aer lacks (or this service does not offer), and options they cannot honour.
+    for method in ("unitary", "superop", "tensor_network", "gpu", "", "STATEVECTOR"):
+        yield p(f"workload/method={method!r}", BELL3, 422, method=method)
+    yield p("workload/stabilizer-non-clifford", wide(2), 422, method="stabilizer")
+    yield p("workload/stabilizer-single", BELL3, 422, method="stabilizer", precision="single")
+    yield p(
+        "workload/extended-stabilizer-evs",
+        EST3,
+        422,
+        parameters={"theta": 0},
+        observables=[["ZZ", 1]],
+        method="extended_stabilizer",
+    )
+    # Qubits over each method's own limit.
+    yield p("workload/density-matrix-20", wide(20), 422, method="density_matrix")
+    yield p("workload/statevector-30", wide(30), 422, method="statevector")
+    yield p("workload/mps-200", wide(200), 422, method="matrix_product_state")
+    yield p("workload/extended-stabilizer-64", wide(64), 422, method="extended_stabilizer")
+    # Noise as data: probabilities outside [0, 1], unknown keys and gates, too many gates.
+    for noise in (
+        {"depolarizing_1q": 2},
+        {"depolarizing_2q": -0.5},
+        {"readout": 1.0000001},
+        {"readout": "0.1"},
+        {"depol": 0.1},
+        {"gates": {"ccx": 0.1}},
+        {"gates": {"CX": 0.1}},
+        {"gates": {f"g{i}": 0.1 for i in range(65)}},
+        {"gates": {"cx": 2}},
+        [0.1],
+    ):
+        yield p(f"workload/noise={json.dumps(noise)[:40]}", BELL3, 422, noise=noise)
+    # A sweep that would make a huge answer: every shot kept, over every binding.
+    yield p(
+        "workload/memory-sweep",
+        PARAM3,
+        422,
+        shots=100_000,
+        memory=True,
+        parameters={"theta": [0.0] * 10},
+    )
+    yield p("workload/shots-sweep", PARAM3, 422, shots=100_000, parameters={"theta": [0.0] * 1000})
+    # Unknown fields are refused, never dropped.
+    yield p("workload/unknown-field", BELL3, 422, methd="density_matrix")
+    yield p("workload/unknown-field-in-noise", BELL3, 422, noise={"readout": 0.1, "bias": 1})
+    unknown_in_batch = {"tasks": [{"quantum_circuit": BELL3}, {"quantum_circuit": BELL3, "x": 1}]}
+    yield Hostile(
+        "workload/batch-unknown",
+        json.dumps(unknown_in_batch).encode(),
+        path="/batches",
+        expect=(422,),
+    )
+    yield Hostile(
+        "workload/batch-top-level",
+        json.dumps({"tasks": [{"quantum_circuit": BELL3}], "shots": 5}).encode(),
+        path="/batches",
+        expect=(422,),
+    )
+
+
 def headers_ids_and_paths() -> Iterator[Hostile]:
     bad = json.dumps({"quantum_circuit": "nope"}).encode()
     for name, value in {
@@ -489,6 +620,13 @@ def headers_ids_and_paths() -> Iterator[Hostile]:
     yield Hostile("method/PUT /tasks/id", b"{}", "PUT", missing, expect=(405,))
     yield Hostile("method/POST /health", b"{}", "POST", "/health", expect=(405,))
     yield Hostile("method/DELETE /batches", None, "DELETE", "/batches", expect=(405,))
+    # Query parameters an operation does not take are refused, not ignored.
+    yield Hostile("query/unknown", None, "GET", f"{missing}?shots=5", expect=(422,))
+    yield Hostile(
+        "query/include-unknown", None, "GET", f"{missing}?include=everything", expect=(422,)
+    )
+    yield Hostile("query/health", None, "GET", "/health?verbose=1", expect=(422,))
+    yield Hostile("query/backend", None, "GET", "/backend?x=1", expect=(422,))
 
 
 def mutations(count: int, seed: int = 6) -> Iterator[Hostile]:
@@ -550,7 +688,7 @@ def mutations(count: int, seed: int = 6) -> Iterator[Hostile]:
 
 
 def corpus() -> list[Hostile]:
-    return [*programs(), *bodies(), *headers_ids_and_paths(), *mutations(60)]
+    return [*programs(), *bodies(), *workloads(), *headers_ids_and_paths(), *mutations(60)]
 
 
 # --- what must not change ---------------------------------------------------------------

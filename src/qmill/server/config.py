@@ -162,6 +162,10 @@ class LimitsSettings(_Section):
     max_observable_terms: int = Field(10_000, ge=1, le=1_000_000)
     # Shots summed over a sweep's bindings (with memory, max_shots bounds that sum).
     max_total_shots: int = Field(10_000_000, ge=1)
+    # The most a task's answer may take as JSON, estimated at submit from its shots,
+    # bindings and classical bits (every count a distinct outcome, every shot kept with
+    # memory): it is stored for result_ttl_seconds and read whole by every GET.
+    max_result_bytes: int = Field(32 * 1024 * 1024, ge=1024 * 1024)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_batch_tasks: int = Field(1000, ge=1)
     # A simulation that runs longer is stopped (process executor) and fails with `timeout`.

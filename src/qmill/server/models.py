@@ -434,6 +434,7 @@ class BackendView(_Answer):
     min_shots: int
     max_shots: int
     max_total_shots: int
+    max_result_bytes: int
     max_batch_tasks: int
     max_sweep_size: int
     max_parameters: int

@@ -41,9 +41,10 @@ async def _get(request: Request) -> Response:
     owner = await connections.tenant(request.headers)
     settings = connections.settings()
     wait = _wait_seconds(request.query_params.get("wait"), settings.server.max_wait_seconds)
+    include_circuit = _includes_circuit(request)
     task_id = request.path_params["task_id"]
     view = await tasks.get(connections.stores(), task_id, wait, owner)
-    return JSONResponse(view.to_json(include_circuit=_includes_circuit(request)))
+    return JSONResponse(view.to_json(include_circuit=include_circuit))
 
 
 # What ``?include=`` may name (comma-separated).

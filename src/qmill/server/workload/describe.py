@@ -61,6 +61,7 @@ def describe(settings: Settings) -> BackendView:
         min_shots=limits.min_shots,
         max_shots=limits.max_shots,
         max_total_shots=limits.max_total_shots,
+        max_result_bytes=limits.max_result_bytes,
         max_batch_tasks=limits.max_batch_tasks,
         max_sweep_size=limits.max_sweep_size,
         max_parameters=limits.max_parameters,

@@ -99,6 +99,9 @@ def plan(request: SubmitRequest, parsed: ParsedProgram, settings: Settings) -> P
             raise LimitExceeded("shots over all bindings", total, limits.max_total_shots)
         if request.memory and total > limits.max_shots:
             raise LimitExceeded("shots over all bindings with memory", total, limits.max_shots)
+        size_bytes = result_bytes(circuit, request.shots, size, request.memory)
+        if size_bytes > limits.max_result_bytes:
+            raise LimitExceeded("result bytes (estimated)", size_bytes, limits.max_result_bytes)
         shape = list(sweep.shape) if sweep is not None else []
     else:
         shape = _check_observables(observables, parsed, sweep, settings)
@@ -118,6 +121,19 @@ def plan(request: SubmitRequest, parsed: ParsedProgram, settings: Settings) -> P
         mps_bond_dimension=chi if method is Method.MATRIX_PRODUCT_STATE else None,
         state_bytes=state_bytes(method, parsed.qubits, precision, chi),
     )
+
+
+def result_bytes(circuit: QuantumCircuit, shots: int, bindings: int, memory: bool) -> int:
+    """The most a sampling answer can take as JSON: per binding, a count for every
+    distinct outcome there can be (at most one a shot, at most 2**clbits), and with
+    memory every shot's outcome."""
+    clbits: int = circuit.num_clbits
+    width = clbits + max(0, len(circuit.cregs) - 1)  # bits and spaces
+    outcomes = shots if clbits >= 63 else min(shots, 1 << clbits)
+    per_binding = outcomes * (width + 12)  # '"0101": 1234, '
+    if memory:
+        per_binding += shots * (width + 4)  # '"0101", '
+    return bindings * per_binding + 64
 
 
 def _precision(
