@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from typing import Any, Self
+from typing import Any
 
 from qiskit import QuantumCircuit
 from qiskit.circuit import Delay, ForLoopOp, IfElseOp, Measure, Parameter, Reset, WhileLoopOp
@@ -40,6 +40,7 @@ from qiskit.transpiler import Target
 
 from qmill.client import Client
 from qmill.qiskit.bodies import circuit_body
+from qmill.qiskit.connections import Connected
 from qmill.qiskit.errors import UnknownOptionError
 from qmill.qiskit.jobs import QmillJob, TaskBatch
 from qmill.qiskit.outcomes import backend_result
@@ -86,7 +87,7 @@ def build_target(description: Mapping[str, Any]) -> Target:
     return target
 
 
-class QmillBackend(BackendV2):  # type: ignore[misc]
+class QmillBackend(Connected, BackendV2):  # type: ignore[misc]
     """A qmill server as a ``BackendV2``.
 
     ``url`` defaults to $QMILL_URL (then http://127.0.0.1:8000), ``api_key`` to
@@ -97,9 +98,7 @@ class QmillBackend(BackendV2):  # type: ignore[misc]
     def __init__(
         self, url: str | None = None, *, api_key: str | None = None, client: Client | None = None
     ) -> None:
-        # A client given is its owner's to close; one made here is ours.
-        self._owns_client = client is None
-        self._client = client if client is not None else Client(url, api_key=api_key)
+        self._connect(url, api_key, client)
         try:
             self._description = self._client.backend()
         except BaseException:
@@ -138,22 +137,6 @@ class QmillBackend(BackendV2):  # type: ignore[misc]
     def description_json(self) -> dict[str, Any]:
         """The server's ``GET /backend`` answer this backend was built from."""
         return copy.deepcopy(self._description)
-
-    @property
-    def client(self) -> Client:
-        return self._client
-
-    def close(self) -> None:
-        """Close the HTTP connections (unless the client was given); jobs already returned
-        can no longer be read."""
-        if self._owns_client:
-            self._client.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def run(self, run_input: QuantumCircuit | Sequence[QuantumCircuit], **options: Any) -> QmillJob:
         """Queue the circuits as one batch (one task each); returns the job at once.

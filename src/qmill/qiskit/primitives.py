@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 from qiskit.primitives import BaseEstimatorV2, BaseSamplerV2
@@ -27,6 +27,7 @@ from qiskit.primitives.containers.sampler_pub import SamplerPub, SamplerPubLike
 
 from qmill.client import Client
 from qmill.qiskit.bodies import estimator_body, sampler_body
+from qmill.qiskit.connections import Connected
 from qmill.qiskit.errors import UnknownOptionError
 from qmill.qiskit.jobs import QmillPrimitiveJob, TaskBatch
 from qmill.qiskit.outcomes import estimator_pub_result, sampler_pub_result
@@ -74,7 +75,7 @@ def _options(kind: type[Any], owner: str, given: Mapping[str, Any] | None) -> An
     return kind(**dict(given or {}))
 
 
-class SamplerV2(BaseSamplerV2):  # type: ignore[misc]
+class SamplerV2(Connected, BaseSamplerV2):  # type: ignore[misc]
     """Qiskit's ``BaseSamplerV2`` on a qmill server: one task per PUB.
 
     Each PUB's result has one `BitArray` per classical register, of the PUB's shape,
@@ -92,29 +93,11 @@ class SamplerV2(BaseSamplerV2):  # type: ignore[misc]
         client: Client | None = None,
     ) -> None:
         self._options: SamplerOptions = _options(SamplerOptions, "SamplerV2", options)
-        # A client given is its owner's to close; one made here is ours.
-        self._owns_client = client is None
-        self._client = client if client is not None else Client(url, api_key=api_key)
+        self._connect(url, api_key, client)
 
     @property
     def options(self) -> SamplerOptions:
         return self._options
-
-    @property
-    def client(self) -> Client:
-        return self._client
-
-    def close(self) -> None:
-        """Close the HTTP connections (unless the client was given); jobs already returned
-        can no longer be read."""
-        if self._owns_client:
-            self._client.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def run(
         self, pubs: Iterable[SamplerPubLike], *, shots: int | None = None
@@ -153,7 +136,7 @@ class SamplerV2(BaseSamplerV2):  # type: ignore[misc]
         return QmillPrimitiveJob(batch, finish)
 
 
-class EstimatorV2(BaseEstimatorV2):  # type: ignore[misc]
+class EstimatorV2(Connected, BaseEstimatorV2):  # type: ignore[misc]
     """Qiskit's ``BaseEstimatorV2`` on a qmill server: one task per PUB.
 
     Each PUB's ``evs`` and ``stds`` have its broadcast shape (observables against
@@ -170,29 +153,11 @@ class EstimatorV2(BaseEstimatorV2):  # type: ignore[misc]
         client: Client | None = None,
     ) -> None:
         self._options: EstimatorOptions = _options(EstimatorOptions, "EstimatorV2", options)
-        # A client given is its owner's to close; one made here is ours.
-        self._owns_client = client is None
-        self._client = client if client is not None else Client(url, api_key=api_key)
+        self._connect(url, api_key, client)
 
     @property
     def options(self) -> EstimatorOptions:
         return self._options
-
-    @property
-    def client(self) -> Client:
-        return self._client
-
-    def close(self) -> None:
-        """Close the HTTP connections (unless the client was given); jobs already returned
-        can no longer be read."""
-        if self._owns_client:
-            self._client.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def run(
         self, pubs: Iterable[EstimatorPubLike], *, precision: float | None = None
