@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from qmill.cli_output import bar_chars, counts_table, describe
+from qmill.cli_output import bar_chars, counts_table, describe, task_fields
 
 if TYPE_CHECKING:
     from qmill.client import AsyncClient, QmillClientError, Task
@@ -302,6 +302,16 @@ def _read_program(source: str) -> str:
     help="How many times to run the circuit.",
 )
 @click.option("--seed", type=click.IntRange(min=0), help="Simulator seed: same seed, same counts.")
+@click.option("--method", help="Aer's method: statevector, density_matrix, stabilizer, ...")
+@click.option(
+    "--set",
+    "fields",
+    multiple=True,
+    metavar="FIELD=JSON",
+    help="Any other task field, its value as JSON (a bare word is a string): "
+    "--set 'parameters={\"theta\": [0, 1.57]}' --set 'noise={\"readout\": 0.01}'. "
+    "Repeatable. GET /backend lists the fields.",
+)
 @click.option("--wait", "-w", is_flag=True, help="Wait for the counts and print them.")
 @wait_options
 @client_options
@@ -309,6 +319,8 @@ def submit(
     file: str,
     shots: int,
     seed: int | None,
+    method: str | None,
+    fields: tuple[str, ...],
     wait: bool,
     timeout: float,
     quiet: bool,
@@ -322,13 +334,19 @@ def submit(
     """Queue the OpenQASM program in FILE ('-' reads stdin).
 
     Prints the task id (so `ID=$(qmill submit bell.qasm)` works). With --wait, shows
-    progress on stderr, then the counts as a table with a bar per outcome.
+    progress on stderr, then the counts as a table with a bar per outcome (or the
+    expectation values, or a sweep's size; --json has everything).
     """
     program = _read_program(file)
+    options = task_fields(fields)  # the server refuses a field it does not know
+    if seed is not None:
+        options["seed"] = seed
+    if method is not None:
+        options["method"] = method
 
     async def go() -> tuple[str, Task | None]:
         async with _client(url, api_key, retries) as client:
-            task_id = await client.submit(program, shots, seed=seed)
+            task_id = await client.submit(program, shots, **options)
             if not wait:
                 return task_id, None
             return task_id, await _wait(client, task_id, timeout, not quiet)

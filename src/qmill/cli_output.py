@@ -1,18 +1,23 @@
-"""What the CLI prints for a task: its counts as a text bar chart and a few human lines.
+"""What the CLI prints for a task (its counts as a text bar chart and a few human lines),
+and how it reads the task fields given on the command line.
 
 Pure functions of a task or a counts dict, so tests compare their output directly.
 """
 
 from __future__ import annotations
 
+import json
 import sys
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+import click
 
 from qmill.pictures import top_outcomes
 
 if TYPE_CHECKING:
     from qmill.client import Task
+    from qmill.client_body import TaskOptions
 
 
 def bar_chars() -> tuple[str, str]:
@@ -88,4 +93,25 @@ def describe(task: Task) -> list[str]:
         lines.append(", ".join(timing))
     if task.error:
         lines.append(f"error: {task.error}")
+    if task.evs is not None:
+        how = f", {task.evs_method}" if task.evs_method else ""
+        lines.append(f"expectation values (shape {task.shape}{how}): {json.dumps(task.evs)}")
+        if task.evs_method != "exact":
+            lines.append(f"standard errors: {json.dumps(task.stds)}")
+    if task.results is not None:
+        lines.append(f"a sweep of shape {task.shape}: counts per binding with --json")
     return lines
+
+
+def task_fields(pairs: Iterable[str]) -> TaskOptions:
+    """``FIELD=JSON`` pairs as task options (a value that is not JSON is a string)."""
+    fields: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{pair!r} is not FIELD=JSON", param_hint="--set")
+        try:
+            fields[name.strip()] = json.loads(raw)
+        except ValueError:
+            fields[name.strip()] = raw
+    return cast("TaskOptions", fields)

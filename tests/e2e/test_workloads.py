@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ from qmill.server.config import Settings
 from qmill.server.models import SubmitRequest
 from tests.conftest import BELL
 from tests.e2e.system import System, running_system
+from tests.e2e.test_client_cli import qmill
 
 pytestmark = pytest.mark.e2e
 
@@ -142,3 +144,25 @@ def test_over_a_limit_the_client_raises_with_the_limit(system: System) -> None:
     with Client(system.url) as qm, pytest.raises(LimitExceededError) as info:
         qm.submit(SWEEP, parameters={"theta": [0.0] * 20_000})
     assert "bindings in a sweep" in str(info.value)
+
+
+def test_the_cli_sends_any_task_field(system: System, tmp_path: Path) -> None:
+    program = tmp_path / "ansatz.qasm"
+    program.write_text(HEAD + "input float[64] theta; qubit[2] q; ry(theta) q[0]; cx q[0], q[1];")
+    run = qmill(
+        system,
+        "submit",
+        str(program),
+        "--wait",
+        "--method",
+        "statevector",
+        "--set",
+        'parameters={"theta": [0, 3.141592653589793]}',
+        "--set",
+        'observables=[["ZZ", 1.0], ["IZ", 0.5]]',
+        key=None,
+    )
+    assert run.code == 0, run
+    assert "expectation values (shape [2], exact): [1.5" in run.out
+    refused = qmill(system, "submit", str(program), "--set", "methd=statevector", key=None)
+    assert refused.code != 0 and "unknown field 'methd'" in refused.err, refused

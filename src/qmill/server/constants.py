@@ -86,3 +86,6 @@ FUNCTION_NAMES: Final = ("submit", "result", "health")
 # "{id}" segment.
 ROUTES: Final = tuple(route.proxied for route in routes.ROUTES)
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
+
+# What ``GET /tasks/{id}?include=`` may name (comma-separated); anything else is a 422.
+INCLUDABLE: Final = ("circuit",)

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from qmill import pictures
-from qmill.server import connections, tasks
+from qmill.server import connections, constants, tasks
 from qmill.server.errors import InvalidRequest
 from qmill.server.http import Router, serve
 from qmill.server.models import BatchView, NoCounts, TaskStatus
@@ -47,20 +47,17 @@ async def _get(request: Request) -> Response:
     return JSONResponse(view.to_json(include_circuit=include_circuit))
 
 
-# What ``?include=`` may name (comma-separated).
-_INCLUDABLE = ("circuit",)
-
-
 def _includes_circuit(request: Request) -> bool:
     raw = request.query_params.get("include")
     if raw is None:
         return False
     names = {name for name in raw.split(",") if name}
-    unknown = sorted(names - set(_INCLUDABLE))
+    unknown = sorted(names - set(constants.INCLUDABLE))
     if unknown:
         raise InvalidRequest(
-            f"include: unknown value '{unknown[0][:64]}'; accepted: {', '.join(_INCLUDABLE)}",
-            allowed=list(_INCLUDABLE),
+            f"include: unknown value {unknown[0][:64]!r}; accepted: "
+            + ", ".join(constants.INCLUDABLE),
+            allowed=list(constants.INCLUDABLE),
         )
     return "circuit" in names
 

@@ -8,6 +8,7 @@ examples, query and header parameters, links and success responses.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -42,6 +43,12 @@ def _wait(description: str) -> dict[str, Any]:
         "description": description,
         "schema": {"type": "number", "minimum": 0},
     }
+
+
+def _comma_separated(names: Iterable[str]) -> str:
+    """A pattern for a comma-separated list of ``names`` (empty items allowed)."""
+    one = "(" + "|".join(re.escape(n) for n in names) + ")"
+    return f"^,*({one}(,+{one})*)?,*$"
 
 
 def _link(operation: str, param: str, field: str) -> dict[str, Any]:
@@ -132,7 +139,7 @@ def _operations() -> dict[str, dict[str, Any]]:
                     "required": False,
                     "description": "Comma-separated extras; `circuit` echoes the program as "
                     "`quantum_circuit`. Unknown names are refused (422).",
-                    "schema": {"type": "string"},
+                    "schema": {"type": "string", "pattern": _comma_separated(constants.INCLUDABLE)},
                     "examples": {"circuit": {"value": "circuit"}},
                 },
             ],
