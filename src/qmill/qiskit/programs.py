@@ -15,12 +15,6 @@
   supported"): ``Initialize``, or a sub-circuit with measurements turned into an
   instruction. Their definitions are plain resets, measurements and gates, so they are
   replaced by them (repeatedly, for nested ones) and the circuit means the same.
-* **Parameterized controlled gates are inlined too** (and parameterized composite gates,
-  which may hold one). qiskit-aer 0.18.2 ignores ``parameter_binds`` on ``cp``, ``crx``,
-  ``cry``, ``crz``, ``cu1`` and ``cu3`` (measured: the rotation is left out, and a sweep
-  comes back with one result; Qiskit/qiskit-aer#2323, #2391, #2403), and the server binds
-  sweeps that way. Their definitions use only rotations Aer binds correctly. To be
-  removed once the server lowers these gates itself.
 * **Refused here** (`UnsupportedCircuitError`), because no program could say it:
   a gate or instruction with no definition (``Gate("foo", 1, [])``: the exporter cannot
   write its body and the simulator could not run it); a classical bit in no register or
@@ -44,11 +38,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from qiskit import QuantumCircuit, qasm3
-from qiskit.circuit import ControlFlowOp, ControlledGate, Gate, Parameter, ParameterExpression
+from qiskit.circuit import ControlFlowOp, Gate, Parameter
 
 from qmill.qiskit.errors import UnsupportedCircuitError
 
@@ -133,11 +126,8 @@ def check_registers(circuit: QuantumCircuit) -> None:
 
 
 def lower(circuit: QuantumCircuit) -> QuantumCircuit:
-    """``circuit`` with what must not reach the server replaced by its definition:
-    composite non-gate instructions (``Initialize``, sub-circuit instructions with
-    measurements or resets), parameterized controlled gates, and parameterized gates
-    that are not standard (a composite such as ``PauliEvolutionGate`` may hold a
-    parameterized controlled gate)."""
+    """``circuit`` with its composite non-gate instructions (``Initialize``, sub-circuit
+    instructions with measurements or resets) replaced by their definitions."""
     for _ in range(_MAX_INLINE_ROUNDS):
         names = sorted(
             {
@@ -153,17 +143,9 @@ def lower(circuit: QuantumCircuit) -> QuantumCircuit:
 
 
 def _needs_lowering(operation: Any) -> bool:
-    if getattr(operation, "definition", None) is None or isinstance(operation, ControlFlowOp):
-        return False
-    if not isinstance(operation, Gate):
-        return operation.name not in _STATEMENTS and not getattr(operation, "_directive", False)
-    if not any(isinstance(p, ParameterExpression) and p.parameters for p in operation.params):
-        return False
-    return isinstance(operation, ControlledGate) or operation.name not in _standard_gates()
-
-
-@lru_cache(maxsize=1)
-def _standard_gates() -> frozenset[str]:
-    from qiskit.circuit.library.standard_gates import get_standard_gate_name_mapping
-
-    return frozenset(get_standard_gate_name_mapping())
+    return (
+        not isinstance(operation, Gate | ControlFlowOp)
+        and operation.name not in _STATEMENTS
+        and not getattr(operation, "_directive", False)
+        and operation.definition is not None
+    )
