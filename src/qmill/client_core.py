@@ -13,7 +13,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -129,38 +129,31 @@ class Task:
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Task:
-        return cls(
-            task_id=str(body.get("task_id") or body.get("id")),
-            status=str(body.get("status")),
-            shots=int(body.get("shots") or 0),
-            counts=body.get("result"),
-            error=body.get("error"),
-            created_at=_when(body.get("created_at")),
-            started_at=_when(body.get("started_at")),
-            completed_at=_when(body.get("completed_at")),
-            qubits=body.get("qubits"),
-            depth=body.get("depth"),
-            method=body.get("method"),
-            execution_seconds=body.get("execution_seconds"),
-            queue_seconds=body.get("queue_seconds"),
-            worker_id=body.get("worker_id"),
-            attempts=int(body.get("attempts") or 0),
-            seed=body.get("seed"),
-            memory=body.get("memory"),
-            shape=list(body.get("shape") or []),
-            results=body.get("results"),
-            evs=body.get("evs"),
-            stds=body.get("stds"),
-            evs_method=body.get("evs_method"),
-            precision=body.get("precision"),
-            noise=body.get("noise"),
-            raw=dict(body),
-        )
+        """Each field from its wire name; the few that need it converted (`_READERS`)."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name != "raw":
+                raw = body.get(f.metadata.get("wire", f.name))
+                values[f.name] = _READERS[f.name](raw) if f.name in _READERS else raw
+        values["task_id"] = str(body.get("task_id") or body.get("id"))
+        return cls(**values, raw=dict(body))
 
     @property
     def done(self) -> bool:
         """Terminal: completed, failed or cancelled. It will not change again."""
         return self.status in TERMINAL_STATUSES
+
+
+# Fields whose JSON value is converted (or defaulted) on the way in.
+_READERS: dict[str, Callable[[Any], Any]] = {
+    "status": str,
+    "shots": lambda v: int(v or 0),
+    "attempts": lambda v: int(v or 0),
+    "created_at": _when,
+    "started_at": _when,
+    "completed_at": _when,
+    "shape": lambda v: list(v or []),
+}
 
 
 def raise_for_task(task: Task) -> Task:

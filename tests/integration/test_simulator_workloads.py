@@ -19,6 +19,7 @@ from qiskit_aer.noise import depolarizing_error
 from qmill.server.config import Settings
 from qmill.server.tasks import validate_submit
 from qmill.server.workload import NOISY_GATES, SIMULATOR_GATES
+from qmill.server.workload.describe import importer_gates
 from qmill_worker import workloads
 from qmill_worker.errors import SimulationError
 from qmill_worker.simulator import SimJob, SimResult, simulate
@@ -227,3 +228,32 @@ def test_each_method_gets_a_circuit_lowered_to_its_own_gates() -> None:
     program = HEAD + "qubit[2] q; bit[2] c; h q[0]; crx(0.3) q[0], q[1]; c = measure q;"
     for method in ("density_matrix", "matrix_product_state"):
         assert run(quantum_circuit=program, shots=10, method=method).method == method
+
+
+def _parameterized_program_gates() -> list[str]:
+    """Every gate with parameters a program may use (OpenQASM 3's stdgates.inc, and U)."""
+    gates = get_standard_gate_name_mapping()
+    return [name for name in importer_gates() if gates[name].params]
+
+
+@pytest.mark.parametrize("name", _parameterized_program_gates())
+def test_a_sweep_binds_every_parameterized_gate(name: str) -> None:
+    """Aer 0.18 binds no parameter of cp/crx/cry/crz/cu/cu1/cu3 (one experiment, not one
+    per binding); every gate, swept, must answer per binding what its bound circuit does."""
+    gate = get_standard_gate_name_mapping()[name]
+    width = gate.num_qubits
+    args = ", ".join(["th"] + ["0.7"] * (len(gate.params) - 1))
+    qubits = ", ".join(f"q[{i}]" for i in range(width))
+    program = HEAD + f"input float[64] th; qubit[{width}] q; "
+    written = "U" if name == "u" else name  # the builtin U is Qiskit's u
+    program += " ".join(f"h q[{i}];" for i in range(width)) + f" {written}({args}) {qubits};"
+    values = [0.3, 1.1, 2.5]
+    label = "X" * width
+    result = run(quantum_circuit=program, parameters={"th": values}, observables=[[label, 1.0]])
+    for value, ev in zip(values, result.evs or [], strict=True):
+        bound = QuantumCircuit(width)
+        for q in range(width):
+            bound.h(q)
+        bound.append(type(gate)(value, *[0.7] * (len(gate.params) - 1)), range(width))
+        exact = Statevector(bound).expectation_value(SparsePauliOp(label)).real
+        assert ev == pytest.approx(exact, abs=1e-9), (name, value)

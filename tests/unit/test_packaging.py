@@ -101,6 +101,28 @@ def test_the_client_and_user_cli_import_nothing_of_the_server() -> None:
     assert server.returncode != 0 and "blocked: pydantic" in server.stderr
 
 
+def test_the_qiskit_package_needs_only_the_client_and_qiskit() -> None:
+    """``qmill[qiskit]`` is the client plus qiskit: ``qmill.qiskit`` must import with every
+    other server dependency missing, and pull in nothing of ``qmill.server``."""
+    others = tuple(name for name in SERVER_MODULES if name != "qiskit")
+    blocker = BLOCKER.replace(repr(SERVER_MODULES), repr(others))
+    assert blocker != BLOCKER
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            blocker + "import qmill.qiskit\n"
+            "print(sorted(n for n in sys.modules if n.startswith('qmill')))\n",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "qmill.qiskit.primitives" in done.stdout
+    assert "qmill.server" not in done.stdout
+
+
 def test_user_commands_work_and_operator_commands_say_what_to_install() -> None:
     help_text = _client_only("from qmill import cli; cli.main(['--help'])")
     assert help_text.returncode == 0, help_text.stderr

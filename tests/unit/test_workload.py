@@ -273,6 +273,11 @@ def test_bad_options_are_422(field: str, value: object, words: str) -> None:
     assert words in str(error.detail)
 
 
+def test_observables_keep_no_shots() -> None:
+    error = refused(quantum_circuit=ghz(2, measure=False), observables=[["ZZ", 1]], memory=True)
+    assert "memory" in error.message and error.status_code == 422
+
+
 def test_a_numeric_precision_needs_observables() -> None:
     assert "needs observables" in refused(quantum_circuit=BELL, precision=0.01).message
     accepted = admit(quantum_circuit=ghz(2, measure=False), observables=[["ZZ", 1]], precision=0.01)

@@ -140,8 +140,9 @@ def simulate(job: SimJob, *, threads: int = 0) -> SimResult:
         chunks: list[tuple[int, Any]] = [(0, None)]
     else:
         options = workloads.run_options(plan, job.shots, job.seed, job.memory)
-        manager = workloads.pass_manager(plan.method.value, plan.noise is not None)
-        lowered = manager.run(parsed.circuit)
+        swept = plan.parameters is not None
+        manager = workloads.pass_manager(plan.method.value, plan.noise is not None, swept)
+        lowered = workloads.without_parameterized_phase(manager.run(parsed.circuit))
         try:
             chunks = workloads.parameter_binds(lowered, plan.parameters)
         except ValueError as exc:
@@ -167,6 +168,12 @@ def simulate(job: SimJob, *, threads: int = 0) -> SimResult:
         if offset and job.seed is not None:
             chunk_options["seed_simulator"] = job.seed + offset
         result = _run(lowered, chunk_options)
+        expected = len(next(iter(binds[0].values()))) if binds else 1
+        if len(result.results) != expected:  # never answer for fewer bindings than asked
+            raise SimulationError(
+                f"simulator error: {len(result.results)} results for {expected} bindings",
+                FailureReason.SIMULATOR_ERROR,
+            )
         method = str(result.results[0].metadata.get("method", method))
         rows += _expectation_rows(result, plan) if evs else _samples(result, job.memory)
     return SimResult(

@@ -140,7 +140,8 @@ class SubmitRequest(_Forbid):
     # that names the limit); the schema states the floor no setting can go under.
     shots: JsonInt = Field(
         default=1024,
-        description="Shots per binding. At most `[limits] max_shots` (100000 by default).",
+        description="Shots per binding. At most `[limits] max_shots` (100000 by default). "
+        "Expectation values do not use them (they are exact, or as precise as `precision`).",
         json_schema_extra={"minimum": 1},
     )
     seed: Annotated[int | None, BeforeValidator(_json_integer)] = Field(

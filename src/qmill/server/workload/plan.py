@@ -104,6 +104,11 @@ def plan(request: SubmitRequest, parsed: ParsedProgram, settings: Settings) -> P
             raise LimitExceeded("result bytes (estimated)", size_bytes, limits.max_result_bytes)
         shape = list(sweep.shape) if sweep is not None else []
     else:
+        if request.memory:
+            raise InvalidRequest(
+                "memory: observables give expectation values, not shots to keep; "
+                "leave memory out or the observables"
+            )
         shape = _check_observables(observables, parsed, sweep, settings)
     method = resolve_method(
         request.method, parsed, noise, observables, precision, request.shots, settings
