@@ -17,25 +17,53 @@ import httpx
 import redis.asyncio as aioredis
 
 from qmill.server import constants
-from tests.faults.harness import Checker, Cluster, mixed, run_load, scaled
+from tests.faults.harness import (
+    Checker,
+    Cluster,
+    LoadStats,
+    completed,
+    mixed,
+    run_load,
+    scaled,
+    until,
+)
 
 API_BOUND_SECONDS = 2.0
+# Tasks accepted before the kill, and once nats-server is back before the load stops
+# (the functions publish again, and the workers must run these too).
+BEFORE = 20
+RECOVERED = 10
 
 
 async def test_nats_kill(cluster: Cluster) -> None:
-    warm = scaled(3.0, 10.0)
-    down_for = scaled(5.0, 15.0)
-    after = scaled(4.0, 15.0)
+    warm = scaled(0.0, 10.0)
+    # Long enough for every client of it (functions, workers) to lose its connection and
+    # fail its reconnects (one a second), and for ~45 submits to be refused.
+    down_for = scaled(3.0, 15.0)
+    after = scaled(0.0, 15.0)
     await cluster.start(workers=2)
     stop = asyncio.Event()
+    stats = LoadStats()
     async with (
         httpx.AsyncClient(base_url=cluster.url, timeout=15) as client,
         Checker(cluster.scenario, cluster.redis_url) as checker,
     ):
         load = asyncio.create_task(
-            run_load(client, checker, mixed, clients=4, rate=scaled(15.0, 20.0), stop=stop)
+            run_load(
+                client, checker, mixed, clients=4, rate=scaled(15.0, 20.0), stop=stop, stats=stats
+            )
         )
+        # Kill it once the system is at work: tasks accepted, completed, and in flight.
         await asyncio.sleep(warm)
+        await until(
+            lambda: len(checker.accepted) >= BEFORE and completed(checker) > 0,
+            60,
+            f"{BEFORE} tasks accepted and one completed before the kill",
+        )
+        for _ in range(100):
+            if await cluster.holdings(list(checker.accepted)):
+                break
+            await asyncio.sleep(0.05)
         accepted_before = len(checker.accepted)
         cluster.nats.kill()
         down_at = time.monotonic()
@@ -43,12 +71,17 @@ async def test_nats_kill(cluster: Cluster) -> None:
         health = await client.get("/health")
         await asyncio.sleep(down_for / 2)
         # Liveness must not depend on it: a healthy worker is not to be restarted.
-        alive = [await asyncio.to_thread(w.check) for w in cluster.workers]
+        alive = await asyncio.gather(*(asyncio.to_thread(w.check) for w in cluster.workers))
         up_at = time.monotonic()
         cluster.nats.start()
         await asyncio.sleep(after)
+        await until(
+            lambda: stats.codes([s for s in stats.samples if s.started > up_at])[201] >= RECOVERED,
+            60,
+            f"{RECOVERED} submits accepted after the restart",
+        )
         stop.set()
-        stats = await load
+        await load
         report = await checker.verify(client, timeout=scaled(90.0, 180.0))
         async with aioredis.Redis.from_url(cluster.redis_url, decode_responses=True) as r:
             records = {

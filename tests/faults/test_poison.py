@@ -73,7 +73,9 @@ async def healthy_rate(
 
 
 async def test_poison(cluster: Cluster) -> None:
-    count = scaled(30, 100)
+    # Healthy tasks per phase: in the fast form enough to flow beside the poison's
+    # attempts (~3 s) and to record the ratio; the full form asserts it, over more.
+    count = scaled(12, 100)
     poisons = int(os.environ.get("FAULTS_POISONS", scaled(1, 2)))
     await cluster.start(workers=2)
     max_attempts = cluster.settings.worker.max_attempts

@@ -17,10 +17,25 @@ import time
 
 import httpx
 
-from tests.faults.harness import Checker, Cluster, messages, mixed, pattern, run_load, scaled
+from tests.faults.harness import (
+    Checker,
+    Cluster,
+    LoadStats,
+    completed,
+    messages,
+    mixed,
+    pattern,
+    run_load,
+    scaled,
+    until,
+)
 
 # The worker's Redis client retries a failed call for about this long before it gives up.
 WORKER_STORE_RETRY_SECONDS = 9.1
+# Results stored before the kill (the restart must bring each back unchanged), and
+# submits accepted once redis-server is back before the load stops.
+BEFORE = 10
+RECOVERED = 10
 
 
 async def test_redis_kill(cluster: Cluster) -> None:
@@ -28,6 +43,7 @@ async def test_redis_kill(cluster: Cluster) -> None:
     assert down_for > WORKER_STORE_RETRY_SECONDS + 2
     await cluster.start(workers=2)
     stop = asyncio.Event()
+    stats = LoadStats()
 
     def circuit(i: int) -> object:
         return pattern(19, tag=i, rounds=4) if i % 4 == 3 else mixed(i)
@@ -37,28 +53,43 @@ async def test_redis_kill(cluster: Cluster) -> None:
         Checker(cluster.scenario, cluster.redis_url) as checker,
     ):
         load = asyncio.create_task(
-            run_load(client, checker, circuit, clients=4, rate=scaled(12.0, 15.0), stop=stop)
+            run_load(
+                client,
+                checker,
+                circuit,
+                clients=4,
+                rate=scaled(12.0, 15.0),
+                stop=stop,
+                stats=stats,
+            )
         )
-        await asyncio.sleep(scaled(3.0, 10.0))
-        for _ in range(100):  # kill it while workers have tasks in flight
+        await asyncio.sleep(scaled(0.0, 10.0))
+        # Kill it once results are stored, and while workers have tasks in flight.
+        await until(
+            lambda: completed(checker) >= BEFORE, 60, f"{BEFORE} tasks completed before the kill"
+        )
+        for _ in range(100):
             if await cluster.holdings(list(checker.accepted)):
                 break
             await asyncio.sleep(0.05)
-        completed_before = len(
-            [s for s in checker.first_terminal.values() if s["status"] == "completed"]
-        )
+        completed_before = completed(checker)
         cluster.redis.kill()
         down_at = time.monotonic()
         await asyncio.sleep(down_for / 2)
         health = await client.get("/health")
         await asyncio.sleep(down_for / 2)
         # Liveness must not depend on it: a healthy worker is not to be restarted.
-        alive = [await asyncio.to_thread(w.check) for w in cluster.workers]
+        alive = await asyncio.gather(*(asyncio.to_thread(w.check) for w in cluster.workers))
         up_at = time.monotonic()
         cluster.redis.start()
-        await asyncio.sleep(scaled(5.0, 15.0))
+        await asyncio.sleep(scaled(0.0, 15.0))
+        await until(
+            lambda: stats.codes([s for s in stats.samples if s.started > up_at])[201] >= RECOVERED,
+            60,
+            f"{RECOVERED} submits accepted after the restart",
+        )
         stop.set()
-        stats = await load
+        await load
         report = await checker.verify(client, timeout=scaled(90.0, 180.0))
     left = cluster.shutdown()
     events = cluster.events()
@@ -85,6 +116,8 @@ async def test_redis_kill(cluster: Cluster) -> None:
     assert alive == [0] * len(alive), f"worker liveness failed during the outage: {alive}"
     assert (health.status_code, health.json()["services"]["redis"]) == (503, False)
     assert released, "no result write failed: the outage did not hit a finishing task"
+    after_up = [s for s in stats.samples if s.started > up_at]
+    assert stats.codes(after_up)[201] > 0, "nothing accepted after redis-server came back"
     for task_id in released:
         view = report.views[task_id]
         # Released, redelivered, run again: a task that had been acked would be lost.

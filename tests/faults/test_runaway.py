@@ -31,7 +31,7 @@ from tests.faults.harness import (
     terminal,
 )
 
-LIMIT_SECONDS = 3.0
+LIMIT_SECONDS = scaled(2.0, 3.0)
 
 
 def healthy(i: int) -> Circuit:

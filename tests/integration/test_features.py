@@ -11,7 +11,7 @@ from qmill.server.errors import InvalidCircuit, RateLimited, TaskConflict, TaskN
 from qmill.server.models import TaskStatus
 from qmill.server.store import Stores
 from tests.conftest import BELL, Processes
-from tests.integration.test_worker import assert_bell, slow_circuit, submit, until
+from tests.integration.test_worker import assert_bell, slow_circuit, submit, until, wide_circuit
 
 
 async def test_cancel_pending_task_never_runs(
@@ -110,7 +110,8 @@ async def test_memory_budget_keeps_wide_circuits_from_running_together(
         update={"worker": settings.worker.model_copy(update={"memory_budget_mb": 48})}
     )
     procs.worker(QMILL_WORKER__MEMORY_BUDGET_MB="48")
-    ids = [await submit(tight, stores, bus, slow_circuit(), shots=10) for _ in range(2)]
+    # ~1 s each: were the budget not kept, the second would start within milliseconds.
+    ids = [await submit(tight, stores, bus, wide_circuit(), shots=10) for _ in range(2)]
     first, second = sorted(
         [await until(stores, t, TaskStatus.COMPLETED, 120) for t in ids],
         key=lambda v: v.started_at or v.created_at,

@@ -33,6 +33,16 @@ def slow_circuit() -> str:
 
 
 @cache
+def wide_circuit() -> str:
+    """A 21-qubit random circuit like `slow_circuit` (a 32 MiB statevector), but of ~1 s:
+    for a test that needs it running for a moment, then waits for it to complete."""
+    from qiskit import qasm3
+    from qiskit.circuit.random import random_circuit
+
+    return str(qasm3.dumps(random_circuit(21, 5, measure=True, seed=7)))
+
+
+@cache
 def runaway_circuit() -> str:
     """A 23-qubit random circuit: well over a minute of single-threaded simulation."""
     from qiskit import qasm3
@@ -50,6 +60,13 @@ async def until(stores: Stores, task_id: str, status: TaskStatus, timeout: float
 
     await wait_for(reached, timeout)
     return await stores.tasks.get(task_id)
+
+
+# For tests that wait for a killed worker's task to be redelivered: ack_wait is how long
+# that takes. 3 s instead of the tests' 5 s still leaves a live worker's task alone (it
+# marks the task in progress every max(1 s, ack_wait / 3)). Every worker of such a test
+# gets it, since they share one consumer.
+SHORT_ACK_WAIT = {"QMILL_NATS__ACK_WAIT_SECONDS": "3"}
 
 
 def assert_bell(view: TaskView, shots: int = 1024) -> None:
@@ -100,12 +117,12 @@ async def test_task_submitted_with_no_worker_completes_once_one_starts(
 async def test_worker_killed_mid_task_is_redelivered_to_another(
     settings: Settings, stores: Stores, bus: Bus, procs: Processes
 ) -> None:
-    first = procs.worker()
-    task_id = await submit(settings, stores, bus, slow_circuit(), shots=100)
+    first = procs.worker(**SHORT_ACK_WAIT)
+    task_id = await submit(settings, stores, bus, wide_circuit(), shots=100)
     await until(stores, task_id, TaskStatus.PROCESSING, 60)
     first.send_signal(signal.SIGKILL)
     first.wait()
-    procs.worker()
+    procs.worker(**SHORT_ACK_WAIT)
     view = await until(stores, task_id, TaskStatus.COMPLETED, settings.ack_wait_seconds + 60)
     assert view.attempts == 2
     assert view.result is not None and sum(view.result.values()) == 100
@@ -140,7 +157,7 @@ async def test_task_that_kills_every_worker_ends_failed_with_reason(
 ) -> None:
     task_id = await submit(settings, stores, bus, slow_circuit(), shots=10)
     for attempt in range(1, settings.worker.max_attempts + 1):
-        worker = procs.worker()
+        worker = procs.worker(**SHORT_ACK_WAIT)
 
         async def running(n: int = attempt) -> bool:
             view = await stores.tasks.get(task_id)
@@ -149,7 +166,7 @@ async def test_task_that_kills_every_worker_ends_failed_with_reason(
         await wait_for(running, settings.ack_wait_seconds + 60)
         worker.send_signal(signal.SIGKILL)
         worker.wait()
-    procs.worker()
+    procs.worker(**SHORT_ACK_WAIT)
     view = await until(stores, task_id, TaskStatus.FAILED, settings.ack_wait_seconds + 60)
     assert view.error is not None and "gave up after 2 attempts" in view.error
     assert view.result is None
