@@ -43,7 +43,7 @@ from redis.exceptions import RedisError
 
 from qmill.server import constants
 from qmill.server.launcher import Launcher
-from qmill.server.processes import Worker
+from qmill.server.processes import Process, Worker
 from tests.conftest import REPO
 
 FULL = os.environ.get("FAULTS_SCALE", "fast") == "full"
@@ -165,7 +165,7 @@ BASE_SETTINGS: dict[str, dict[str, Any]] = {
 
 class Cluster(Launcher):
     """The whole system from the one launcher, one process per service, so a scenario can
-    SIGKILL or freeze any of them (``cluster.nats.pause()``, ``cluster.kill(worker)``).
+    SIGKILL or freeze any of them (``cluster.pause(cluster.nats)``, ``cluster.kill(worker)``).
 
     Everything is stopped by `shutdown` (also called by the fixture's finally), which
     returns what, if anything, was left running.
@@ -191,6 +191,22 @@ class Cluster(Launcher):
     def kill(self, worker: WorkerProc) -> None:
         """SIGKILL the worker process (its simulation children die with it: PDEATHSIG)."""
         worker.kill()
+
+    def pause(self, process: Process, timeout: float = 10.0) -> None:
+        """SIGSTOP ``process`` and return once every one of its threads has stopped.
+
+        The signal stops the threads one after another, and a thread busy in the kernel
+        (an fsync, on a loaded disk) only when that returns; meanwhile the others still
+        run: a nats-server "paused" so has stored and acked a publish sent after the
+        signal. Measured here on an idle nats-server: 8 pauses in 200 not yet complete
+        when the signal was sent.
+        """
+        process.pause()
+        deadline = time.monotonic() + timeout
+        while not _stopped(process.pid):
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{process.name} not stopped {timeout:g} s after SIGSTOP")
+            time.sleep(0.001)
 
     def sim_children(self, worker: WorkerProc) -> list[psutil.Process]:
         """The worker's simulation children: forked by its fork server (its one
@@ -239,6 +255,17 @@ class Cluster(Launcher):
             with ThreadPoolExecutor(len(running)) as pool:
                 list(pool.map(lambda p: p.stop(), running))
         return self.stop()
+
+
+def _stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is stopped (state T in /proc)."""
+    task = Path(f"/proc/{pid}/task")
+    for tid in os.listdir(task):
+        with contextlib.suppress(FileNotFoundError):  # a thread that has just exited
+            state = (task / tid / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            if state not in ("T", "t"):
+                return False
+    return True
 
 
 # --- load -----------------------------------------------------------------------------------

@@ -89,7 +89,7 @@ async def test_duplicates(cluster: Cluster) -> None:
         for k in range(scaled(1, 5)):
             headers = {constants.IDEMPOTENCY_HEADER: f"paused-{k}-{uuid.uuid4()}"}
             circuit = bell()
-            cluster.nats.pause()
+            cluster.pause(cluster.nats)
             try:
                 burst = await asyncio.gather(
                     *(post_task(client, circuit, checker, stats, headers) for _ in range(copies))
@@ -120,7 +120,7 @@ async def test_duplicates(cluster: Cluster) -> None:
                 circuit = bell()
                 await stores.tasks.create(task_id, circuit.source, circuit.shots, qubits=2, depth=2)
                 before = (await stream(bus)).state.last_seq
-                cluster.nats.pause()
+                cluster.pause(cluster.nats)
                 try:
                     began = time.monotonic()
                     try:
