@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from qiskit.primitives import BaseEstimatorV2, BaseSamplerV2
@@ -32,6 +32,8 @@ from qmill.qiskit.errors import UnknownOptionError
 from qmill.qiskit.jobs import QmillPrimitiveJob, TaskBatch
 from qmill.qiskit.outcomes import estimator_pub_result, sampler_pub_result
 from qmill.qiskit.programs import to_program
+
+OptionsT = TypeVar("OptionsT")
 
 
 @dataclass
@@ -67,22 +69,10 @@ class EstimatorOptions:
     noise: dict[str, Any] | None = None
 
 
-def _options(kind: type[Any], owner: str, given: Mapping[str, Any] | None) -> Any:
-    fields = {field.name for field in dataclasses.fields(kind)}
-    unknown = set(given or {}) - fields
-    if unknown:
-        raise UnknownOptionError(owner, unknown, fields)
-    return kind(**dict(given or {}))
+class _Primitive(Connected, Generic[OptionsT]):
+    """What both primitives share: the connection, and options checked by name when made."""
 
-
-class SamplerV2(Connected, BaseSamplerV2):  # type: ignore[misc]
-    """Qiskit's ``BaseSamplerV2`` on a qmill server: one task per PUB.
-
-    Each PUB's result has one `BitArray` per classical register, of the PUB's shape,
-    built from the server's per-binding counts with the registers of every shot kept
-    together. A PUB whose circuit measures nothing is refused by the server (400), where
-    Qiskit's reference sampler would return all-zero bits.
-    """
+    _options_class: type[OptionsT]
 
     def __init__(
         self,
@@ -92,12 +82,29 @@ class SamplerV2(Connected, BaseSamplerV2):  # type: ignore[misc]
         options: Mapping[str, Any] | None = None,
         client: Client | None = None,
     ) -> None:
-        self._options: SamplerOptions = _options(SamplerOptions, "SamplerV2", options)
+        kind: type[Any] = self._options_class
+        fields = {field.name for field in dataclasses.fields(kind)}
+        unknown = set(options or {}) - fields
+        if unknown:
+            raise UnknownOptionError(type(self).__name__, unknown, fields)
+        self._options: OptionsT = kind(**dict(options or {}))
         self._connect(url, api_key, client)
 
     @property
-    def options(self) -> SamplerOptions:
+    def options(self) -> OptionsT:
         return self._options
+
+
+class SamplerV2(_Primitive[SamplerOptions], BaseSamplerV2):  # type: ignore[misc]
+    """Qiskit's ``BaseSamplerV2`` on a qmill server: one task per PUB.
+
+    Each PUB's result has one `BitArray` per classical register, of the PUB's shape,
+    built from the server's per-binding counts with the registers of every shot kept
+    together. A PUB whose circuit measures nothing is refused by the server (400), where
+    Qiskit's reference sampler would return all-zero bits.
+    """
+
+    _options_class = SamplerOptions
 
     def run(
         self, pubs: Iterable[SamplerPubLike], *, shots: int | None = None
@@ -136,7 +143,7 @@ class SamplerV2(Connected, BaseSamplerV2):  # type: ignore[misc]
         return QmillPrimitiveJob(batch, finish)
 
 
-class EstimatorV2(Connected, BaseEstimatorV2):  # type: ignore[misc]
+class EstimatorV2(_Primitive[EstimatorOptions], BaseEstimatorV2):  # type: ignore[misc]
     """Qiskit's ``BaseEstimatorV2`` on a qmill server: one task per PUB.
 
     Each PUB's ``evs`` and ``stds`` have its broadcast shape (observables against
@@ -144,20 +151,7 @@ class EstimatorV2(Connected, BaseEstimatorV2):  # type: ignore[misc]
     ``stds`` 0.
     """
 
-    def __init__(
-        self,
-        url: str | None = None,
-        *,
-        api_key: str | None = None,
-        options: Mapping[str, Any] | None = None,
-        client: Client | None = None,
-    ) -> None:
-        self._options: EstimatorOptions = _options(EstimatorOptions, "EstimatorV2", options)
-        self._connect(url, api_key, client)
-
-    @property
-    def options(self) -> EstimatorOptions:
-        return self._options
+    _options_class = EstimatorOptions
 
     def run(
         self, pubs: Iterable[EstimatorPubLike], *, precision: float | None = None
