@@ -154,6 +154,7 @@ def effective_settings(env: dict[str, str]) -> dict[str, Any]:
         "print(json.dumps({'processes': s.worker.processes, 'executor': s.worker.executor,"
         " 'concurrency_per_worker': s.worker.concurrency,"
         " 'aer_threads': aer_threads(s.worker.aer_threads, s.worker.concurrency),"
+        " 'aer_threads_alone': aer_threads(s.worker.aer_threads, 1),"
         " 'max_qubits': s.limits.max_qubits, 'log_level': s.log.level,"
         " 'worker_memory_budget_bytes': s.worker_memory_bytes}))\n"
     )

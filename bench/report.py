@@ -490,6 +490,9 @@ def sweep_table(sw: dict[str, Any]) -> str:
         if settings
         else "see settings"
     )
+    alone = settings.get("aer_threads_alone")
+    if alone and alone != settings.get("aer_threads"):
+        shape += f", {alone} for a simulation running alone"
     plan = sw["plan"]
     ways = [
         (

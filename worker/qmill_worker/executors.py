@@ -51,19 +51,25 @@ class Executor(Protocol):
     async def close(self) -> None: ...
 
 
-def aer_threads(configured: int, concurrency: int) -> int:
-    """OpenMP threads per simulation: the cores shared by the concurrent simulations."""
+def aer_threads(configured: int, running: int) -> int:
+    """OpenMP threads a simulation may use when it starts with ``running`` simulations
+    (itself included) in this worker: the configured number, or else the cores shared
+    among the running ones, so a lone sweep or wide circuit gets the whole machine and
+    concurrent ones split it. `simulate` still gives a small circuit one thread."""
     if configured:
         return configured
-    return max(1, (os.cpu_count() or 1) // max(1, concurrency))
+    return max(1, (os.cpu_count() or 1) // max(1, running))
 
 
 class ThreadExecutor:
     name = "thread"
 
     def __init__(self, slots: int, threads: int) -> None:
+        """``threads``: Aer threads per simulation; 0 shares the cores (`aer_threads`)."""
         self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="qmill-sim")
+        self._slots = slots
         self._threads = threads
+        self._running = 0
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._pool, warm_up)
@@ -71,7 +77,12 @@ class ThreadExecutor:
     async def run(self, job: SimJob, timeout: float) -> SimResult:
         # `timeout` cannot be enforced: a thread cannot be stopped (see module docstring).
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, partial(simulate, job, threads=self._threads))
+        self._running += 1
+        try:
+            threads = aer_threads(self._threads, min(self._running, self._slots))
+            return await loop.run_in_executor(self._pool, partial(simulate, job, threads=threads))
+        finally:
+            self._running -= 1
 
     async def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -258,6 +269,7 @@ class ProcessExecutor:
     name = "process"
 
     def __init__(self, slots: int, threads: int) -> None:
+        """``threads``: Aer threads per simulation; 0 shares the cores (`aer_threads`)."""
         self._slots = slots
         self._threads = threads
         self._idle: asyncio.Queue[_Child] = asyncio.Queue()
@@ -290,7 +302,8 @@ class ProcessExecutor:
             self._replace()
             child = await self._idle.get()
         self._busy.add(child)
-        request = {**job.to_dict(), "threads": self._threads}
+        threads = aer_threads(self._threads, len(self._busy))
+        request = {**job.to_dict(), "threads": threads}
         replace = True
         try:
             try:

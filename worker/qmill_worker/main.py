@@ -22,7 +22,7 @@ from qmill.server.errors import ConfigError
 from qmill.server.logs import setup_logging
 from qmill.server.store import Stores
 from qmill_worker.consumer import HEARTBEAT_STALE_SECONDS, Worker, default_worker_id
-from qmill_worker.executors import aer_threads, make_executor
+from qmill_worker.executors import make_executor
 
 log = logging.getLogger("qmill_worker")
 
@@ -39,9 +39,7 @@ async def serve(worker_id: str) -> None:
     )
     bus = Bus(settings, name=f"qmill-worker-{worker_id}")
     slots = settings.worker.concurrency
-    executor = make_executor(
-        settings.worker.executor, slots, aer_threads(settings.worker.aer_threads, slots)
-    )
+    executor = make_executor(settings.worker.executor, slots, settings.worker.aer_threads)
     worker = Worker(settings, stores, bus, executor, worker_id)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
