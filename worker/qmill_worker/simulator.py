@@ -127,9 +127,7 @@ def useful_threads(available: int, qubits: int, plan: Plan | None) -> int:
     `PARALLEL_QUBITS`. A sweep (Aer runs its points in parallel), a noisy circuit (its
     shots in parallel) or a wide state gets them all.
     """
-    if plan is None:
-        wide = qubits >= PARALLEL_QUBITS
-        return available if wide else 1
+    plan = plan or Plan()  # a task as the first API knew it: one noiseless point
     width = 2 * qubits if plan.method is Method.DENSITY_MATRIX else qubits
     points = plan.parameters.size if plan.parameters is not None else 1
     parallel = width >= PARALLEL_QUBITS or points > 1 or plan.noise is not None
