@@ -192,6 +192,11 @@ class AuthSettings(_Section):
     burst: int = Field(200, ge=1)
     # Tasks one key may have pending or processing at once.
     max_in_flight: int = Field(1000, ge=1)
+    # How often each function process looks whether keys_file changed (a stat; it is
+    # re-read only when it did): a key removed from the file is refused, and one added
+    # accepted, within this many seconds, without a restart. A stat every 2 s costs
+    # nothing measurable; 0 looks on every request.
+    keys_file_check_seconds: float = Field(2.0, ge=0, le=300)
 
 
 class EmbeddedSettings(_Section):
