@@ -370,7 +370,8 @@ class ErrorBody(_Open):
         "methods; with a 415: the accepted media type.",
     )
     service: str | SkipJsonSchema[None] = Field(
-        default=None, description="With a 503: `nats` or `redis`."
+        default=None,
+        description="With a 503: `nats`, `redis`, or `auth` (the keys file cannot be read).",
     )
     index: Annotated[int, Field(ge=0)] | SkipJsonSchema[None] = Field(
         default=None,

@@ -139,7 +139,8 @@ _ERRORS: dict[str, tuple[type[errors.QmillError], str, type[BaseModel], tuple[st
     ),
     "Unavailable": (
         errors.DependencyUnavailable,
-        "NATS or Redis is down or too slow, or a function is down; nothing was queued.",
+        "NATS or Redis is down or too slow, a function is down, or `[auth] keys_file` "
+        "cannot be read (refused rather than served with stale keys); nothing was queued.",
         models.ErrorBody,
         ("Retry-After",),
     ),
