@@ -78,6 +78,14 @@ def up() -> None:
         f"(data in {settings.embedded.data_dir}/); Ctrl-C stops everything",
         err=True,
     )
+    if settings.server.host in ("0.0.0.0", "::") and "*" not in settings.server.allowed_hosts:
+        names = ", ".join(settings.server.allowed_hosts) or "none"
+        click.echo(
+            f"qmill: listening on every interface, but only requests addressed to "
+            f"[server] allowed_hosts ({names}) are answered (others get 421); add the "
+            "names clients use (QMILL_SERVER__ALLOWED_HOSTS)",
+            err=True,
+        )
     sys.exit(asyncio.run(embedded.up(settings)))
 
 
