@@ -140,34 +140,6 @@ def test_idempotency_key_over_http(system: System) -> None:
         assert other.status_code == 422
 
 
-def test_a_killed_worker_is_restarted(system: System) -> None:
-    workers = system.workers()
-    assert len(workers) == 2
-    victim = workers[0]
-    victim.kill()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        now = system.workers()
-        if len(now) == 2 and victim.pid not in {p.pid for p in now}:
-            break
-        time.sleep(0.2)
-    else:
-        pytest.fail("worker was not restarted")
-    with httpx.Client(base_url=system.url, timeout=30) as client:
-        task_id = client.post("/tasks", json={"quantum_circuit": BELL}).json()["task_id"]
-        assert poll(client, task_id)["status"] == "completed"
-
-
-def test_sigterm_stops_everything(system: System) -> None:
-    # Last in this module: stops the shared system.
-    children = system.tree()
-    assert len(children) >= 8  # nats, redis, 3 functions (+ their workers), 2 workers, gateway
-    system.proc.send_signal(signal.SIGTERM)
-    assert system.proc.wait(timeout=60) == 0
-    _gone, alive = psutil.wait_procs(children, timeout=10)
-    assert alive == [], [p.cmdline() for p in alive]
-
-
 def test_the_page_origin_may_write_and_other_sites_may_not(system: System) -> None:
     """Auth is off here, as for `make run`: what guards the API from other sites' pages is
     the JSON-only body, the Host check and the Origin check (issue 13, item 10). The page's
@@ -194,3 +166,31 @@ def test_the_page_origin_may_write_and_other_sites_may_not(system: System) -> No
         assert foreign.status_code == 403
         rebound = client.get("/", headers={"host": f"evil.example:{port}"})
         assert rebound.status_code == 421 and "allowed_hosts" in rebound.json()["detail"]
+
+
+def test_a_killed_worker_is_restarted(system: System) -> None:
+    workers = system.workers()
+    assert len(workers) == 2
+    victim = workers[0]
+    victim.kill()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = system.workers()
+        if len(now) == 2 and victim.pid not in {p.pid for p in now}:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("worker was not restarted")
+    with httpx.Client(base_url=system.url, timeout=30) as client:
+        task_id = client.post("/tasks", json={"quantum_circuit": BELL}).json()["task_id"]
+        assert poll(client, task_id)["status"] == "completed"
+
+
+def test_sigterm_stops_everything(system: System) -> None:
+    # Last in this module: stops the shared system.
+    children = system.tree()
+    assert len(children) >= 8  # nats, redis, 3 functions (+ their workers), 2 workers, gateway
+    system.proc.send_signal(signal.SIGTERM)
+    assert system.proc.wait(timeout=60) == 0
+    _gone, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], [p.cmdline() for p in alive]

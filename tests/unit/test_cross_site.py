@@ -51,10 +51,10 @@ def test_a_foreign_origin_may_read_but_not_write(origin: str) -> None:
 
 def test_configured_names_domains_and_the_wildcard() -> None:
     server = ServerSettings(host="0.0.0.0", allowed_hosts=[".example.com", "Q.Example.Org"])
-    assert hosts.allowed_names(server) == (".example.com", "q.example.org")  # not 0.0.0.0
-    for host in ("example.com", "api.example.com:443", "q.example.org"):
+    assert hosts.allowed_names(server) == (*hosts.LOOPBACK, ".example.com", "q.example.org")
+    for host in ("example.com", "api.example.com:443", "q.example.org", "127.0.0.1:8080"):
         hosts.check("POST", {"host": host, "origin": f"https://{host}"}, server)
-    for host in ("localhost", "badexample.com", "example.com.evil.net"):
+    for host in ("badexample.com", "example.com.evil.net", "0.0.0.0"):
         with pytest.raises(MisdirectedRequest):
             hosts.check("GET", {"host": host}, server)
     # [server] host is served, whatever the list says.

@@ -81,9 +81,9 @@ def up() -> None:
     if settings.server.host in ("0.0.0.0", "::") and "*" not in settings.server.allowed_hosts:
         names = ", ".join(settings.server.allowed_hosts) or "none"
         click.echo(
-            f"qmill: listening on every interface, but only requests addressed to "
-            f"[server] allowed_hosts ({names}) are answered (others get 421); add the "
-            "names clients use (QMILL_SERVER__ALLOWED_HOSTS)",
+            "qmill: listening on every interface, but only requests addressed to the "
+            f"loopback names or [server] allowed_hosts ({names}) are answered (others get "
+            "421); add the names clients use (QMILL_SERVER__ALLOWED_HOSTS)",
             err=True,
         )
     sys.exit(asyncio.run(embedded.up(settings)))

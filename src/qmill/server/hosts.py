@@ -11,10 +11,11 @@ user visits is the browser's same-origin policy, and two holes get around it:
   which a page cannot send cross-site without one; as a second line, a POST or DELETE
   whose ``Origin`` names a host outside the list is refused (403).
 
-Hosts are compared by name, without the port (as Django's ALLOWED_HOSTS), because
-proxies differ in whether they pass it on (nginx's ``$host`` drops it). ``*`` allows
-any host: deployments behind a load balancer with auth on use it, since there a key,
-which a foreign page cannot attach without a preflight, is what guards the API.
+The loopback names are always allowed. Hosts are compared by name, without the port (as
+Django's ALLOWED_HOSTS), because proxies differ in whether they pass it on (nginx's
+``$host`` drops it). ``*`` allows any host: deployments behind a load balancer with auth
+on use it, since there a key, which a foreign page cannot attach without a preflight, is
+what guards the API.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from qmill.server.config import ServerSettings
 from qmill.server.errors import ForeignOrigin, MisdirectedRequest
 
 WILDCARD = "*"
+# Always allowed: a browser addresses these only to the machine it runs on (it resolves
+# "localhost" itself), so a page of another site cannot make them its Host; and health
+# probes inside a container or pod use them.
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
 # Addresses that mean "every interface": a bind address, never a name a client uses.
 _BIND_ALL = frozenset({"0.0.0.0", "::", ""})
 # Methods that only read; every other one (POST, DELETE) must come from an allowed origin.
@@ -65,8 +70,9 @@ def allowed(name: str, entries: Iterable[str]) -> bool:
 
 
 def allowed_names(server: ServerSettings) -> tuple[str, ...]:
-    """``[server] allowed_hosts``, and ``[server] host`` itself unless it binds all."""
-    names = [normalize(entry) for entry in server.allowed_hosts]
+    """The loopback names, ``[server] allowed_hosts``, and ``[server] host`` itself
+    unless it binds all interfaces."""
+    names = [*LOOPBACK, *(normalize(entry) for entry in server.allowed_hosts)]
     own = normalize(server.host)
     if own not in _BIND_ALL:
         names.append(own)

@@ -119,8 +119,8 @@ _ERRORS: dict[str, tuple[type[errors.QmillError], str, type[BaseModel], tuple[st
     ),
     "MisdirectedRequest": (
         errors.MisdirectedRequest,
-        "The `Host` header names no host of `[server] allowed_hosts` (by default the "
-        "loopback names): a DNS-rebinding page, or a proxy that does not pass `Host` on.",
+        "The `Host` header names neither a loopback name nor a host of `[server] "
+        "allowed_hosts`: a DNS-rebinding page, or a proxy that does not pass `Host` on.",
         models.ErrorBody,
         (),
     ),
