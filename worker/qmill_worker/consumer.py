@@ -15,8 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import socket
+import secrets
 from pathlib import Path
 from typing import assert_never
 
@@ -47,7 +46,14 @@ _NATS_FAILURES = (NatsError, TimeoutError, OSError, DependencyUnavailable)
 
 
 def default_worker_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+    """An opaque id, fixed for this process: ``w-`` and 12 random hex digits.
+
+    It is shown to users (a task's ``worker_id``), so it must not say which host and
+    process ran their task (it was ``<hostname>-<pid>``). Random rather than a hash of
+    them: a hash of a host name and a pid is found by trying them. The "worker starting"
+    log line pairs it with the host and pid, for operators.
+    """
+    return "w-" + secrets.token_hex(6)
 
 
 class Worker:

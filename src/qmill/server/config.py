@@ -45,6 +45,15 @@ class ServerSettings(_Section):
     port: int = Field(8000, ge=1, le=65535)
     # Upper bound for ``GET /tasks/{id}?wait=``, so a client cannot pin a connection forever.
     max_wait_seconds: float = Field(30.0, ge=0, le=300)
+    # Host names a request may be addressed to besides the loopback names (localhost,
+    # 127.0.0.1, ::1) and ``host`` above, which are always allowed (a browser sends those
+    # only to this machine, and health probes use them). Any other Host (port ignored)
+    # gets 421, so a DNS-rebinding page cannot reach the API, and a POST or DELETE whose
+    # Origin names another host 403 (see qmill.server.hosts). Empty suits `make run` and
+    # compose (published on 127.0.0.1); ".example.com" allows a domain and its
+    # subdomains; "*" any host (the Terraform default: auth is on, a load balancer
+    # picks the name).
+    allowed_hosts: list[str] = Field(default_factory=list)
 
 
 class NatsSettings(_Section):
@@ -192,6 +201,11 @@ class AuthSettings(_Section):
     burst: int = Field(200, ge=1)
     # Tasks one key may have pending or processing at once.
     max_in_flight: int = Field(1000, ge=1)
+    # How often each function process looks whether keys_file changed (a stat; it is
+    # re-read only when it did): a key removed from the file is refused, and one added
+    # accepted, within this many seconds, without a restart. A stat every 2 s costs
+    # nothing measurable; 0 looks on every request.
+    keys_file_check_seconds: float = Field(2.0, ge=0, le=300)
 
 
 class EmbeddedSettings(_Section):

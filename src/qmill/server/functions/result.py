@@ -11,6 +11,9 @@ deployable is needed for it, and it is served from the same origin as the API it
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from functools import cache
 from importlib import resources
 
@@ -85,9 +88,43 @@ def _page() -> bytes:
     return (resources.files("qmill.server") / "static" / "index.html").read_bytes()
 
 
+_INLINE = re.compile(rb"<(script|style)>(.*?)</\1>", re.DOTALL)
+
+
+@cache
+def page_csp() -> str:
+    """The page's Content-Security-Policy: nothing but its own inline script and style
+    (by SHA-256 of the page as shipped, so an edit of the page cannot drift from it),
+    requests to its own origin, and no framing (clickjacking) and no form posts."""
+    hashes: dict[bytes, list[str]] = {b"script": [], b"style": []}
+    for kind, body in _INLINE.findall(_page()):
+        digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+        hashes[kind].append(f"'sha256-{digest}'")
+    return "; ".join(
+        (
+            "default-src 'none'",
+            "script-src " + " ".join(hashes[b"script"] or ["'none'"]),
+            "style-src " + " ".join(hashes[b"style"] or ["'none'"]),
+            "connect-src 'self'",
+            "img-src 'self' data:",
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+        )
+    )
+
+
 async def _get_page(request: Request) -> Response:
-    # no-cache: a browser revalidates, so a deploy is seen on the next load.
-    headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+    # no-cache: a browser revalidates, so a deploy is seen on the next load. The CSP
+    # (and X-Frame-Options for browsers without frame-ancestors) keep injected markup
+    # from running and other sites from framing the page.
+    headers = {
+        "Cache-Control": "no-cache",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": page_csp(),
+        "X-Frame-Options": "DENY",
+        "Referrer-Policy": "no-referrer",
+    }
     return Response(_page(), media_type="text/html; charset=utf-8", headers=headers)
 
 
