@@ -88,6 +88,8 @@ def _page() -> bytes:
     return (resources.files("qmill.server") / "static" / "index.html").read_bytes()
 
 
+# The histogram has presentation attributes only: no script, style or fetch of any kind.
+SVG_CSP = "default-src 'none'; frame-ancestors 'none'"
 _INLINE = re.compile(rb"<(script|style)>(.*?)</\1>", re.DOTALL)
 
 
@@ -145,8 +147,14 @@ async def _get_histogram(request: Request) -> Response:
         body = NoCounts(detail=detail, status=view.status)
         return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=409)
     svg = pictures.histogram_svg(view.result, title=f"{view.shots} shots, task {task_id[:8]}")
-    # Counts never change once written, so caches may keep the picture.
-    headers = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
+    # Counts never change once written, so caches may keep the picture. Opened on its
+    # own (the page links to it), an SVG is a document that could run script: it gets
+    # none, and no other site may frame it.
+    headers = {
+        "Cache-Control": "private, max-age=3600",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": SVG_CSP,
+    }
     return Response(svg, media_type="image/svg+xml", headers=headers)
 
 
