@@ -22,11 +22,39 @@ from qmill.server.models import TaskStatus, TaskView, utcnow
 from qmill.server.store.client import RedisClient, guard
 from qmill.server.workload import Plan
 
+# Every record of a submit (one task, or a whole batch) and the batch's id list, in one
+# atomic step: either all of them exist or none (nothing to undo after a Redis error
+# mid-write). KEYS: task keys..., then the batch list if any. ARGV: ttl, task count,
+# then per task: its number of field/value args and those args; then the task ids.
+# Returns 0 (nothing written) if a task key already exists.
 _CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-redis.call('EXPIRE', KEYS[1], ARGV[1])
+local ttl, count = ARGV[1], tonumber(ARGV[2])
+for i = 1, count do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return 0 end
+end
+local a = 3
+for i = 1, count do
+  local n = tonumber(ARGV[a])
+  redis.call('HSET', KEYS[i], unpack(ARGV, a + 1, a + n))
+  redis.call('EXPIRE', KEYS[i], ttl)
+  a = a + n + 1
+end
+if #KEYS > count then
+  local batch = KEYS[count + 1]
+  for i = a, #ARGV, 500 do
+    redis.call('RPUSH', batch, unpack(ARGV, i, math.min(i + 499, #ARGV)))
+  end
+  redis.call('EXPIRE', batch, ttl)
+end
 return 1
+"""
+
+# KEYS: a submit's task keys and batch list. ARGV: ttl. Gives each its full lifetime;
+# returns how many still existed (fewer: the provisional ones expired, the submit is void).
+_CONFIRM = """
+local alive = 0
+for i = 1, #KEYS do alive = alive + redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+return alive
 """
 
 # The terminal states, as the Lua scripts test them (models.TERMINAL_STATUSES in Python).
@@ -89,6 +117,38 @@ class Outcome(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class NewTask:
+    """A task record to create as `pending` (`TaskStore.create_many`)."""
+
+    task_id: str
+    circuit: str
+    shots: int
+    qubits: int | None = None
+    depth: int | None = None
+    seed: int | None = None
+    memory: bool = False
+    owner: str | None = None
+    # The admitted options, `qmill.server.workload.Plan` as JSON.
+    plan: str | None = None
+
+    def fields(self, created: datetime) -> dict[str, Field]:
+        return {
+            "id": self.task_id,
+            "status": TaskStatus.PENDING.value,
+            "circuit": self.circuit,
+            "shots": self.shots,
+            "created_at": created.isoformat(),
+            "attempts": 0,
+            "qubits": self.qubits,
+            "depth": self.depth,
+            "seed": self.seed,
+            "memory": "1" if self.memory else None,
+            "owner": self.owner,
+            "plan": self.plan,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class StartedTask:
     """What a worker needs to run a task it has just moved to `processing`."""
 
@@ -135,6 +195,7 @@ class TaskStore:
         self._redis = client.redis
         self._ttl = result_ttl_seconds
         self._create = client.script(_CREATE)
+        self._confirm = client.script(_CONFIRM)
         self._start = client.script(_START)
         self._finish = client.script(_FINISH)
 
@@ -153,31 +214,59 @@ class TaskStore:
         plan: str | None = None,
     ) -> datetime:
         """Write a new `pending` task; returns its creation time."""
+        record = NewTask(task_id, circuit, shots, qubits, depth, seed, memory, owner, plan)
+        return await self.create_many([record])
+
+    async def create_many(
+        self,
+        records: Sequence[NewTask],
+        batch_id: str | None = None,
+        provisional_ttl: int | None = None,
+    ) -> datetime:
+        """Write new `pending` tasks (and the batch that lists them) in one atomic script:
+        one round trip and one fsync for a 1000-task batch, and never some of them.
+
+        With ``provisional_ttl`` they live only that long unless `confirm`ed: a submit
+        that dies, or cannot undo them, before its tasks are queued leaves nothing for
+        longer. Returns their creation time. On an error nothing may have been
+        written, or all of it (a reply lost after the script ran): `delete_many`
+        undoes either.
+        """
         created = utcnow()
-        fields: dict[str, Field] = {
-            "id": task_id,
-            "status": TaskStatus.PENDING.value,
-            "circuit": circuit,
-            "shots": shots,
-            "created_at": created.isoformat(),
-            "attempts": 0,
-            "qubits": qubits,
-            "depth": depth,
-            "seed": seed,
-            "memory": "1" if memory else None,
-            "owner": owner,
-            "plan": plan,
-        }
-        args: list[Value] = [self._ttl, *_pairs(fields)]
+        keys = [constants.task_key(r.task_id) for r in records]
+        args: list[Value] = [provisional_ttl or self._ttl, len(records)]
+        for record in records:
+            pairs = _pairs(record.fields(created))
+            args += [len(pairs), *pairs]
+        if batch_id is not None:
+            keys.append(constants.batch_key(batch_id))
+            args += [r.task_id for r in records]
         async with guard():
-            created_ok = await self._create(keys=[constants.task_key(task_id)], args=args)
+            created_ok = await self._create(keys=keys, args=args)
         if not created_ok:
-            raise RuntimeError(f"task {task_id} already exists")  # uuid4 collision: a bug
+            raise RuntimeError("a task id already exists")  # uuid4 collision: a bug
         return created
 
-    async def delete(self, task_id: str) -> None:
+    async def confirm(self, task_ids: Sequence[str], batch_id: str | None = None) -> bool:
+        """Give provisional records (and their batch) the full result TTL, in one step;
+        False if any had already expired (its submit must then be refused)."""
+        keys = [constants.task_key(t) for t in task_ids]
+        if batch_id is not None:
+            keys.append(constants.batch_key(batch_id))
         async with guard():
-            await self._redis.delete(constants.task_key(task_id))
+            alive = await self._confirm(keys=keys, args=[self._ttl])
+        return int(alive) == len(keys)
+
+    async def delete(self, task_id: str) -> None:
+        await self.delete_many([task_id])
+
+    async def delete_many(self, task_ids: Sequence[str], batch_id: str | None = None) -> None:
+        """Remove records of refused tasks (and their batch) in one round trip."""
+        keys = [constants.task_key(t) for t in task_ids]
+        if batch_id is not None:
+            keys.append(constants.batch_key(batch_id))
+        async with guard():
+            await self._redis.delete(*keys)
 
     # --- read side ------------------------------------------------------------------------
     async def get(self, task_id: str) -> TaskView:
