@@ -20,7 +20,7 @@ from qmill.server.bus import Bus, Lane
 from qmill.server.config import Settings
 from qmill.server.errors import DependencyUnavailable
 from qmill.server.store import Stores
-from qmill.server.store.tasks import NewTask
+from qmill.server.store.new_tasks import NewTask
 
 if TYPE_CHECKING:
     from qmill.server.tasks import Accepted

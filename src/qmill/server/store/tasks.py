@@ -20,42 +20,8 @@ from qmill.server import constants
 from qmill.server.errors import TaskNotFound
 from qmill.server.models import TaskStatus, TaskView, utcnow
 from qmill.server.store.client import RedisClient, guard
+from qmill.server.store.new_tasks import CONFIRM, CREATE, Field, NewTask, Value
 from qmill.server.workload import Plan
-
-# Every record of a submit (one task, or a whole batch) and the batch's id list, in one
-# atomic step: either all of them exist or none (nothing to undo after a Redis error
-# mid-write). KEYS: task keys..., then the batch list if any. ARGV: ttl, task count,
-# then per task: its number of field/value args and those args; then the task ids.
-# Returns 0 (nothing written) if a task key already exists.
-_CREATE = """
-local ttl, count = ARGV[1], tonumber(ARGV[2])
-for i = 1, count do
-  if redis.call('EXISTS', KEYS[i]) == 1 then return 0 end
-end
-local a = 3
-for i = 1, count do
-  local n = tonumber(ARGV[a])
-  redis.call('HSET', KEYS[i], unpack(ARGV, a + 1, a + n))
-  redis.call('EXPIRE', KEYS[i], ttl)
-  a = a + n + 1
-end
-if #KEYS > count then
-  local batch = KEYS[count + 1]
-  for i = a, #ARGV, 500 do
-    redis.call('RPUSH', batch, unpack(ARGV, i, math.min(i + 499, #ARGV)))
-  end
-  redis.call('EXPIRE', batch, ttl)
-end
-return 1
-"""
-
-# KEYS: a submit's task keys and batch list. ARGV: ttl. Gives each its full lifetime;
-# returns how many still existed (fewer: the provisional ones expired, the submit is void).
-_CONFIRM = """
-local alive = 0
-for i = 1, #KEYS do alive = alive + redis.call('EXPIRE', KEYS[i], ARGV[1]) end
-return alive
-"""
 
 # The terminal states, as the Lua scripts test them (models.TERMINAL_STATUSES in Python).
 _IS_TERMINAL = """
@@ -96,11 +62,6 @@ return 'ok'
 """
 )
 
-# A hash field's value as redis-py sends it; an optional field set to None is left out,
-# which the views read as absent.
-Value = str | int | float
-Field = Value | None
-
 
 class Outcome(StrEnum):
     """What a transition did: applied, or why not (no record, or the final state kept).
@@ -114,38 +75,6 @@ class Outcome(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
-
-
-@dataclass(frozen=True, slots=True)
-class NewTask:
-    """A task record to create as `pending` (`TaskStore.create_many`)."""
-
-    task_id: str
-    circuit: str
-    shots: int
-    qubits: int | None = None
-    depth: int | None = None
-    seed: int | None = None
-    memory: bool = False
-    owner: str | None = None
-    # The admitted options, `qmill.server.workload.Plan` as JSON.
-    plan: str | None = None
-
-    def fields(self, created: datetime) -> dict[str, Field]:
-        return {
-            "id": self.task_id,
-            "status": TaskStatus.PENDING.value,
-            "circuit": self.circuit,
-            "shots": self.shots,
-            "created_at": created.isoformat(),
-            "attempts": 0,
-            "qubits": self.qubits,
-            "depth": self.depth,
-            "seed": self.seed,
-            "memory": "1" if self.memory else None,
-            "owner": self.owner,
-            "plan": self.plan,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,8 +123,8 @@ class TaskStore:
     def __init__(self, client: RedisClient, *, result_ttl_seconds: int) -> None:
         self._redis = client.redis
         self._ttl = result_ttl_seconds
-        self._create = client.script(_CREATE)
-        self._confirm = client.script(_CONFIRM)
+        self._create = client.script(CREATE)
+        self._confirm = client.script(CONFIRM)
         self._start = client.script(_START)
         self._finish = client.script(_FINISH)
 
