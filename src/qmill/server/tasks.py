@@ -250,8 +250,8 @@ async def submit_batch(
 
     Each task costs one rate-limit token: the request paid the first (``auth.authorize``),
     the others are charged here, before any parsing, into debt if the bucket runs
-    short (`Limits.charge`), so a 1000-task batch holds off the tenant's next request
-    until 1000 tokens have been earned back.
+    short (`Limits.charge`): the tenant's next request waits until the debt is repaid
+    (a 1000-task batch from a full bucket of 200 at 50/s: 16 s).
     """
     batch = _model(BatchRequest, body)
     if len(batch.tasks) > settings.limits.max_batch_tasks:
