@@ -70,6 +70,12 @@ class NatsSettings(_Section):
     ack_wait_seconds: float = Field(30.0, ge=1)
     # Replicas of the task stream: 1 on a single server, 3 on a cluster.
     stream_replicas: int = Field(1, ge=1, le=5)
+    # Fair scheduling across tenants (auth on): a tenant's tasks go to the normal lane
+    # while it has fewer than this many unfinished, the rest to the bulk lane, which
+    # workers take from only when the normal lane is empty. So another tenant's task
+    # waits behind at most this many of each busy tenant's tasks, not behind a whole
+    # 1000-task batch; 8 keeps a few workers' slots busy per tenant. Auth off: one lane.
+    tenant_priority_tasks: int = Field(8, ge=1)
 
     @field_validator("url")
     @classmethod
