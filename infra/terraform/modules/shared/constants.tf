@@ -3,10 +3,12 @@
 # and fails when the two drift. The kubernetes and cloudrun modules link this file in
 # (shared_constants.tf), so every target names the same stream, consumer and routes.
 locals {
-  # JetStream: the work-queue stream and the workers' durable pull consumer.
-  nats_stream        = "QMILL_TASKS"
-  worker_consumer    = "qmill-workers"
-  nats_sync_interval = "always"
+  # JetStream: the work-queue stream and the workers' durable pull consumers, one per
+  # lane (a tenant's tasks past its first few unfinished ones wait in the bulk lane).
+  nats_stream          = "QMILL_TASKS"
+  worker_consumer      = "qmill-workers"
+  worker_bulk_consumer = "qmill-workers-bulk"
+  nats_sync_interval   = "always"
   # Redis (Valkey on Kubernetes): the append-only file is fsynced before a write is answered.
   redis_appendfsync = "always"
   # KEDA's nats-jetstream scaler reads this account ("$G" when no accounts are set up).
