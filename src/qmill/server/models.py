@@ -22,6 +22,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     StrictBool,
     StrictStr,
     WithJsonSchema,
@@ -315,6 +316,19 @@ class TaskView(_Answer):
     )
     precision: FloatPrecision | float | None = Field(default=None, description="As submitted.")
     noise: Noise | None = Field(default=None, description="As submitted.")
+
+    # The answer as stored compressed (`qmill.server.store.answers.Packed`), when read
+    # with ``packed=True``: the answer's fields above are then None, and the result
+    # function sends it without decompressing it. Never part of the JSON.
+    _packed: Any = PrivateAttr(default=None)
+
+    @property
+    def packed(self) -> Any:
+        return self._packed
+
+    @packed.setter
+    def packed(self, value: Any) -> None:
+        self._packed = value
 
     def to_json(self, include_circuit: bool = False) -> dict[str, Any]:
         exclude = None if include_circuit else {"quantum_circuit"}

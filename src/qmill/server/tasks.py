@@ -11,6 +11,7 @@ import logging
 import typing
 import uuid
 from collections.abc import Awaitable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -37,7 +38,8 @@ from qmill.server.models import (
     SubmitResponse,
     TaskView,
 )
-from qmill.server.store import Outcome, Stores
+from qmill.server.store import Charge, Outcome, Stores
+from qmill.server.store.quotas import RECORD_OVERHEAD_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -285,8 +287,9 @@ async def submit(
             log.info("idempotent replay", extra={"task_id": first.task_id})
             return SubmitResponse(task_id=first.task_id, replayed=True)
     try:
-        ids = [claim_id] if digest is not None else None
-        (task_id,) = await _record_and_queue([accepted], settings, stores, bus, owner, ids)
+        ids = [claim_id] if digest is not None else [str(uuid.uuid4())]
+        async with _stored_bytes(settings, stores, owner, ids, [accepted]):
+            (task_id,) = await _record_and_queue([accepted], settings, stores, bus, owner, ids)
     except DependencyUnavailable:
         if digest is not None:
             await _forget(stores.idempotency.release(digest), "")
@@ -321,11 +324,41 @@ async def submit_batch(
         raise LimitExceeded("tasks in a batch", len(batch.tasks), settings.limits.max_batch_tasks)
     accepted = await validate(batch.tasks, settings, batch=True)
     await _ensure_queue(bus)
-    task_ids = await _record_and_queue(accepted, settings, stores, bus, owner)
+    task_ids = [str(uuid.uuid4()) for _ in accepted]
+    async with _stored_bytes(settings, stores, owner, task_ids, accepted):
+        task_ids = await _record_and_queue(accepted, settings, stores, bus, owner, task_ids)
     batch_id = str(uuid.uuid4())
     await stores.batches.create(batch_id, task_ids)
     log.info("batch accepted", extra={"batch_id": batch_id, "tasks": len(task_ids)})
     return BatchResponse(batch_id=batch_id, task_ids=task_ids)
+
+
+def _stored_bytes(
+    settings: Settings,
+    stores: Stores,
+    owner: str | None,
+    task_ids: list[str],
+    accepted: list[Accepted],
+) -> AbstractAsyncContextManager[None]:
+    """The owner's storage quota charged for these tasks while they are recorded and
+    queued, and given back if that fails (`qmill.server.store.quotas`)."""
+    charges = [
+        Charge(
+            task_id,
+            len(a.request.quantum_circuit)
+            + len(a.plan.model_dump_json(exclude_defaults=True))
+            + RECORD_OVERHEAD_BYTES,
+            a.plan.answer_bytes,
+        )
+        for task_id, a in zip(task_ids, accepted, strict=True)
+    ]
+    # A charge lapses with its record: the TTL from when the task ends, and a task ends
+    # at the latest after its attempts (as the in-flight cap reckons it).
+    limits = settings.limits
+    longest = int(limits.max_execution_seconds * (settings.worker.max_attempts + 1)) + 3600
+    quota = settings.redis.tenant_storage_mb * 1024 * 1024
+    lapse = settings.redis.result_ttl_seconds + longest
+    return stores.quotas.hold(owner, charges, quota, lapse)
 
 
 async def _forget(cleanup: Awaitable[None], task_id: str) -> None:
@@ -350,15 +383,23 @@ def _visible(view: TaskView, owner: str | None) -> TaskView:
 
 
 async def get(
-    stores: Stores, task_id: str, wait_seconds: float = 0.0, owner: str | None = None
+    stores: Stores,
+    task_id: str,
+    wait_seconds: float = 0.0,
+    owner: str | None = None,
+    *,
+    packed: bool = False,
 ) -> TaskView:
-    """The task as stored; with ``wait_seconds``, the first terminal state within that time."""
+    """The task as stored; with ``wait_seconds``, the first terminal state within that time.
+
+    ``packed``: a compressed answer is left compressed (`TaskStore.get`).
+    """
     _check_id(task_id)
     if wait_seconds > 0:
         if owner is not None:  # do not wait on (and so reveal) another tenant's task
-            _visible(await stores.tasks.get(task_id), owner)
-        return _visible(await stores.waiters.wait(task_id, wait_seconds), owner)
-    return _visible(await stores.tasks.get(task_id), owner)
+            _visible(await stores.tasks.get(task_id, packed=True), owner)
+        return _visible(await stores.waiters.wait(task_id, wait_seconds, packed=packed), owner)
+    return _visible(await stores.tasks.get(task_id, packed=packed), owner)
 
 
 async def get_batch(stores: Stores, batch_id: str, owner: str | None = None) -> list[TaskView]:
@@ -376,7 +417,7 @@ async def cancel(stores: Stores, bus: Bus, task_id: str, owner: str | None = Non
     (process executor); otherwise it runs on and its result is discarded.
     """
     _check_id(task_id)
-    _visible(await stores.tasks.get(task_id), owner)
+    _visible(await stores.tasks.get(task_id, packed=True), owner)
     outcome = await stores.tasks.cancel(task_id, owner)
     if outcome is Outcome.MISSING:
         raise TaskNotFound()

@@ -15,10 +15,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from qmill.server.errors import DependencyUnavailable
+from qmill.server.errors import DependencyUnavailable, StoreFull
 
 # What a lost or refused connection raises, besides redis-py's own errors.
 RETRYABLE: tuple[type[Exception], ...] = (
@@ -67,5 +67,7 @@ async def guard() -> AsyncIterator[None]:
     """Turn any Redis failure into DependencyUnavailable (503), never a 500."""
     try:
         yield
+    except OutOfMemoryError as exc:
+        raise StoreFull() from exc
     except FAILURES as exc:
         raise DependencyUnavailable("redis", str(exc) or type(exc).__name__) from exc
