@@ -376,11 +376,12 @@ class ErrorBody(_Open):
     line: Annotated[int, Field(ge=1)] | SkipJsonSchema[None] = None
     column: Annotated[int, Field(ge=1)] | SkipJsonSchema[None] = None
     limit: str | SkipJsonSchema[None] = Field(
-        default=None, description="With a 422 over a limit: which one."
+        default=None, description="With a 422 over a limit, or a 429 over a quota: which one."
     )
     allowed: Any = Field(
         default=None,
-        description="With a 422 over a limit: the allowed value; with a 405: the allowed methods.",
+        description="With a 422 over a limit or a 429 over a quota: the allowed value; with a "
+        "405: the allowed methods.",
     )
     service: str | SkipJsonSchema[None] = Field(
         default=None, description="With a 503: `nats` or `redis`."
