@@ -118,8 +118,17 @@ def test_a_big_answer_is_stored_compressed_and_read_by_20_clients_at_once(
     checking every response against the OpenAPI document stays quick."""
     body = {"quantum_circuit": program(BITS), "shots": 2000, "memory": True, "seed": 3}
     with client(system) as c:
-        task_id = c.post("/tasks", json=body).json()["task_id"]
+        batch = c.post("/batches", json={"tasks": [body, {**body, "seed": 4}]}).json()
+        task_id, other = batch["task_ids"]
         done = c.get(f"/tasks/{task_id}", params={"wait": 30}).json()
+        second = c.get(f"/tasks/{other}", params={"wait": 30}).json()
+        # A batch of big answers is spliced from the stored ones too, gzip or not.
+        for encoding in ("gzip", "identity"):
+            listed = c.get(f"/batches/{batch['batch_id']}", headers={"Accept-Encoding": encoding})
+            assert listed.json()["tasks"] == [done, second]
+            assert listed.headers.get("content-encoding") == (
+                "gzip" if encoding == "gzip" else None
+            )
     assert done["status"] == "completed"
     memory = done["memory"]
     assert len(memory) == body["shots"]

@@ -171,13 +171,17 @@ async def test_a_big_answer_is_stored_compressed_under_its_own_key(
 
     packed = await stores.tasks.get(task_id, packed=True)
     assert packed.memory is None and packed.result is None and packed.packed is not None
-    head = json.dumps({"task_id": task_id}).encode()[:-1] + b","
-    body = b"".join(answers.gzip_parts(head, packed.packed, b"}"))
+    pieces = answers.spliced({"task_id": task_id, "memory": None}, packed.packed)
+    body = b"".join(answers.gzip_parts(pieces))
     assert len(body) < raw_size / 4
     sent = json.loads(gzip.decompress(body))
     assert sent["memory"] == memory and sent["task_id"] == task_id and sent["evs"] is None
-    streamed = json.loads(head + b"".join(packed.packed.json_chunks()) + b"}")
-    assert streamed["result"] == counts
+    streamed = json.loads(b"".join(answers.json_parts(pieces)))
+    assert streamed == sent
+    # Two answers and text between them, as a batch is sent: one gzip member still.
+    twice = [b"[", *pieces, b",", *pieces, b"]"]
+    assert json.loads(gzip.decompress(b"".join(answers.gzip_parts(twice)))) == [sent, sent]
+    assert json.loads(b"".join(answers.json_parts(twice))) == [sent, sent]
 
     await stores.tasks.delete(task_id)
     assert not r.exists(constants.task_key(task_id), constants.answer_key(task_id))

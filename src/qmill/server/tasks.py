@@ -402,9 +402,12 @@ async def get(
     return _visible(await stores.tasks.get(task_id, packed=packed), owner)
 
 
-async def get_batch(stores: Stores, batch_id: str, owner: str | None = None) -> list[TaskView]:
+async def get_batch(
+    stores: Stores, batch_id: str, owner: str | None = None, *, packed: bool = False
+) -> list[TaskView]:
+    """Every task of a batch; ``packed``: compressed answers left compressed."""
     _check_id(batch_id, "Batch")
-    views = await stores.batches.get(batch_id)
+    views = await stores.batches.get(batch_id, packed=packed)
     if owner is not None and any(v.owner != owner for v in views):
         raise TaskNotFound("Batch")
     return views

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,7 @@ MEMBERS = (
     ("evs", "evs"),
     ("stds", "stds"),
 )
+_MEMBER_NAMES = frozenset(name for name, _ in MEMBERS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,26 +127,51 @@ def packed(check: str, deflated: bytes) -> Packed:
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 
 
-def gzip_parts(head: bytes, answer: Packed, tail: bytes) -> list[bytes | memoryview]:
-    """One gzip member whose content is ``head`` + the answer's fragment + ``tail``, in
-    parts (the stored answer in slices, not copied), made without decompressing the
-    fragment: DEFLATE streams of independently compressed pieces concatenate as long as
-    only the last one ends the stream, and the CRC-32 of the whole is combined from the
-    pieces' (`crc32_combine`)."""
-    first = zlib.compressobj(_LEVEL, zlib.DEFLATED, _RAW)
-    last = zlib.compressobj(_LEVEL, zlib.DEFLATED, _RAW)
-    crc = crc32_combine(zlib.crc32(head), answer.crc, answer.length)
-    crc = crc32_combine(crc, zlib.crc32(tail), len(tail))
-    size = len(head) + answer.length + len(tail)
-    stored = memoryview(answer.deflated)
-    return [
-        _GZIP_HEADER + first.compress(head) + first.flush(zlib.Z_SYNC_FLUSH),
-        *(stored[at : at + _CHUNK] for at in range(0, len(stored), _CHUNK)),
-        last.compress(tail)
-        + last.flush(zlib.Z_FINISH)
-        + crc.to_bytes(4, "little")
-        + (size & 0xFFFFFFFF).to_bytes(4, "little"),
-    ]
+# A response body as pieces: JSON text, and compressed answers to put between them.
+Piece = bytes | Packed
+
+
+def gzip_parts(pieces: Sequence[Piece]) -> list[bytes | memoryview]:
+    """One gzip member whose content is the pieces in order (each `Packed` as its JSON),
+    made without decompressing any answer: DEFLATE streams of independently compressed
+    pieces concatenate as long as only the last one ends the stream, and the CRC-32 of
+    the whole is combined from the pieces' (`crc32_combine`). The stored answers are
+    sent in slices of themselves, never copied."""
+    out: list[bytes | memoryview] = [_GZIP_HEADER]
+    crc, size = 0, 0
+    for index, piece in enumerate(pieces):
+        if isinstance(piece, Packed):
+            stored = memoryview(piece.deflated)
+            out += [stored[at : at + _CHUNK] for at in range(0, len(stored), _CHUNK)]
+            crc = crc32_combine(crc, piece.crc, piece.length)
+            size += piece.length
+            continue
+        deflater = zlib.compressobj(_LEVEL, zlib.DEFLATED, _RAW)
+        end = zlib.Z_FINISH if index == len(pieces) - 1 else zlib.Z_SYNC_FLUSH
+        out.append(deflater.compress(piece) + deflater.flush(end))
+        crc = crc32_combine(crc, zlib.crc32(piece), len(piece))
+        size += len(piece)
+    if isinstance(pieces[-1], Packed):  # a stream must end with a final block
+        out.append(zlib.compressobj(_LEVEL, zlib.DEFLATED, _RAW).flush(zlib.Z_FINISH))
+    out.append(crc.to_bytes(4, "little") + (size & 0xFFFFFFFF).to_bytes(4, "little"))
+    return out
+
+
+def json_parts(pieces: Sequence[Piece]) -> Iterator[bytes]:
+    """The pieces as plain JSON, each compressed answer decompressed a chunk at a time."""
+    for piece in pieces:
+        if isinstance(piece, Packed):
+            yield from piece.json_chunks()
+        else:
+            yield piece
+
+
+def spliced(body: Mapping[str, Any], answer: Packed) -> list[Piece]:
+    """A task's JSON (``body``, without the answer's members) with its compressed answer
+    put in: ``{...,`` answer ``}``, as JSONResponse renders (compact, UTF-8)."""
+    rest = {name: value for name, value in body.items() if name not in _MEMBER_NAMES}
+    rendered = json.dumps(rest, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return [rendered[:-1].encode() + b",", answer, b"}"]  # never empty: it has an id
 
 
 def _gf2_times(matrix: list[int], vector: int) -> int:

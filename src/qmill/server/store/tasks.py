@@ -244,9 +244,9 @@ class TaskStore:
             self._reads = (loop, asyncio.Semaphore(ANSWER_READS_AT_ONCE))
         return self._reads[1]
 
-    async def get_many(self, task_ids: Sequence[str]) -> list[TaskView]:
+    async def get_many(self, task_ids: Sequence[str], *, packed: bool = False) -> list[TaskView]:
         """The tasks that still exist, in the order asked, in one round trip (and one
-        more for the compressed answers among them)."""
+        more for each compressed answer among them); ``packed`` as `get`."""
         pipe = self._redis.pipeline(transaction=False)
         for task_id in task_ids:
             pipe.hgetall(constants.task_key(task_id))
@@ -260,7 +260,11 @@ class TaskStore:
             view = _view(fields)
             check = answers.check_of(fields)
             if check is not None:
-                view = _unpacked(view, await self._answer(view.task_id, check))
+                stored = await self._answer(view.task_id, check)
+                if packed:
+                    view.packed = stored
+                else:
+                    view = _unpacked(view, stored)
             views.append(view)
         return views
 
