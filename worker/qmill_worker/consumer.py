@@ -25,7 +25,7 @@ from nats.errors import Error as NatsError
 from qmill.server import metrics
 from qmill.server.bus import Bus, Subscriptions
 from qmill.server.config import Settings
-from qmill.server.errors import DependencyUnavailable, TaskNotFound
+from qmill.server.errors import DependencyUnavailable, StoreFull, TaskNotFound
 from qmill.server.models import utcnow
 from qmill.server.store import Outcome as Stored
 from qmill.server.store import StartedTask, StartOutcome, Stores
@@ -316,8 +316,13 @@ class Worker:
         An outcome Redis cannot take is released instead (not acked), so that the
         redelivery stores it: the ack is confirmed only for what Redis holds.
         """
-        if isinstance(outcome, Completed | Failed) and not await self._record(ctx, outcome):
-            outcome = Released(delay=2.0)
+        if isinstance(outcome, Completed | Failed):
+            stored = await self._record(ctx, outcome)
+            if isinstance(stored, Failed):  # the result was refused: record why instead
+                outcome = stored
+                stored = await self._record(ctx, outcome)
+            if stored is not True:
+                outcome = Released(delay=2.0)
         match outcome:
             case Completed() | Failed() | Settled():
                 await self._ack(ctx)
@@ -329,8 +334,14 @@ class Worker:
             case _:
                 assert_never(outcome)
 
-    async def _record(self, ctx: TaskContext, outcome: Completed | Failed) -> bool:
-        """Write the outcome to Redis and count it; False if Redis could not be reached."""
+    async def _record(self, ctx: TaskContext, outcome: Completed | Failed) -> bool | Failed:
+        """Write the outcome to Redis and count it; False if Redis could not be reached.
+
+        A result a full Redis refuses (maxmemory, noeviction) is not retried: Redis stays
+        full until records expire, days later, and every redelivery would simulate again
+        for nothing. The task fails instead, with the reason (the returned `Failed`, which
+        a full Redis still takes: see `TaskStore.fail`).
+        """
         try:
             if isinstance(outcome, Completed):
                 result = outcome.result
@@ -353,6 +364,17 @@ class Worker:
                     queue_seconds=outcome.queue_seconds,
                     owner=ctx.owner,
                 )
+        except StoreFull as exc:
+            if not isinstance(outcome, Completed):
+                log.warning("store full; failure not recorded", extra=ctx.log_extra)
+                return False
+            log.warning("store full; result refused", extra={**ctx.log_extra, "error": str(exc)})
+            return Failed(
+                FailureReason.STORE_FULL,
+                "the result could not be stored: the service's store is full; submit the "
+                "task again later",
+                outcome.queue_seconds,
+            )
         except DependencyUnavailable as exc:
             log.warning(
                 "could not store outcome; task released", extra={**ctx.log_extra, "error": str(exc)}

@@ -29,6 +29,8 @@ class FailureReason(StrEnum):
     CRASHED = "crashed"
     SIMULATOR_ERROR = "simulator_error"
     INVALID_CIRCUIT = "invalid_circuit"
+    # Simulated, but Redis refused the result: it is full ([redis] max_memory_mb).
+    STORE_FULL = "store_full"
     OTHER = "other"
 
     @classmethod

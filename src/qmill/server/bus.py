@@ -28,7 +28,7 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from qmill.server import constants
 from qmill.server.config import Settings
@@ -44,6 +44,21 @@ _REQUEST_TIMEOUT = "408"
 _HEARTBEAT = "100"
 
 
+# A full task stream drains as workers finish tasks: seconds, not minutes.
+QUEUE_FULL_RETRY_AFTER_SECONDS = 5
+
+
+def _stream_full(exc: APIError) -> bool:
+    """JetStream refused a publish because the stream is at one of its limits
+    (`stream_config`): "maximum messages exceeded", "maximum bytes exceeded" (error
+    code 10077 on current servers), or "message size exceeds maximum allowed"."""
+    text = (exc.description or "").lower()
+    return exc.err_code == _JS_STREAM_STORE_FAILED or "maximum" in text
+
+
+_JS_STREAM_STORE_FAILED = 10077
+
+
 def stream_config(settings: Settings) -> js_api.StreamConfig:
     return js_api.StreamConfig(
         name=constants.STREAM_NAME,
@@ -52,6 +67,12 @@ def stream_config(settings: Settings) -> js_api.StreamConfig:
         storage=js_api.StorageType.FILE,
         duplicate_window=settings.nats.duplicate_window_seconds,
         num_replicas=settings.nats.stream_replicas,
+        # Bounded, and full means "refuse the publish" (503), never "drop a queued task"
+        # (the default, DiscardPolicy.OLD, would delete the oldest queued task silently).
+        max_msgs=settings.nats.stream_max_msgs,
+        max_bytes=settings.nats.stream_max_bytes,
+        max_msg_size=settings.nats.stream_max_msg_size,
+        discard=js_api.DiscardPolicy.NEW,
     )
 
 
@@ -189,6 +210,15 @@ class Bus:
                 timeout=self._settings.nats.publish_timeout_seconds,
                 headers={"Nats-Msg-Id": task_id},
             )
+        except APIError as exc:
+            if _stream_full(exc):
+                raise DependencyUnavailable(
+                    "nats",
+                    f"the task queue is full ({exc.description}; [nats] stream_max_msgs "
+                    "and stream_max_bytes): nothing was queued, retry when it has drained",
+                    retry_after=QUEUE_FULL_RETRY_AFTER_SECONDS,
+                ) from exc
+            raise DependencyUnavailable("nats", f"publish: {exc}", retry_after=2) from exc
         except _NATS_FAILURES as exc:
             raise DependencyUnavailable("nats", f"publish: {exc}", retry_after=2) from exc
 

@@ -76,6 +76,15 @@ class NatsSettings(_Section):
     # waits behind at most this many of each busy tenant's tasks, not behind a whole
     # 1000-task batch; 8 keeps a few workers' slots busy per tenant. Auth off: one lane.
     tenant_priority_tasks: int = Field(8, ge=1)
+    # Bounds of the task stream (queued and unacked tasks). When either is reached a
+    # publish is refused (the stream discards new messages, never queued ones) and the
+    # submit answers 503 with Retry-After, recording nothing. A task message is ~200
+    # bytes on disk (id, subject, Nats-Msg-Id header): 100k tasks, 100 tenants at their
+    # in-flight cap, take ~20 MB, inside max_bytes.
+    stream_max_msgs: int = Field(100_000, ge=1)
+    stream_max_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
+    # The largest message the stream takes: a task message is ~100 bytes of JSON.
+    stream_max_msg_size: int = Field(4096, ge=512)
 
     @field_validator("url")
     @classmethod
@@ -91,6 +100,19 @@ class RedisSettings(_Section):
     socket_timeout_seconds: float = Field(1.0, gt=0)
     # Same Idempotency-Key (and body) within this window returns the same task.
     idempotency_window_seconds: int = Field(24 * 3600, ge=1)
+    # `maxmemory` of the Redis that `make run` and compose start, with the `noeviction`
+    # policy: evicting would silently drop task records and results, so a full Redis
+    # refuses writes instead (a submit is a 503 that records nothing; a worker whose
+    # result is refused fails the task with the reason). Sized for results kept
+    # result_ttl_seconds: several tenants at their storage quota, plus headroom.
+    max_memory_mb: int = Field(1024, ge=16)
+    # Bytes one tenant's task records (program, options, answer) may take in Redis at
+    # once (auth on). Charged at submit from the answer's estimate (`[limits]
+    # max_result_bytes` bounds one), set to the stored size when the task finishes, and
+    # released when its record expires. Over it, a submit is a 429 whose Retry-After says
+    # when enough will have expired. A quarter of max_memory_mb, so no one tenant can
+    # fill Redis alone; ~100k Bell tasks kept a week, or 16 answers at the maximum size.
+    tenant_storage_mb: int = Field(256, ge=1)
 
     @field_validator("url")
     @classmethod
@@ -180,7 +202,11 @@ class LimitsSettings(_Section):
     # The most a task's answer may take as JSON, estimated at submit from its shots,
     # bindings and classical bits (every count a distinct outcome, every shot kept with
     # memory): it is stored for result_ttl_seconds and read whole by every GET.
-    max_result_bytes: int = Field(32 * 1024 * 1024, ge=1024 * 1024)
+    # 16 MiB: every counts-only answer at max_shots and max_clbits in one register fits
+    # (14 MB), and memory at max_shots for registers up to ~80 bits; 128 one-bit
+    # registers with memory at 100k shots (53 MB estimated) do not. The answer is also
+    # charged to the tenant's storage quota ([redis] tenant_storage_mb).
+    max_result_bytes: int = Field(16 * 1024 * 1024, ge=1024 * 1024)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_batch_tasks: int = Field(1000, ge=1)
     # A simulation that runs longer is stopped (process executor) and fails with `timeout`.

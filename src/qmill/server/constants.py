@@ -51,6 +51,29 @@ def inflight_key(tenant: str) -> str:
     return INFLIGHT_KEY_PREFIX + tenant
 
 
+# Per tenant: its charged task ids scored by when each charge lapses, and the bytes each
+# is charged with their total (`qmill.server.store.quotas`).
+QUOTA_KEY_PREFIX: Final = REDIS_PREFIX + "quota:"
+QUOTA_BYTES_KEY_PREFIX: Final = REDIS_PREFIX + "quota-bytes:"
+
+
+def quota_key(tenant: str) -> str:
+    return QUOTA_KEY_PREFIX + tenant
+
+
+def quota_bytes_key(tenant: str) -> str:
+    return QUOTA_BYTES_KEY_PREFIX + tenant
+
+
+# A task's answer when it is stored compressed (`qmill.server.store.answers`): apart
+# from the record, so reading a record never reads a big answer with it.
+ANSWER_KEY_PREFIX: Final = REDIS_PREFIX + "answer:"
+
+
+def answer_key(task_id: str) -> str:
+    return ANSWER_KEY_PREFIX + task_id
+
+
 # A batch: the list of its task ids.
 BATCH_KEY_PREFIX: Final = REDIS_PREFIX + "batch:"
 
@@ -83,6 +106,11 @@ NATS_SYNC_INTERVAL: Final = "always"
 # were already accepted or acked (docs/reliability.md). Measured here: 0.29 ms per write
 # transaction from one client instead of 0.15 ms; ~10k/s from 32 clients instead of ~11k.
 REDIS_APPENDFSYNC: Final = "always"
+# A full Redis refuses writes instead of evicting keys: an evicted key would be a task
+# record or a result lost without a word ([redis] max_memory_mb says how full is full).
+REDIS_MAXMEMORY_POLICY: Final = "noeviction"
+# The task stream is on file storage; memory storage is not used, so it gets little.
+NATS_MAX_MEMORY_STORE: Final = 64 * 1024 * 1024
 
 # --- HTTP ----------------------------------------------------------------------------------
 FUNCTION_NAMES: Final = ("submit", "result", "health")

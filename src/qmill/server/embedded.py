@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qmill.server import constants
-from qmill.server.config import Settings, env_name, is_local_url, url_port
+from qmill.server.config import (
+    NatsSettings,
+    RedisSettings,
+    Settings,
+    env_name,
+    is_local_url,
+    url_port,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +61,34 @@ def binary(name: str) -> str:
     return found
 
 
-def nats_command(port: int, data_dir: Path, host: str = "127.0.0.1") -> list[str]:
-    # sync_interval has no command-line flag, so it goes in a config file.
+# Defaults of the servers' bounds, as `NatsSettings` and `RedisSettings` have them: the
+# commands compose runs are these commands with the defaults (tests/infra/test_compose.py).
+_NATS = NatsSettings()
+_REDIS = RedisSettings()
+
+
+def jetstream_max_store(stream_max_bytes: int) -> int:
+    """The file store the embedded nats-server may use: the task stream's bound, twice
+    (JetStream reserves a stream's max_bytes, and compaction needs room besides)."""
+    return 2 * stream_max_bytes
+
+
+def nats_command(
+    port: int,
+    data_dir: Path,
+    host: str = "127.0.0.1",
+    *,
+    stream_max_bytes: int = _NATS.stream_max_bytes,
+) -> list[str]:
+    # sync_interval and the store bounds have no command-line flag: a config file.
     data_dir.mkdir(parents=True, exist_ok=True)
     conf = data_dir / "nats-server.conf"
     conf.write_text(
         "jetstream {\n"
         f"  store_dir: {json.dumps(str(data_dir.resolve()))}\n"
         f"  sync_interval: {json.dumps(constants.NATS_SYNC_INTERVAL)}\n"
+        f"  max_file_store: {jetstream_max_store(stream_max_bytes)}\n"
+        f"  max_memory_store: {constants.NATS_MAX_MEMORY_STORE}\n"
         "}\n"
     )
     return [
@@ -76,7 +103,9 @@ def nats_command(port: int, data_dir: Path, host: str = "127.0.0.1") -> list[str
     ]
 
 
-def redis_command(port: int, data_dir: Path, host: str = "127.0.0.1") -> list[str]:
+def redis_command(
+    port: int, data_dir: Path, host: str = "127.0.0.1", *, max_memory_mb: int = _REDIS.max_memory_mb
+) -> list[str]:
     data_dir.mkdir(parents=True, exist_ok=True)
     return [
         binary("redis-server"),
@@ -94,6 +123,11 @@ def redis_command(port: int, data_dir: Path, host: str = "127.0.0.1") -> list[st
         "",
         "--protected-mode",
         "no",
+        # Full is refused, never evicted: see [redis] max_memory_mb.
+        "--maxmemory",
+        f"{max_memory_mb}mb",
+        "--maxmemory-policy",
+        constants.REDIS_MAXMEMORY_POLICY,
     ]
 
 
@@ -134,10 +168,12 @@ def services(settings: Settings) -> list[Service]:
     result: list[Service] = []
     if is_local_url(settings.nats.url):
         port = url_port(settings.nats.url, 4222)
-        result.append(Service("nats", nats_command(port, data / "nats"), port))
+        command = nats_command(port, data / "nats", stream_max_bytes=settings.nats.stream_max_bytes)
+        result.append(Service("nats", command, port))
     if is_local_url(settings.redis.url):
         port = url_port(settings.redis.url, 6379)
-        result.append(Service("redis", redis_command(port, data / "redis"), port))
+        command = redis_command(port, data / "redis", max_memory_mb=settings.redis.max_memory_mb)
+        result.append(Service("redis", command, port))
     upstreams: dict[str, str] = {}
     for offset, name in enumerate(constants.FUNCTION_NAMES):
         port = settings.embedded.functions_base_port + offset

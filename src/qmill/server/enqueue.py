@@ -13,14 +13,16 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from qmill.server.bus import Bus, Lane
 from qmill.server.config import Settings
 from qmill.server.errors import DependencyUnavailable
-from qmill.server.store import Stores
+from qmill.server.store import Charge, Stores
 from qmill.server.store.new_tasks import NewTask
+from qmill.server.store.quotas import RECORD_OVERHEAD_BYTES
 
 if TYPE_CHECKING:
     from qmill.server.tasks import Accepted
@@ -106,21 +108,68 @@ async def record_and_queue(
     ]
     taken = _Taken(task_ids, owner, batch_id)
     try:
-        await stores.tasks.create_many(records, batch_id, PROVISIONAL_TTL_SECONDS)
-        queue_on = [Lane.NORMAL] * len(task_ids)
-        if owner is not None:
-            limits = settings.limits
-            stale = int(limits.max_execution_seconds * (settings.worker.max_attempts + 1)) + 3600
-            cap = settings.auth.max_in_flight
-            before = await stores.limits.admit(owner, task_ids, cap, stale)
-            queue_on = lanes(settings, before, len(task_ids))
-        await _publish_all(bus, task_ids, accepted, queue_on)
-        if not await stores.tasks.confirm(task_ids, batch_id):
-            raise DependencyUnavailable("redis", "task records expired before they were queued")
+        async with _stored_bytes(settings, stores, owner, task_ids, accepted):
+            await _record_admit_publish(settings, stores, bus, owner, records, batch_id, accepted)
     except BaseException:
         await taken.undo(stores)
         raise
     return task_ids
+
+
+async def _record_admit_publish(
+    settings: Settings,
+    stores: Stores,
+    bus: Bus,
+    owner: str | None,
+    records: list[NewTask],
+    batch_id: str | None,
+    accepted: list[Accepted],
+) -> None:
+    """The steps of `record_and_queue` that its undo gives back."""
+    task_ids = [r.task_id for r in records]
+    await stores.tasks.create_many(records, batch_id, PROVISIONAL_TTL_SECONDS)
+    queue_on = [Lane.NORMAL] * len(task_ids)
+    if owner is not None:
+        cap = settings.auth.max_in_flight
+        before = await stores.limits.admit(owner, task_ids, cap, _longest_task_seconds(settings))
+        queue_on = lanes(settings, before, len(task_ids))
+    await _publish_all(bus, task_ids, accepted, queue_on)
+    if not await stores.tasks.confirm(task_ids, batch_id):
+        raise DependencyUnavailable("redis", "task records expired before they were queued")
+
+
+def _longest_task_seconds(settings: Settings) -> int:
+    """How long after its submit a task has surely ended: every attempt run to the
+    execution limit, plus an hour of queueing. An in-flight entry older than this is
+    stale (its task vanished without finishing), and a quota charge lapses this long
+    plus the result TTL after its submit."""
+    limits = settings.limits
+    return int(limits.max_execution_seconds * (settings.worker.max_attempts + 1)) + 3600
+
+
+def _stored_bytes(
+    settings: Settings,
+    stores: Stores,
+    owner: str | None,
+    task_ids: list[str],
+    accepted: list[Accepted],
+) -> AbstractAsyncContextManager[None]:
+    """The owner's storage quota charged for these tasks while they are recorded and
+    queued, and given back if that fails (`qmill.server.store.quotas`)."""
+    charges = [
+        Charge(
+            task_id,
+            len(a.request.quantum_circuit)
+            + len(a.plan.model_dump_json(exclude_defaults=True))
+            + RECORD_OVERHEAD_BYTES,
+            a.plan.answer_bytes,
+        )
+        for task_id, a in zip(task_ids, accepted, strict=True)
+    ]
+    # A charge lapses with its record: the TTL from when the task ends.
+    quota = settings.redis.tenant_storage_mb * 1024 * 1024
+    lapse = settings.redis.result_ttl_seconds + _longest_task_seconds(settings)
+    return stores.quotas.hold(owner, charges, quota, lapse)
 
 
 async def _publish_all(

@@ -12,12 +12,14 @@
      │    ├── ForeignOrigin         a cross-site POST or DELETE            -> 403
      │    ├── Unauthorized          missing or unknown API key             -> 401
      │    ├── RateLimited           over the key's rate or in-flight cap   -> 429 + Retry-After
+     │    │    └── StorageQuotaExceeded  over the key's stored bytes      -> 429 + Retry-After
      │    ├── IdempotencyConflict   key reused with another body           -> 422
      │    ├── IdempotencyInProgress the key's first request still running  -> 409 + Retry-After
      │    ├── TaskNotFound          unknown (or expired) task id           -> 404
      │    ├── TaskConflict          e.g. cancelling a finished task        -> 409
      │    └── MethodNotAllowed      wrong verb on a known path             -> 405
-     └── DependencyUnavailable     NATS or Redis down or too slow          -> 503 + Retry-After
+     └── DependencyUnavailable     NATS or Redis down, too slow or full    -> 503 + Retry-After
+          └── StoreFull             Redis at maxmemory, refusing writes    -> 503 + Retry-After
 
 Like Starlette's ``HTTPException``, an error carries its answer: ``status_code`` is a
 class attribute (a subclass inherits its parent's) and ``headers`` the response headers
@@ -206,6 +208,25 @@ class RateLimited(RequestError):
         self.retry_after = retry_after
 
 
+class StorageQuotaExceeded(RateLimited):
+    """The tenant's stored task records would take more than its quota.
+
+    A 429 like the other per-key limits: it passes with time, as records expire, and
+    ``retry_after`` says when enough will have (a client whose patience is shorter gives
+    up at once instead of waiting). ``limit``/``value``/``allowed`` are in bytes.
+    """
+
+    def __init__(self, value: int, allowed: int, retry_after: int) -> None:
+        super().__init__(
+            f"stored results of this key would take {value} bytes, the quota is {allowed} "
+            f"([redis] tenant_storage_mb); enough expires in {retry_after} s",
+            retry_after,
+        )
+        self.limit = "stored bytes"
+        self.value = value
+        self.allowed = allowed
+
+
 class TaskNotFound(RequestError):
     status_code = 404
 
@@ -242,3 +263,22 @@ class DependencyUnavailable(QmillError):
         super().__init__(f"{service} unavailable: {message}")
         self.service = service
         self.retry_after = retry_after
+
+
+# Redis full stays full until records expire (days): no client should retry soon.
+STORE_FULL_RETRY_AFTER_SECONDS = 60
+
+
+class StoreFull(DependencyUnavailable):
+    """Redis refused a write: it is at its maxmemory and evicts nothing (noeviction).
+
+    Still a 503: the service cannot take the request now and the caller is not at fault.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "redis",
+            "the store is full ([redis] max_memory_mb reached; records expire after "
+            "[redis] result_ttl_seconds): nothing was recorded",
+            retry_after=STORE_FULL_RETRY_AFTER_SECONDS,
+        )

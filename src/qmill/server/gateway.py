@@ -104,10 +104,19 @@ class Gateway:
             for k, v in scope["headers"]
             if k.decode("latin-1").lower() not in _NOT_FORWARDED
         ]
+        # The caller's Accept-Encoding, or none: without one httpx would add its own, and
+        # a function could then compress an answer the caller cannot read.
+        if not any(k.lower() == b"accept-encoding" for k, _ in forward):
+            forward.append((b"accept-encoding", b"identity"))
         try:
-            upstream = await self._client.request(
+            request = self._client.build_request(
                 scope["method"], url, headers=forward, content=content
             )
+            upstream = await self._client.send(request, stream=True)
+            # The bytes as the function sent them (aiter_raw): a gzip body stays gzip,
+            # under the Content-Encoding the function gave it.
+            raw = b"".join([chunk async for chunk in upstream.aiter_raw()])
+            await upstream.aclose()
         except httpx.LocalProtocolError:  # a header h11 will not send: the caller's fault
             await _json(send, 400, b'{"detail":"malformed request header"}')
             return
@@ -120,9 +129,9 @@ class Gateway:
             for k, v in upstream.headers.items()
             if k.lower() not in _HOP_BY_HOP
         ]
-        out.append((b"content-length", str(len(upstream.content)).encode()))
+        out.append((b"content-length", str(len(raw)).encode()))
         await send({"type": "http.response.start", "status": upstream.status_code, "headers": out})
-        await send({"type": "http.response.body", "body": upstream.content})
+        await send({"type": "http.response.body", "body": raw})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

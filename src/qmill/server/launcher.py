@@ -126,7 +126,8 @@ class Launcher:
         port = self._services[name].port
         assert port is not None
         data = self.settings.embedded.data_dir / name
-        return Server(name, port, data, env=self.env, log=self.root / f"{name}.log")
+        argv = self._services[name].argv
+        return Server(name, port, data, env=self.env, log=self.root / f"{name}.log", argv=argv)
 
     def _process(self, service: embedded.Service) -> Process:
         return Process(

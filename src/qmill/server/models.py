@@ -22,6 +22,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     StrictBool,
     StrictStr,
     WithJsonSchema,
@@ -316,6 +317,19 @@ class TaskView(_Answer):
     precision: FloatPrecision | float | None = Field(default=None, description="As submitted.")
     noise: Noise | None = Field(default=None, description="As submitted.")
 
+    # The answer as stored compressed (`qmill.server.store.answers.Packed`), when read
+    # with ``packed=True``: the answer's fields above are then None, and the result
+    # function sends it without decompressing it. Never part of the JSON.
+    _packed: Any = PrivateAttr(default=None)
+
+    @property
+    def packed(self) -> Any:
+        return self._packed
+
+    @packed.setter
+    def packed(self, value: Any) -> None:
+        self._packed = value
+
     def to_json(self, include_circuit: bool = False) -> dict[str, Any]:
         exclude = None if include_circuit else {"quantum_circuit"}
         return self.model_dump(mode="json", exclude=exclude)
@@ -362,12 +376,12 @@ class ErrorBody(_Open):
     line: Annotated[int, Field(ge=1)] | SkipJsonSchema[None] = None
     column: Annotated[int, Field(ge=1)] | SkipJsonSchema[None] = None
     limit: str | SkipJsonSchema[None] = Field(
-        default=None, description="With a 422 over a limit: which one."
+        default=None, description="With a 422 over a limit, or a 429 over a quota: which one."
     )
     allowed: Any = Field(
         default=None,
-        description="With a 422 over a limit: the allowed value; with a 405: the allowed "
-        "methods; with a 415: the accepted media type.",
+        description="With a 422 over a limit or a 429 over a quota: the allowed value; with a "
+        "405: the allowed methods; with a 415: the accepted media type.",
     )
     service: str | SkipJsonSchema[None] = Field(
         default=None,

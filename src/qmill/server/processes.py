@@ -177,9 +177,17 @@ class Server(Process):
         *,
         env: Mapping[str, str] | None = None,
         log: Path | None = None,
+        argv: Sequence[str] | None = None,
     ) -> None:
-        commands = {"nats": embedded.nats_command, "redis": embedded.redis_command}
-        super().__init__(name, commands[name](port, data_dir), port=port, env=env, log=log)
+        """``argv``: the command as `embedded.services` built it from the settings (its
+        bounds); else the embedded command with the default bounds."""
+        if argv is not None:
+            command = list(argv)
+        elif name == "nats":
+            command = embedded.nats_command(port, data_dir)
+        else:
+            command = embedded.redis_command(port, data_dir)
+        super().__init__(name, command, port=port, env=env, log=log)
         self.data_dir = data_dir
 
 

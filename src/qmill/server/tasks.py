@@ -284,20 +284,31 @@ def _visible(view: TaskView, owner: str | None) -> TaskView:
 
 
 async def get(
-    stores: Stores, task_id: str, wait_seconds: float = 0.0, owner: str | None = None
+    stores: Stores,
+    task_id: str,
+    wait_seconds: float = 0.0,
+    owner: str | None = None,
+    *,
+    packed: bool = False,
 ) -> TaskView:
-    """The task as stored; with ``wait_seconds``, the first terminal state within that time."""
+    """The task as stored; with ``wait_seconds``, the first terminal state within that time.
+
+    ``packed``: a compressed answer is left compressed (`TaskStore.get`).
+    """
     _check_id(task_id)
     if wait_seconds > 0:
         if owner is not None:  # do not wait on (and so reveal) another tenant's task
-            _visible(await stores.tasks.get(task_id), owner)
-        return _visible(await stores.waiters.wait(task_id, wait_seconds), owner)
-    return _visible(await stores.tasks.get(task_id), owner)
+            _visible(await stores.tasks.get(task_id, packed=True), owner)
+        return _visible(await stores.waiters.wait(task_id, wait_seconds, packed=packed), owner)
+    return _visible(await stores.tasks.get(task_id, packed=packed), owner)
 
 
-async def get_batch(stores: Stores, batch_id: str, owner: str | None = None) -> list[TaskView]:
+async def get_batch(
+    stores: Stores, batch_id: str, owner: str | None = None, *, packed: bool = False
+) -> list[TaskView]:
+    """Every task of a batch; ``packed``: compressed answers left compressed."""
     _check_id(batch_id, "Batch")
-    views = await stores.batches.get(batch_id)
+    views = await stores.batches.get(batch_id, packed=packed)
     if owner is not None and any(v.owner != owner for v in views):
         raise TaskNotFound("Batch")
     return views
@@ -310,7 +321,7 @@ async def cancel(stores: Stores, bus: Bus, task_id: str, owner: str | None = Non
     (process executor); otherwise it runs on and its result is discarded.
     """
     _check_id(task_id)
-    _visible(await stores.tasks.get(task_id), owner)
+    _visible(await stores.tasks.get(task_id, packed=True), owner)
     outcome = await stores.tasks.cancel(task_id, owner)
     if outcome is Outcome.MISSING:
         raise TaskNotFound()

@@ -133,14 +133,19 @@ _ERRORS: dict[str, tuple[type[errors.QmillError], str, type[BaseModel], tuple[st
     ),
     "RateLimited": (
         errors.RateLimited,
-        "Over the key's rate limit, or its cap of tasks in flight.",
+        "Over the key's rate limit, its cap of tasks in flight, or its storage quota "
+        "(`[redis] tenant_storage_mb`: the bytes its stored tasks may take, charged at submit "
+        "from the answer's estimate; then `limit` is `stored bytes` and `Retry-After` says "
+        "when enough of its stored tasks expire). Nothing was recorded.",
         models.ErrorBody,
         ("Retry-After",),
     ),
     "Unavailable": (
         errors.DependencyUnavailable,
-        "NATS or Redis is down or too slow, a function is down, or `[auth] keys_file` "
-        "cannot be read (refused rather than served with stale keys); nothing was queued.",
+        "NATS or Redis is down or too slow, or a function is down; or the task queue is "
+        "full (`[nats] stream_max_msgs`, `stream_max_bytes`) or Redis is (`[redis] "
+        "max_memory_mb`); or `[auth] keys_file` cannot be read (refused rather than served "
+        "with stale keys). Nothing was queued or recorded.",
         models.ErrorBody,
         ("Retry-After",),
     ),

@@ -146,7 +146,19 @@ def _operations() -> dict[str, dict[str, Any]]:
                 },
             ],
             "responses": {
-                "200": {"description": "The task.", "content": task},
+                "200": {
+                    "description": "The task. A large answer (over 16 KiB of JSON) is stored "
+                    "compressed and sent as stored to a client whose `Accept-Encoding` "
+                    "names gzip (`Content-Encoding: gzip`), else decompressed as it is sent.",
+                    "headers": {
+                        "Content-Encoding": {
+                            "description": "`gzip` for a large answer when the request "
+                            "accepts it; absent otherwise.",
+                            "schema": {"type": "string", "enum": ["gzip"]},
+                        }
+                    },
+                    "content": task,
+                },
                 **error_refs("NotFound", "Unprocessable", *_GUARDED),
             },
         },

@@ -6,6 +6,8 @@
 - `batches`: a batch's ordered task ids.
 - `idempotency`: Idempotency-Key bindings.
 - `limits`: per-tenant token bucket and in-flight cap.
+- `quotas`: per-tenant storage quota (bytes of stored records).
+- `answers`: how an answer is stored (plain, or compressed when big).
 - `heartbeats`: worker liveness keys.
 
 Every key prefix is in `qmill.server.constants`. A process opens one `Stores` and
@@ -21,6 +23,7 @@ from qmill.server.store.client import RedisClient
 from qmill.server.store.heartbeats import Heartbeats
 from qmill.server.store.idempotency import Binding, IdempotencyKeys
 from qmill.server.store.limits import Limits
+from qmill.server.store.quotas import Charge, Quotas
 from qmill.server.store.tasks import Answer, Outcome, StartedTask, StartOutcome, TaskStore
 from qmill.server.store.waiters import Waiters
 
@@ -28,10 +31,12 @@ __all__ = [
     "Answer",
     "Batches",
     "Binding",
+    "Charge",
     "Heartbeats",
     "IdempotencyKeys",
     "Limits",
     "Outcome",
+    "Quotas",
     "RedisClient",
     "StartOutcome",
     "StartedTask",
@@ -52,6 +57,7 @@ class Stores:
     idempotency: IdempotencyKeys
     limits: Limits
     heartbeats: Heartbeats
+    quotas: Quotas
 
     @classmethod
     def open(
@@ -72,7 +78,8 @@ class Stores:
             retries: retries of a call that lost its connection (0: fail fast, 503).
         """
         client = RedisClient(url, socket_timeout=socket_timeout, retries=retries)
-        tasks = TaskStore(client, result_ttl_seconds=result_ttl_seconds)
+        quotas = Quotas(client, result_ttl_seconds=result_ttl_seconds)
+        tasks = TaskStore(client, result_ttl_seconds=result_ttl_seconds, quotas=quotas)
         return cls(
             client=client,
             tasks=tasks,
@@ -81,6 +88,7 @@ class Stores:
             idempotency=IdempotencyKeys(client),
             limits=Limits(client),
             heartbeats=Heartbeats(client),
+            quotas=quotas,
         )
 
     async def ping(self) -> bool:

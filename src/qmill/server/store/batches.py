@@ -21,10 +21,11 @@ class Batches:
         self._tasks = tasks
         self._ttl = result_ttl_seconds
 
-    async def get(self, batch_id: str) -> list[TaskView]:
-        """Every task of a batch, in submission order (expired ones left out)."""
+    async def get(self, batch_id: str, *, packed: bool = False) -> list[TaskView]:
+        """Every task of a batch, in submission order (expired ones left out);
+        ``packed`` as `TaskStore.get`."""
         async with guard():
             task_ids = await self._redis.lrange(constants.batch_key(batch_id), 0, -1)
         if not task_ids:
             raise TaskNotFound("Batch")
-        return await self._tasks.get_many([str(task_id) for task_id in task_ids])
+        return await self._tasks.get_many([str(task_id) for task_id in task_ids], packed=packed)

@@ -15,10 +15,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from qmill.server.errors import DependencyUnavailable
+from qmill.server.errors import DependencyUnavailable, StoreFull
 
 # What a lost or refused connection raises, besides redis-py's own errors.
 RETRYABLE: tuple[type[Exception], ...] = (
@@ -28,6 +28,8 @@ RETRYABLE: tuple[type[Exception], ...] = (
     OSError,
 )
 FAILURES: tuple[type[Exception], ...] = (RedisError, *RETRYABLE)
+# What Redis says when it is at maxmemory and refuses a write (noeviction).
+_OOM = "OOM command not allowed"
 
 
 class RedisClient:
@@ -67,5 +69,13 @@ async def guard() -> AsyncIterator[None]:
     """Turn any Redis failure into DependencyUnavailable (503), never a 500."""
     try:
         yield
+    except OutOfMemoryError as exc:
+        raise StoreFull() from exc
+    except ResponseError as exc:
+        # Inside a script Redis' OOM error arrives wrapped ("Error running script ...
+        # -OOM command not allowed"), as a plain ResponseError.
+        if _OOM in str(exc):
+            raise StoreFull() from exc
+        raise DependencyUnavailable("redis", str(exc) or type(exc).__name__) from exc
     except FAILURES as exc:
         raise DependencyUnavailable("redis", str(exc) or type(exc).__name__) from exc

@@ -15,7 +15,7 @@ from qmill.server.models import TaskStatus
 
 # A hash field's value as redis-py sends it; an optional field set to None is left out,
 # which the views read as absent.
-Value = str | int | float
+Value = str | int | float | bytes
 Field = Value | None
 
 

@@ -9,19 +9,33 @@ wins. Every terminal transition also PUBLISHes on the task's channel (what
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from redis.client import NEVER_DECODE
+
 from qmill.server import constants
-from qmill.server.errors import TaskNotFound
+from qmill.server.errors import DependencyUnavailable, TaskNotFound
 from qmill.server.models import TaskStatus, TaskView, utcnow
+from qmill.server.store import answers
 from qmill.server.store.client import RedisClient, guard
 from qmill.server.store.new_tasks import CONFIRM, CREATE, Field, NewTask, Value
+from qmill.server.store.quotas import Quotas
 from qmill.server.workload import Plan
+
+log = logging.getLogger(__name__)
+
+# Compressed answers (up to a few MB each) read from Redis at once by one process. Every
+# reply must arrive within the client's socket timeout (1 s for the functions), and 20
+# concurrent reads of one 26 MB answer shared the event loop so thinly that 19 of them
+# ran out of it (503); in turns of four, each read takes milliseconds.
+ANSWER_READS_AT_ONCE = 4
 
 # The terminal states, as the Lua scripts test them (models.TERMINAL_STATUSES in Python).
 _IS_TERMINAL = """
@@ -46,15 +60,24 @@ return {'processing', f[1], f[2], f[3], attempts, f[4] or '', f[5] or '', f[6] o
 """
 )
 
-# KEYS: task, its done channel, its owner's in-flight set.
-# ARGV: new status, ttl, field, value, ... Returns 'ok', 'missing' or the terminal status.
+# KEYS: task, its done channel, its owner's in-flight set, its compressed answer's key.
+# ARGV: new status, ttl, compressed answer ('' for none), '1' to write even when Redis
+# is full, field, value, ... Returns 'ok', 'missing' or the terminal status.
+#
+# Redis at maxmemory (noeviction) refuses a script's first write if it may grow memory:
+# a result is refused before anything is written (SET or HSET first). A failure or a
+# cancel is a few bytes and must be recorded even then, or the task would never end:
+# its first write is an EXPIRE, which Redis always allows, and a script that has
+# written is then let finish (Redis' rule for scripts without flags, 6.2 and 7.x).
 _FINISH = (
     _IS_TERMINAL
     + """
 local s = redis.call('HGET', KEYS[1], 'status')
 if not s then return 'missing' end
 if terminal(s) then return s end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 3))
+if ARGV[4] == '1' then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if ARGV[3] ~= '' then redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[2]) end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 5))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('PUBLISH', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], redis.call('HGET', KEYS[1], 'id'))
@@ -120,9 +143,13 @@ class StartOutcome:
 class TaskStore:
     """Create, read and move task records. One per process, over the shared client."""
 
-    def __init__(self, client: RedisClient, *, result_ttl_seconds: int) -> None:
+    def __init__(
+        self, client: RedisClient, *, result_ttl_seconds: int, quotas: Quotas | None = None
+    ) -> None:
         self._redis = client.redis
         self._ttl = result_ttl_seconds
+        self._quotas = quotas
+        self._reads: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._create = client.script(CREATE)
         self._confirm = client.script(CONFIRM)
         self._start = client.script(_START)
@@ -190,29 +217,76 @@ class TaskStore:
         await self.delete_many([task_id])
 
     async def delete_many(self, task_ids: Sequence[str], batch_id: str | None = None) -> None:
-        """Remove records of refused tasks (and their batch) in one round trip."""
+        """Remove records of refused tasks (their answers, and their batch) in one round
+        trip."""
         keys = [constants.task_key(t) for t in task_ids]
+        keys += [constants.answer_key(t) for t in task_ids]
         if batch_id is not None:
             keys.append(constants.batch_key(batch_id))
         async with guard():
             await self._redis.delete(*keys)
 
     # --- read side ------------------------------------------------------------------------
-    async def get(self, task_id: str) -> TaskView:
+    async def get(self, task_id: str, *, packed: bool = False) -> TaskView:
+        """The task as stored. A compressed answer is decompressed into the view's fields,
+        unless ``packed``: then they are None and ``view.packed`` holds it as stored
+        (what the result function sends as is)."""
         async with guard():
             raw = await self._redis.hgetall(constants.task_key(task_id))
         if not raw:
             raise TaskNotFound()
-        return _view({str(k): str(v) for k, v in raw.items()})
+        fields = {str(k): str(v) for k, v in raw.items()}
+        view = _view(fields)
+        check = answers.check_of(fields)
+        if check is not None:
+            stored = await self._answer(task_id, check)
+            if packed:
+                view.packed = stored
+            else:
+                view = _unpacked(view, stored)
+        return view
 
-    async def get_many(self, task_ids: Sequence[str]) -> list[TaskView]:
-        """The tasks that still exist, in the order asked, in one round trip."""
+    async def _answer(self, task_id: str, check: str) -> answers.Packed | None:
+        """A compressed answer's bytes (never decoded as text); None if it expired
+        between the two reads."""
+        async with self._answer_reads(), guard():
+            # Raw bytes: the client decodes replies as UTF-8, which compressed data is not.
+            deflated = await self._redis.execute_command(  # type: ignore[no-untyped-call]
+                "GET", constants.answer_key(task_id), **{NEVER_DECODE: True}
+            )
+        return answers.packed(check, bytes(deflated)) if deflated else None
+
+    def _answer_reads(self) -> asyncio.Semaphore:
+        """At most `ANSWER_READS_AT_ONCE` compressed answers in transfer from Redis in
+        this process (one semaphore per event loop)."""
+        loop = asyncio.get_running_loop()
+        if self._reads is None or self._reads[0] is not loop:
+            self._reads = (loop, asyncio.Semaphore(ANSWER_READS_AT_ONCE))
+        return self._reads[1]
+
+    async def get_many(self, task_ids: Sequence[str], *, packed: bool = False) -> list[TaskView]:
+        """The tasks that still exist, in the order asked, in one round trip (and one
+        more for each compressed answer among them); ``packed`` as `get`."""
         pipe = self._redis.pipeline(transaction=False)
         for task_id in task_ids:
             pipe.hgetall(constants.task_key(task_id))
         async with guard():
             raws = await pipe.execute()
-        return [_view({str(k): str(v) for k, v in raw.items()}) for raw in raws if raw]
+        views = []
+        for raw in raws:
+            if not raw:
+                continue
+            fields = {str(k): str(v) for k, v in raw.items()}
+            view = _view(fields)
+            check = answers.check_of(fields)
+            if check is not None:
+                stored = await self._answer(view.task_id, check)
+                if packed:
+                    view.packed = stored
+                else:
+                    view = _unpacked(view, stored)
+            views.append(view)
+        return views
 
     # --- worker side ----------------------------------------------------------------------
     async def start(self, task_id: str, worker_id: str) -> StartOutcome:
@@ -254,12 +328,17 @@ class TaskStore:
 
         ``owner`` names the in-flight set the task leaves; it is not written.
         """
+        encoded = answers.encode(
+            {
+                "result": dict(answer.counts) if answer.counts is not None else None,
+                "memory": answer.memory,
+                "results": answer.results,
+                "evs": answer.evs,
+                "stds": answer.stds,
+            }
+        )
         fields: dict[str, Field] = {
-            "result": _json(dict(answer.counts) if answer.counts is not None else None),
-            "shot_memory": _json(answer.memory),
-            "results": _json(answer.results),
-            "evs": _json(answer.evs),
-            "stds": _json(answer.stds),
+            **encoded.fields,
             "evs_method": answer.evs_method,
             "qubits": qubits,
             "depth": depth,
@@ -268,7 +347,22 @@ class TaskStore:
             "worker_id": worker_id,
             "queue_seconds": queue_seconds,
         }
-        return await self._finish_task(task_id, TaskStatus.COMPLETED, owner, fields)
+        outcome = await self._finish_task(
+            task_id, TaskStatus.COMPLETED, owner, fields, answer=encoded.deflated
+        )
+        if outcome is Outcome.APPLIED:
+            await self._settle(owner, task_id, encoded.size)
+        return outcome
+
+    async def _settle(self, owner: str | None, task_id: str, stored: int) -> None:
+        """Charge the owner's quota what the answer takes (see `quotas`); best effort:
+        if it fails the charge stays at the estimate, which is larger, until it lapses."""
+        if owner is None or self._quotas is None:
+            return
+        try:
+            await self._quotas.settle(owner, task_id, stored)
+        except DependencyUnavailable as exc:
+            log.warning("quota not settled", extra={"task_id": task_id, "error": str(exc)})
 
     async def fail(
         self,
@@ -285,7 +379,10 @@ class TaskStore:
             "worker_id": worker_id,
             "queue_seconds": queue_seconds,
         }
-        return await self._finish_task(task_id, TaskStatus.FAILED, owner, fields)
+        outcome = await self._finish_task(task_id, TaskStatus.FAILED, owner, fields, full_ok=True)
+        if outcome is Outcome.APPLIED:
+            await self._settle(owner, task_id, 0)
+        return outcome
 
     async def cancel(self, task_id: str, owner: str | None = None) -> Outcome:
         """Mark a task cancelled unless it is final or gone.
@@ -293,24 +390,35 @@ class TaskStore:
         A running task's eventual result is then discarded by the finish script.
         """
         fields: dict[str, Field] = {"error": "cancelled by request"}
-        return await self._finish_task(task_id, TaskStatus.CANCELLED, owner, fields)
+        outcome = await self._finish_task(
+            task_id, TaskStatus.CANCELLED, owner, fields, full_ok=True
+        )
+        if outcome is Outcome.APPLIED:
+            await self._settle(owner, task_id, 0)
+        return outcome
 
     async def _finish_task(
-        self, task_id: str, status: TaskStatus, owner: str | None, fields: Mapping[str, Field]
+        self,
+        task_id: str,
+        status: TaskStatus,
+        owner: str | None,
+        fields: Mapping[str, Field],
+        *,
+        answer: bytes | None = None,
+        full_ok: bool = False,
     ) -> Outcome:
-        args: list[Value] = [status.value, self._ttl, "completed_at", utcnow().isoformat()]
-        args += _pairs(fields)
+        """The terminal transition; ``full_ok`` for the few bytes of a failure or a
+        cancel, which are written even into a full Redis (see `_FINISH`)."""
+        args: list[Value] = [status.value, self._ttl, answer or "", "1" if full_ok else "0"]
+        args += ["completed_at", utcnow().isoformat(), *_pairs(fields)]
         keys = [
             constants.task_key(task_id),
             constants.task_done_channel(task_id),
             constants.inflight_key(owner or "-"),
+            constants.answer_key(task_id),
         ]
         async with guard():
             return Outcome(str(await self._finish(keys=keys, args=args)))
-
-
-def _json(value: object) -> str | None:
-    return None if value is None else json.dumps(value)
 
 
 def _pairs(fields: Mapping[str, Field]) -> list[Value]:
@@ -355,6 +463,13 @@ def _view(raw: Mapping[str, str]) -> TaskView:
         evs_method=opt("evs_method"),
         **_plan_fields(opt("plan")),
     )
+
+
+def _unpacked(view: TaskView, stored: answers.Packed | None) -> TaskView:
+    """The view with its compressed answer decompressed into its fields."""
+    if stored is None:
+        return view
+    return view.model_copy(update=stored.members())
 
 
 def _loads(value: str | None) -> Any:

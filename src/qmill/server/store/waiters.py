@@ -31,24 +31,24 @@ class Waiters:
         self._listener: asyncio.Task[None] | None = None
         self._pubsub: PubSub | None = None
 
-    async def wait(self, task_id: str, timeout: float) -> TaskView:
+    async def wait(self, task_id: str, timeout: float, *, packed: bool = False) -> TaskView:
         """Return the task once it is terminal, or as it is when ``timeout`` runs out.
 
         The waiter is registered before the first read, so a finish between the two is
-        not missed.
+        not missed. ``packed``: as `TaskStore.get`.
         """
         if timeout <= 0:
-            return await self._tasks.get(task_id)
+            return await self._tasks.get(task_id, packed=packed)
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         await self._ensure_listener()
         self._waiters.setdefault(task_id, set()).add(future)
         try:
-            view = await self._tasks.get(task_id)
+            view = await self._tasks.get(task_id, packed=packed)
             if view.status.terminal:
                 return view
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(future, timeout)
-            return await self._tasks.get(task_id)
+            return await self._tasks.get(task_id, packed=packed)
         finally:
             waiters = self._waiters.get(task_id)
             if waiters is not None:

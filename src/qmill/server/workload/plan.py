@@ -54,6 +54,9 @@ class Plan(BaseModel):
     shape: list[int] = []
     mps_bond_dimension: int | None = None
     state_bytes: int = 0
+    # The most the answer can take as stored JSON (`answer_bytes`): what a tenant's
+    # storage quota is charged at admission, before the real size is known.
+    answer_bytes: int = 0
 
     @property
     def plain(self) -> bool:
@@ -99,10 +102,8 @@ def plan(request: SubmitRequest, parsed: ParsedProgram, settings: Settings) -> P
             raise LimitExceeded("shots over all bindings", total, limits.max_total_shots)
         if request.memory and total > limits.max_shots:
             raise LimitExceeded("shots over all bindings with memory", total, limits.max_shots)
-        size_bytes = result_bytes(circuit, request.shots, size, request.memory)
-        if size_bytes > limits.max_result_bytes:
-            raise LimitExceeded("result bytes (estimated)", size_bytes, limits.max_result_bytes)
         shape = list(sweep.shape) if sweep is not None else []
+        size_bytes = sample_bytes(circuit, request.shots, shape, request.memory)
     else:
         if request.memory:
             raise InvalidRequest(
@@ -110,6 +111,9 @@ def plan(request: SubmitRequest, parsed: ParsedProgram, settings: Settings) -> P
                 "leave memory out or the observables"
             )
         shape = _check_observables(observables, parsed, sweep, settings)
+        size_bytes = evs_bytes(shape)
+    if size_bytes > limits.max_result_bytes:
+        raise LimitExceeded("result bytes (estimated)", size_bytes, limits.max_result_bytes)
     method = resolve_method(
         request.method, parsed, noise, observables, precision, request.shots, settings
     )
@@ -125,20 +129,52 @@ def plan(request: SubmitRequest, parsed: ParsedProgram, settings: Settings) -> P
         shape=shape,
         mps_bond_dimension=chi if method is Method.MATRIX_PRODUCT_STATE else None,
         state_bytes=state_bytes(method, parsed.qubits, precision, chi),
+        answer_bytes=size_bytes,
     )
 
 
-def result_bytes(circuit: QuantumCircuit, shots: int, bindings: int, memory: bool) -> int:
-    """The most a sampling answer can take as JSON: per binding, a count for every
-    distinct outcome there can be (at most one a shot, at most 2**clbits), and with
-    memory every shot's outcome."""
+# JSON's longest float (`-2.2250738585072014e-308`), and the separators around an item.
+_FLOAT_CHARS = 24
+_ITEM_SEPARATOR = 2  # ", "
+# A sweep leaf without its counts and memory: '{"counts": , "memory": null}, '.
+_LEAF_CHARS = 30
+# The fields around the answer (`"evs_method": "normal_approximation"`, `null`s), once.
+_ANSWER_OVERHEAD = 256
+
+
+def _nesting(shape: Sequence[int]) -> int:
+    """The most characters the lists of a nested array of ``shape`` add: at most one
+    list per element per level, each '[', ']' and a separator."""
+    return 4 * len(shape) * math.prod(shape)
+
+
+def sample_bytes(circuit: QuantumCircuit, shots: int, shape: Sequence[int], memory: bool) -> int:
+    """The most a sampling answer can take as stored JSON (``json.dumps``, whose
+    separators are wider than the HTTP answer's), over the bindings of ``shape``.
+
+    Per binding, a count for every distinct outcome there can be (at most one a shot,
+    at most 2**clbits): '"0101 1": 1234, ' with the count's digits at most the shots';
+    with memory, every shot's outcome '"0101 1", '. A sweep's leaves add their
+    '{"counts": ..., "memory": ...}' and the nesting lists. An upper bound, tested
+    against the simulator's answers (tests/integration/test_result_storage.py).
+    """
     clbits: int = circuit.num_clbits
-    width = clbits + max(0, len(circuit.cregs) - 1)  # bits and spaces
+    width = clbits + max(0, len(circuit.cregs) - 1)  # bits and spaces between registers
     outcomes = shots if clbits >= 63 else min(shots, 1 << clbits)
-    per_binding = outcomes * (width + 12)  # '"0101": 1234, '
+    per_binding = 2 + outcomes * (width + 6 + len(str(shots)))
     if memory:
-        per_binding += shots * (width + 4)  # '"0101", '
-    return bindings * per_binding + 64
+        per_binding += 2 + shots * (width + 2 + _ITEM_SEPARATOR)
+    bindings = math.prod(shape)
+    if shape:
+        per_binding += _LEAF_CHARS
+    return bindings * per_binding + _nesting(shape) + _ANSWER_OVERHEAD
+
+
+def evs_bytes(shape: Sequence[int]) -> int:
+    """The most expectation values and their standard errors take as stored JSON: two
+    arrays of ``shape`` (a number each when it is `[]`) of floats at their longest."""
+    one = math.prod(shape) * (_FLOAT_CHARS + _ITEM_SEPARATOR) + _nesting(shape)
+    return 2 * one + _ANSWER_OVERHEAD
 
 
 def _precision(
