@@ -7,6 +7,8 @@
      │    ├── InvalidCircuit        QASM that does not parse (line, col)   -> 400
      │    ├── LimitExceeded         valid, but over a configured limit     -> 422
      │    ├── PayloadTooLarge       body over [limits] max_body_bytes      -> 413
+     │    ├── HeadersTooLarge       head over [server] max_header_bytes    -> 431
+     │    ├── RequestTimeout        body stalled [server] client_timeout   -> 408
      │    ├── Unauthorized          missing or unknown API key             -> 401
      │    ├── RateLimited           over the key's rate or in-flight cap   -> 429 + Retry-After
      │    ├── IdempotencyConflict   key reused with another body           -> 422
@@ -122,6 +124,27 @@ class PayloadTooLarge(RequestError):
     def __init__(self, allowed: int) -> None:
         super().__init__(f"request body is larger than {allowed} bytes")
         self.allowed = allowed
+
+
+class HeadersTooLarge(RequestError):
+    """The request line and headers are over ``[server] max_header_bytes``; answered by the
+    gateway, which then closes the connection."""
+
+    status_code = 431
+
+    def __init__(self, allowed: int) -> None:
+        super().__init__(f"request line and headers are larger than {allowed} bytes")
+        self.allowed = allowed
+
+
+class RequestTimeout(RequestError):
+    """The client stopped sending its body for ``[server] client_timeout_seconds``;
+    answered by the gateway, which then closes the connection."""
+
+    status_code = 408
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no more of the request body arrived within {seconds:g} s")
 
 
 class IdempotencyConflict(RequestError):

@@ -6,6 +6,7 @@
 - `batches`: a batch's ordered task ids.
 - `idempotency`: Idempotency-Key bindings.
 - `limits`: per-tenant token bucket and in-flight cap.
+- `polls`: per-tenant cap on open long-polls.
 - `heartbeats`: worker liveness keys.
 
 Every key prefix is in `qmill.server.constants`. A process opens one `Stores` and
@@ -21,6 +22,7 @@ from qmill.server.store.client import RedisClient
 from qmill.server.store.heartbeats import Heartbeats
 from qmill.server.store.idempotency import Binding, IdempotencyKeys
 from qmill.server.store.limits import Limits
+from qmill.server.store.polls import LongPolls
 from qmill.server.store.tasks import Answer, Outcome, StartedTask, StartOutcome, TaskStore
 from qmill.server.store.waiters import Waiters
 
@@ -31,6 +33,7 @@ __all__ = [
     "Heartbeats",
     "IdempotencyKeys",
     "Limits",
+    "LongPolls",
     "Outcome",
     "RedisClient",
     "StartOutcome",
@@ -52,6 +55,7 @@ class Stores:
     idempotency: IdempotencyKeys
     limits: Limits
     heartbeats: Heartbeats
+    polls: LongPolls
 
     @classmethod
     def open(
@@ -81,6 +85,7 @@ class Stores:
             idempotency=IdempotencyKeys(client),
             limits=Limits(client),
             heartbeats=Heartbeats(client),
+            polls=LongPolls(client),
         )
 
     async def ping(self) -> bool:
