@@ -70,7 +70,7 @@ def route(path: str) -> str | None:
 
 
 class Gateway:
-    """A small ASGI reverse proxy with one pooled HTTP client per upstream."""
+    """A small ASGI reverse proxy: one pooled HTTP client per function, one for long-polls."""
 
     def __init__(self, upstreams: Mapping[str, str], settings: Settings) -> None:
         self._upstreams = dict(upstreams)

@@ -26,11 +26,15 @@ from qmill.server.store.client import FAILURES, RedisClient, guard
 # A lease outlives its wait by this much: the reads before and after the wait, each
 # bounded by the Redis socket timeout, and a busy event loop.
 LEASE_MARGIN_SECONDS = 10.0
+# The most a refused poll is told to wait. A slot frees at the latest when the oldest
+# lease ends (up to max_wait_seconds + the margin away), but usually sooner, as tasks
+# finish; and a client gives up on a Retry-After over 30 s (qmill's RetryPolicy).
+RETRY_AFTER_MAX_SECONDS = 5
 
 # KEYS: the tenant's set. ARGV: cap, lease seconds, poll id, key TTL (only ever raised,
 # so a short poll never expires a longer one's slot). Returns 0 if the
 # poll was added, else the whole seconds until the oldest lease ends (at least 1): the
-# latest moment a slot frees.
+# latest moment a slot frees, which RETRY_AFTER_MAX_SECONDS caps.
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -67,7 +71,7 @@ class LongPolls:
                 f"{cap} long-polls (?wait=) are already open for this API key (for "
                 f"everyone, with auth off): [server] max_long_polls_per_tenant; retry "
                 f"after Retry-After, or read without ?wait",
-                wait,
+                min(wait, RETRY_AFTER_MAX_SECONDS),
             )
         try:
             yield
