@@ -1,15 +1,20 @@
-"""The per-tenant cap on open long-polls (store/polls.py) against a real redis-server."""
+"""Long-polls against a real redis-server: the per-tenant cap on open ones (store/polls.py)
+and the one listener that wakes them (store/waiters.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+import uuid
 
 import pytest
 
 from qmill.server import constants
 from qmill.server.errors import RateLimited
-from qmill.server.store import Stores, polls
+from qmill.server.models import TaskStatus
+from qmill.server.store import Outcome, Stores, polls
+from tests.conftest import BELL
 
 
 async def test_a_tenant_holds_at_most_cap_polls_and_a_slot_frees_when_one_answers(
@@ -47,3 +52,21 @@ async def test_a_slot_of_a_poll_that_never_ended_lapses(
     await asyncio.sleep(0.5)
     async with stores.polls.hold("t2", 1, 0.3):
         pass
+
+
+async def test_long_polls_arriving_together_share_one_listener(stores: Stores) -> None:
+    """The first waits of a process, arriving together, each started a listener on one
+    shared pub/sub connection (and leaked the others): "readuntil() called while another
+    coroutine is already waiting", the listener died, and every long-poll ran its full
+    wait however soon the task finished."""
+    task_id = str(uuid.uuid4())
+    await stores.tasks.create(task_id, BELL, 100, qubits=2, depth=3)
+    waits = [asyncio.create_task(stores.waiters.wait(task_id, 30)) for _ in range(50)]
+    await asyncio.sleep(0.5)
+    clients = await stores.client.redis.client_list()
+    assert sum(int(c.get("psub", 0)) > 0 for c in clients) == 1
+    started = time.monotonic()
+    assert await stores.tasks.cancel(task_id, None) == Outcome.APPLIED
+    views = await asyncio.wait_for(asyncio.gather(*waits), 10)
+    assert {view.status for view in views} == {TaskStatus.CANCELLED}
+    assert time.monotonic() - started < 5
