@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from qmill.cli_output import bar_chars, counts_table, describe, task_fields
+from qmill.urls import redact_url
 
 if TYPE_CHECKING:
     from qmill.client import AsyncClient, QmillClientError, Task
@@ -418,7 +419,7 @@ def health(url: str, api_key: str | None, retries: int, as_json: bool) -> None:
     else:
         services = view.get("services") or {}
         parts = [f"{name} {'ok' if up else 'DOWN'}" for name, up in services.items()]
-        click.echo(f"{view.get('status')}  {'  '.join(parts)}  ({url})")
+        click.echo(f"{view.get('status')}  {'  '.join(parts)}  ({redact_url(url)})")
     sys.exit(EXIT_OK if healthy else EXIT_UNAVAILABLE)
 
 

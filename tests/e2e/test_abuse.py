@@ -381,7 +381,7 @@ def bodies() -> Iterator[Hostile]:
     yield raw(
         "content-type-xml",
         json.dumps({"quantum_circuit": "x"}).encode(),
-        400,
+        415,
         headers={"content-type": "application/xml"},
     )
     # The same through /batches.
@@ -628,6 +628,60 @@ def headers_ids_and_paths() -> Iterator[Hostile]:
     )
     yield Hostile("query/health", None, "GET", "/health?verbose=1", expect=(422,))
     yield Hostile("query/backend", None, "GET", "/backend?x=1", expect=(422,))
+    yield from cross_site()
+
+
+def cross_site() -> Iterator[Hostile]:
+    """What a web page of another site can send: a body of a type it may send without a
+    CORS preflight (415), a Host of its own after DNS rebinding (421), and its Origin on
+    a request that changes state (403). Each body is a valid program: only the request's
+    envelope is wrong, and nothing may be queued."""
+    good = json.dumps({"quantum_circuit": BELL3}).encode()
+    batch = json.dumps({"tasks": [{"quantum_circuit": BELL3}]}).encode()
+    for name, value in {
+        "text-plain": "text/plain",
+        "text-plain-charset": "text/plain;charset=UTF-8",
+        "form": "application/x-www-form-urlencoded",
+        "multipart": "multipart/form-data; boundary=x",
+        "text-json": "text/json",
+        "json-patch": "application/json-patch+json",
+        "jsonx": "application/jsonx",
+        "empty": "",
+    }.items():
+        yield Hostile(
+            f"cross-site/type-{name}", good, headers={"content-type": value}, expect=(415,)
+        )
+    yield Hostile(
+        "cross-site/type-missing", good, headers={"x-no-content-type": "1"}, expect=(415,)
+    )
+    yield Hostile(
+        "cross-site/batch-text-plain",
+        batch,
+        path="/batches",
+        headers={"content-type": "text/plain"},
+        expect=(415,),
+    )
+    missing = "/tasks/5b8e3f4e-0000-4000-8000-000000000000"
+    for host in ("evil.example", "evil.example:8000", "localhost.evil.example", "127.0.0.1.nip.io"):
+        rebound = {"host": host}
+        yield Hostile(f"cross-site/host-post {host}", good, headers=rebound, expect=(421,))
+        yield Hostile(f"cross-site/host-get {host}", None, "GET", missing, rebound, (421,))
+    for path in ("/", "/health", "/backend", "/openapi.json", "/batches/x"):
+        evil = {"host": "evil.example"}
+        yield Hostile(f"cross-site/host{path}", None, "GET", path, evil, expect=(421,))
+    for origin in ("https://evil.example", "http://localhost.evil.example:8000", "null", "x"):
+        foreign = {"origin": origin}
+        yield Hostile(f"cross-site/origin-post {origin}", good, headers=foreign, expect=(403,))
+        yield Hostile(
+            f"cross-site/origin-batch {origin}",
+            batch,
+            path="/batches",
+            headers=foreign,
+            expect=(403,),
+        )
+        yield Hostile(
+            f"cross-site/origin-delete {origin}", None, "DELETE", missing, foreign, (403,)
+        )
 
 
 def gateway_limits() -> Iterator[Hostile]:
@@ -824,6 +878,8 @@ def send(client: httpx.Client, case: Hostile) -> httpx.Response:
         content = iter([body[i : i + 65536] for i in range(0, len(body), 65536)])
     if case.body is not None and "content-type" not in headers:
         headers["content-type"] = "application/json"
+    if headers.pop("x-no-content-type", None):
+        headers.pop("content-type")
     request = client.build_request(case.method, case.path, content=content, headers=headers)
     return client.send(request)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,18 +17,29 @@ from tests.e2e.system import System, running_system
 pytestmark = pytest.mark.e2e
 
 ALICE, BOB, CAROL = "qm_alice-key-0001", "qm_bob-key-0002", "qm_carol-key-0003"
+DAVE = "qm_dave-key-0004"
+
+
+# How often the functions look at the keys file here: the bound on revocation.
+KEYS_FILE_CHECK_SECONDS = 1.0
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+def keys_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("keys") / "keys"
+    path.write_text(f"{hash_key(CAROL)}  # carol, from a mounted secret file\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory, keys_file: Path) -> Iterator[System]:
     tmp = tmp_path_factory.mktemp("auth")
-    keys_file = tmp / "keys"
-    keys_file.write_text(f"{hash_key(CAROL)}  # carol, from a mounted secret file\n")
     with running_system(
         tmp,
         QMILL_AUTH__ENABLED="true",
         QMILL_AUTH__API_KEY_HASHES=json.dumps([hash_key(ALICE), hash_key(BOB)]),
         QMILL_AUTH__KEYS_FILE=str(keys_file),
+        QMILL_AUTH__KEYS_FILE_CHECK_SECONDS=str(KEYS_FILE_CHECK_SECONDS),
         QMILL_AUTH__RATE_PER_SECOND="2",
         QMILL_AUTH__BURST="5",
         QMILL_WORKER__PROCESSES="1",
@@ -77,3 +89,34 @@ def test_rate_limit_is_429_with_retry_after(system: System) -> None:
     limited = next(r for r in statuses if r.status_code == 429)
     assert int(limited.headers["retry-after"]) >= 1
     assert "rate limit" in limited.json()["detail"]
+
+
+def test_a_key_added_to_or_removed_from_the_file_counts_without_a_restart(
+    system: System, keys_file: Path
+) -> None:
+    """Issue 13, item 7: the functions cached the file's hashes for their lifetime, so a
+    removed key kept working until a restart. Now within keys_file_check_seconds."""
+    missing = "/tasks/5b8e3f4e-0000-4000-8000-000000000000"
+    carol_line = keys_file.read_text()
+
+    def status_within(expected: int, bound: float) -> float:
+        started = time.monotonic()
+        with client(system, DAVE) as dave:
+            while (status := dave.get(missing).status_code) != expected:
+                assert time.monotonic() - started < bound, status
+                time.sleep(0.5)  # DAVE's own bucket refills at 2/s
+        return time.monotonic() - started
+
+    with client(system, DAVE) as dave:
+        assert dave.get(missing).status_code == 401
+    # Replaced the way a secret mount or `mv` does, CAROL kept.
+    staged = keys_file.with_suffix(".new")
+    staged.write_text(carol_line + f"{hash_key(DAVE)}  # dave\n")
+    staged.replace(keys_file)
+    # A generous bound (the setting plus the machine's slack) that proves "not never".
+    status_within(404, KEYS_FILE_CHECK_SECONDS + 5)
+    staged.write_text(carol_line)
+    staged.replace(keys_file)
+    status_within(401, KEYS_FILE_CHECK_SECONDS + 5)
+    with client(system, CAROL) as carol:
+        assert carol.get(missing).status_code == 404

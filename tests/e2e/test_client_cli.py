@@ -144,6 +144,10 @@ def test_histogram_svg(qm: Client, system: System) -> None:
     with httpx.Client(base_url=system.url, timeout=30) as http:
         response = http.get(path, headers={"Authorization": f"Bearer {KEY}"})
         assert response.headers["content-type"] == "image/svg+xml"
+        assert (
+            response.headers["content-security-policy"]
+            == "default-src 'none'; frame-ancestors 'none'"
+        )
         assert http.get(path).status_code == 401  # the picture is guarded like the task
         slow = qm.submit(runaway_circuit(), shots=10)
         try:

@@ -72,7 +72,7 @@ async def _long_poll(port: int, task_id: str) -> tuple[int, dict[str, object]]:
     """``GET /tasks/{id}?wait=30`` on a connection of its own. (Not with httpx: the e2e
     conformance hook would check 300 answers in this test's event loop, seconds of CPU.)"""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = f"GET /tasks/{task_id}?wait=30 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    head = f"GET /tasks/{task_id}?wait=30 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     writer.write(head.encode())
     answer = await reader.read()
     writer.close()
@@ -123,13 +123,13 @@ def test_oversized_headers_get_431_without_growing_the_gateway(system: Launcher)
     """Four 100 MB headers took the gateway from 209 MB to 1.1 GB, then got a 200."""
     gateway = _gateway(system)
     before = gateway.memory_info().rss
-    big = b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"a" * (16 << 20) + b"\r\n\r\n"
+    big = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Big: " + b"a" * (16 << 20) + b"\r\n\r\n"
     for _ in range(4):
         status, body = _status_and_body(_raw(system, big))
         assert status == 431 and body["allowed"] == 32 * 1024
     many = b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 100) for i in range(400))
     status, _ = _status_and_body(
-        _raw(system, b"GET /health HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
+        _raw(system, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + many + b"\r\n")
     )
     assert status == 431
     assert gateway.memory_info().rss - before < 32 << 20
@@ -139,7 +139,7 @@ def test_oversized_headers_get_431_without_growing_the_gateway(system: Launcher)
 def test_stalled_clients_are_cut_off(system: Launcher) -> None:
     """1500 half-sent heads stayed open past 40 s; a stalled body held its connection too."""
     stalled = []
-    for opening in (b"", b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: "):
+    for opening in (b"", b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: "):
         for _ in range(20):
             sock = socket.create_connection(("127.0.0.1", system.port), timeout=10)
             sock.sendall(opening)
@@ -150,7 +150,7 @@ def test_stalled_clients_are_cut_off(system: Launcher) -> None:
             assert sock.recv(100) == b""  # closed without an answer, as nginx does
     assert time.monotonic() - started < CLIENT_TIMEOUT + 5
 
-    head = b"POST /tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head = b"POST /tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
     status, body = _status_and_body(_raw(system, head + b"Content-Length: 100\r\n\r\n{"))
     assert status == 408 and "request body" in str(body["detail"])
 
@@ -183,7 +183,7 @@ def test_one_date_and_one_server_header(system: Launcher) -> None:
 def test_dot_segments_and_encoded_slashes_are_nobodys(system: Launcher, path: bytes) -> None:
     """``/tasks/..`` was routed to the result function, and httpx normalised it to ``/``:
     the page. (Sent raw: a client library would normalise it first.)"""
-    answer = _raw(system, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    answer = _raw(system, b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert _status_and_body(answer) == (404, {"detail": "Not Found"})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -137,6 +138,34 @@ def test_idempotency_key_over_http(system: System) -> None:
         assert again.headers["idempotent-replayed"] == "true"
         other = client.post("/tasks", json={**body, "shots": 65}, headers=headers)
         assert other.status_code == 422
+
+
+def test_the_page_origin_may_write_and_other_sites_may_not(system: System) -> None:
+    """Auth is off here, as for `make run`: what guards the API from other sites' pages is
+    the JSON-only body, the Host check and the Origin check (issue 13, item 10). The page's
+    own requests (same origin, through the gateway, which passes Host on) still work."""
+    port = httpx.URL(system.url).port
+    body = json.dumps({"quantum_circuit": BELL}).encode()
+    with httpx.Client(base_url=system.url, timeout=30) as client:
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"):
+            own = {"host": host, "origin": f"http://{host}"}
+            made = client.post(
+                "/tasks",
+                content=body,
+                headers={**own, "content-type": "application/json; charset=utf-8"},
+            )
+            assert made.status_code == 201, made.text
+            task_id = made.json()["task_id"]
+            assert client.get(f"/tasks/{task_id}", headers=own).status_code == 200
+            assert client.delete(f"/tasks/{task_id}", headers=own).status_code in (200, 409)
+        plain = client.post("/tasks", content=body, headers={"content-type": "text/plain"})
+        assert plain.status_code == 415 and plain.json()["allowed"] == ["application/json"]
+        foreign = client.post(
+            "/tasks", json={"quantum_circuit": BELL}, headers={"origin": "https://evil.example"}
+        )
+        assert foreign.status_code == 403
+        rebound = client.get("/", headers={"host": f"evil.example:{port}"})
+        assert rebound.status_code == 421 and "allowed_hosts" in rebound.json()["detail"]
 
 
 def test_a_killed_worker_is_restarted(system: System) -> None:

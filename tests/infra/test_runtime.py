@@ -290,7 +290,7 @@ def test_nginx_answers_like_qmill_gateway(
     cases: list[tuple[str, str, bytes | None]] = [
         ("GET", "/tasks", None),  # submit: 405, Allow: POST
         ("PUT", "/tasks", None),
-        ("POST", "/tasks", b"{not json"),  # submit: 422, read before any dependency
+        ("POST", "/tasks", b"{not json"),  # submit: 415 (no JSON type), before any dependency
         ("POST", "/tasks/3f2c", None),  # result: 405, Allow: GET, DELETE
         ("GET", "/batches", None),
         ("POST", "/batches/9a1c", None),

@@ -233,6 +233,7 @@ def test_constants_are_the_codes() -> None:
     described = bus.describe(Settings())
     assert c["nats_stream"] == constants.STREAM_NAME == described["stream"]
     assert c["worker_consumer"] == constants.WORKER_CONSUMER == described["consumer"]
+    assert c["worker_bulk_consumer"] == constants.BULK_WORKER_CONSUMER == described["bulk_consumer"]
     assert c["nats_sync_interval"] == constants.NATS_SYNC_INTERVAL
     assert c["redis_appendfsync"] == constants.REDIS_APPENDFSYNC
     assert tuple(c["function_names"]) == constants.FUNCTION_NAMES
@@ -296,18 +297,23 @@ def _triggers(mod: Module) -> list[dict[str, Any]]:
     return [t for t in found if t["type"] == "nats-jetstream"]
 
 
-def test_autoscaler_trigger_names_the_stream_and_consumer_the_bus_creates(target: Module) -> None:
+def test_autoscaler_triggers_name_the_stream_and_both_lanes_consumers(target: Module) -> None:
+    """One trigger per consumer the workers read: with only bulk work queued, a trigger
+    on the normal lane alone would see no lag and scale the workers to zero."""
     described = bus.describe(Settings())
     triggers = _triggers(target)
-    assert len(triggers) == 1
-    meta = triggers[0]["metadata"]
-    assert target.resolve(meta["stream"]) == described["stream"]
-    assert target.resolve(meta["consumer"]) == described["consumer"]
-    assert target.resolve(meta["account"]) == "$G"
-    endpoint = target.resolve(meta["natsServerMonitoringEndpoint"])
+    consumers = [target.resolve(t["metadata"]["consumer"]) for t in triggers]
+    assert sorted(consumers) == sorted([described["consumer"], described["bulk_consumer"]])
+    assert len({t["name"] for t in triggers}) == len(triggers)
     monitor_port = deployment.expected().nats_monitor_port
-    assert str(endpoint).endswith(f":{monitor_port}"), endpoint
-    assert meta["lagThreshold"] == "${tostring(module.shared.tasks_per_replica)}"
+    for trigger in triggers:
+        meta = trigger["metadata"]
+        assert target.resolve(meta["stream"]) == described["stream"]
+        assert target.resolve(meta["account"]) == "$G"
+        endpoint = target.resolve(meta["natsServerMonitoringEndpoint"])
+        assert str(endpoint).endswith(f":{monitor_port}"), endpoint
+        assert meta["lagThreshold"] == "${tostring(module.shared.tasks_per_replica)}"
+        assert meta["activationLagThreshold"] == "0"
 
 
 def test_scaled_object_bounds_are_the_replica_variables() -> None:

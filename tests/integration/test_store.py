@@ -143,7 +143,8 @@ async def test_an_idempotency_key_is_pending_until_committed(stores: Stores) -> 
 
 
 async def test_limits_refuse_past_the_burst_and_the_cap(stores: Stores) -> None:
-    """The limits module stands alone: auth rate-limits with it, no task store involved."""
+    """Auth rate-limits with the limits module alone; the cap counts task records that
+    exist (an entry whose record is gone holds no work, so it is swept, not counted)."""
     for _ in range(3):
         await stores.limits.take_tokens("tenant-a", rate=0.1, burst=3, cost=1)
     with pytest.raises(RateLimited) as refused:
@@ -151,6 +152,10 @@ async def test_limits_refuse_past_the_burst_and_the_cap(stores: Stores) -> None:
     assert refused.value.retry_after == 10
     await stores.limits.take_tokens("tenant-b", rate=0.1, burst=3, cost=1)
 
+    for task_id in ("t1", "t2"):
+        await stores.tasks.create(task_id, BELL, 1)
     await stores.limits.admit("tenant-a", ["t1", "t2"], cap=2, stale_seconds=3600)
     with pytest.raises(RateLimited):
         await stores.limits.admit("tenant-a", ["t3"], cap=2, stale_seconds=3600)
+    await stores.tasks.delete("t2")
+    await stores.limits.admit("tenant-a", ["t3"], cap=2, stale_seconds=3600)

@@ -160,7 +160,7 @@ def test_register_size_arithmetic_is_clamped() -> None:
 
 class _Body:
     def __init__(self, raw: bytes) -> None:
-        self.headers: dict[str, str] = {}
+        self.headers: dict[str, str] = {"content-type": "application/json"}
         self._raw = raw
 
     async def stream(self):  # type: ignore[no-untyped-def]

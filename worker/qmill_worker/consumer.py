@@ -15,17 +15,15 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import socket
+import secrets
 from pathlib import Path
 from typing import assert_never
 
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
-from nats.js import JetStreamContext
 
 from qmill.server import metrics
-from qmill.server.bus import Bus
+from qmill.server.bus import Bus, Subscriptions
 from qmill.server.config import Settings
 from qmill.server.errors import DependencyUnavailable, TaskNotFound
 from qmill.server.models import utcnow
@@ -47,7 +45,14 @@ _NATS_FAILURES = (NatsError, TimeoutError, OSError, DependencyUnavailable)
 
 
 def default_worker_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+    """An opaque id, fixed for this process: ``w-`` and 12 random hex digits.
+
+    It is shown to users (a task's ``worker_id``), so it must not say which host and
+    process ran their task (it was ``<hostname>-<pid>``). Random rather than a hash of
+    them: a hash of a host name and a pid is found by trying them. The "worker starting"
+    log line pairs it with the host and pid, for operators.
+    """
+    return "w-" + secrets.token_hex(6)
 
 
 class Worker:
@@ -93,13 +98,13 @@ class Worker:
             await self.executor.close()
 
     async def _pull_loop(self) -> None:
-        sub: JetStreamContext.PullSubscription | None = None
+        subs: Subscriptions | None = None
         subscribed_cancels = False
-        while await self._wait_for_slots(sub):
+        while await self._wait_for_slots(subs):
             msgs: list[Msg] = []
             try:
-                if sub is None:
-                    sub = await self.bus.pull_subscription()
+                if subs is None:
+                    subs = await self.bus.pull_subscriptions()
                     if not subscribed_cancels:
                         await self.bus.subscribe_cancels(self.cancel)
                         subscribed_cancels = True
@@ -107,23 +112,24 @@ class Worker:
                         "pulling tasks",
                         extra={"worker_id": self.worker_id, "executor": self.executor.name},
                     )
-                # One at a time: a batch request that returns short stays open on the
-                # server, which then delivers the next task to this worker's queue even
-                # if its slots are full by then (see `Bus.undelivered`).
-                msgs = await sub.fetch(batch=1, timeout=FETCH_TIMEOUT_SECONDS)
+                # One at a time, normal lane first (a tenant's backlog waits in the bulk
+                # lane): a batch request that returns short stays open on the server,
+                # which then delivers the next task to this worker's queue even if its
+                # slots are full by then (see `Bus.undelivered`).
+                msgs = await self.bus.fetch_next(subs, FETCH_TIMEOUT_SECONDS)
             except TimeoutError:
                 pass  # nothing queued right now
             except _NATS_FAILURES as exc:
                 log.warning("cannot pull tasks; retrying", extra={"error": str(exc)})
-                sub = None
+                subs = None
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), 1.0)
             for msg in msgs:
                 self.slots.start(self._handle(msg))
-        if sub is not None:
-            await self._release_undelivered(sub)
+        if subs is not None:
+            await self._release_undelivered(subs)
 
-    async def _wait_for_slots(self, sub: JetStreamContext.PullSubscription | None) -> int:
+    async def _wait_for_slots(self, subs: Subscriptions | None) -> int:
         """Wait until a slot is free (0 once stopping), keeping alive every task the
         server delivered meanwhile: it is ours until a fetch hands it to a slot, and
         without in-progress marks JetStream would give it to a second worker at
@@ -134,18 +140,18 @@ class Worker:
                     self.slots.wait_free(self._stopping), self._keep_alive_seconds
                 )
             except TimeoutError:
-                if sub is None:
-                    continue
-                for msg in self.bus.undelivered(sub):
-                    with contextlib.suppress(*_NATS_FAILURES):
-                        await msg.in_progress()
+                for sub in (subs or {}).values():
+                    for msg in self.bus.undelivered(sub):
+                        with contextlib.suppress(*_NATS_FAILURES):
+                            await msg.in_progress()
 
-    async def _release_undelivered(self, sub: JetStreamContext.PullSubscription) -> None:
+    async def _release_undelivered(self, subs: Subscriptions) -> None:
         """Stopping: hand back at once what was delivered but never started, rather than
         leave it to wait out ack_wait."""
-        for msg in self.bus.undelivered(sub):
-            with contextlib.suppress(*_NATS_FAILURES):
-                await msg.nak()
+        for sub in subs.values():
+            for msg in self.bus.undelivered(sub):
+                with contextlib.suppress(*_NATS_FAILURES):
+                    await msg.nak()
 
     async def _drain(self) -> None:
         """Give running tasks the grace period, then release the rest for redelivery."""

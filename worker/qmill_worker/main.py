@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -44,9 +46,17 @@ async def serve(worker_id: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
+    # The one place the opaque worker_id (what users see on their tasks) meets the host
+    # and pid, for operators reading the logs.
     log.info(
         "worker starting",
-        extra={"worker_id": worker_id, "executor": executor.name, "slots": slots},
+        extra={
+            "worker_id": worker_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "executor": executor.name,
+            "slots": slots,
+        },
     )
     try:
         await worker.run()
@@ -74,7 +84,11 @@ def check(heartbeat_file: str) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="qmill-worker", description=__doc__)
-    parser.add_argument("--worker-id", default=None, help="defaults to <hostname>-<pid>")
+    parser.add_argument(
+        "--worker-id",
+        default=None,
+        help="defaults to an opaque w-<12 hex digits>, logged with the host and pid",
+    )
     parser.add_argument(
         "--check",
         action="store_true",

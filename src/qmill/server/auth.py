@@ -5,21 +5,39 @@ tokens): a leaked config or Redis dump reveals no usable key. A key's tenant id 
 prefix of its hash; tasks carry it as their owner, and another tenant asking for
 them gets 404, exactly as for a task that does not exist. Rate limits and in-flight
 caps live in Redis, so every function instance shares them.
+
+Revocation: ``[auth] keys_file`` is re-read when its identity (inode, size, mtime,
+ctime) changes, looked at no more often than every ``keys_file_check_seconds``, so a
+key removed from the file is refused within that bound, and one added works, without
+a restart. A file that becomes unreadable or malformed fails closed: every keyed
+request gets 503 (and an error is logged) until the file is good again. Keeping the
+last good set instead would go on accepting a key the operator was revoking.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import secrets
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 
 from qmill.server.config import AuthSettings
-from qmill.server.errors import ConfigError, Unauthorized
+from qmill.server.errors import ConfigError, DependencyUnavailable, Unauthorized
 from qmill.server.store.limits import Limits
 
+log = logging.getLogger(__name__)
+
 _TENANT_ID_CHARS = 16
+_HEX = frozenset("0123456789abcdef")
+
+# What identifies one version of the keys file: a rewrite in place changes the size or
+# the times, an atomic replace (a Kubernetes secret's symlink swap) the inode.
+_FileIdentity = tuple[int, int, int, int, int]
 
 
 def hash_key(key: str) -> str:
@@ -36,26 +54,92 @@ def tenant_of(key_hash: str) -> str:
     return key_hash[:_TENANT_ID_CHARS]
 
 
-@lru_cache(maxsize=8)
-def _hashes(inline: tuple[str, ...], keys_file: str) -> frozenset[str]:
-    hashes = set(inline)
-    if keys_file:
-        try:
-            lines = Path(keys_file).read_text().splitlines()
-        except OSError as exc:
-            raise ConfigError(f"[auth] keys_file {keys_file}: {exc}") from None
-        for line in lines:
-            word = line.split("#", 1)[0].strip().split()
-            if word:
-                hashes.add(word[0])
-    bad = [h for h in hashes if len(h) != 64 or any(c not in "0123456789abcdef" for c in h)]
-    if bad:
-        raise ConfigError(f"[auth] key hashes must be 64 lowercase hex characters: {bad[0]!r}")
+def _checked(hashes: set[str], where: str) -> frozenset[str]:
+    bad = next((h for h in hashes if len(h) != 64 or not set(h) <= _HEX), None)
+    if bad is not None:
+        raise ConfigError(f"{where}: key hashes must be 64 lowercase hex characters: {bad!r}")
     return frozenset(hashes)
 
 
+def parse_keys_file(text: str) -> set[str]:
+    """The hashes of a keys file: the first word of each line; ``#`` starts a comment."""
+    hashes = set()
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split()
+        if words:
+            hashes.add(words[0])
+    return hashes
+
+
+@dataclass
+class KeyRing:
+    """The known key hashes: the inline ones and the keys file's, kept current.
+
+    ``known()`` stats the file at most every ``check_seconds`` and re-reads it only when
+    its identity changed. After a failed read no identity is kept, so the next check
+    reads again; until one succeeds ``known()`` raises (503), never returns a stale set.
+    """
+
+    inline: frozenset[str]
+    keys_file: str
+    check_seconds: float
+    clock: Callable[[], float] = time.monotonic
+    _hashes: frozenset[str] | None = None
+    _identity: _FileIdentity | None = None
+    _checked_at: float = float("-inf")
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def known(self) -> frozenset[str]:
+        if not self.keys_file:
+            return self.inline
+        with self._lock:  # functions may call from threads (sync handlers, tests)
+            now = self.clock()
+            if now - self._checked_at >= self.check_seconds:
+                self._checked_at = now
+                self._refresh()
+            if self._hashes is None:
+                raise DependencyUnavailable("auth", "the API key list cannot be read")
+            return self._hashes
+
+    def _refresh(self) -> None:
+        try:
+            st = os.stat(self.keys_file)
+            identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            if identity == self._identity:
+                return
+            with open(self.keys_file, encoding="utf-8") as handle:
+                text = handle.read()
+            hashes = self.inline | _checked(parse_keys_file(text), "[auth] keys_file")
+        except (OSError, UnicodeDecodeError, ConfigError) as exc:
+            self._hashes, self._identity = None, None
+            log.error(
+                "API keys unavailable: every keyed request is refused (503) until the "
+                "keys file is readable and well-formed",
+                extra={"error": f"[auth] keys_file {self.keys_file}: {exc}"},
+            )
+            return
+        if self._hashes is not None:
+            log.info(
+                "API keys reloaded",
+                extra={"keys": len(hashes), "removed": len(self._hashes - hashes)},
+            )
+        self._hashes, self._identity = hashes, identity
+
+
+@lru_cache(maxsize=8)
+def _ring(inline: tuple[str, ...], keys_file: str, check_seconds: float) -> KeyRing:
+    return KeyRing(_checked(set(inline), "[auth] api_key_hashes"), keys_file, check_seconds)
+
+
+def key_ring(settings: AuthSettings) -> KeyRing:
+    """The process's key ring for these settings (one per settings, so one per process)."""
+    return _ring(
+        tuple(settings.api_key_hashes), settings.keys_file, settings.keys_file_check_seconds
+    )
+
+
 def known_hashes(settings: AuthSettings) -> frozenset[str]:
-    return _hashes(tuple(settings.api_key_hashes), settings.keys_file)
+    return key_ring(settings).known()
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:

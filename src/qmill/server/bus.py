@@ -1,4 +1,10 @@
-"""The task queue: a NATS JetStream work-queue stream and the workers' durable pull consumer.
+"""The task queue: a NATS JetStream work-queue stream and the workers' durable pull consumers.
+
+Two lanes on the one stream, each with its own durable consumer: the normal lane
+(``TASK_SUBJECT``) and the bulk lane (``BULK_TASK_SUBJECT``) for a tenant's tasks beyond
+its first ``[nats] tenant_priority_tasks`` unfinished ones. A worker takes from the bulk
+lane only when the normal lane is empty (`Bus.fetch_next`), so one tenant's backlog
+waits behind every other tenant's first tasks instead of in front of them.
 
 Only task ids travel on the bus. A publish carries ``Nats-Msg-Id: <task_id>``, so a
 publish retried after a lost ack is stored once. Workers ack only after the result
@@ -10,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -30,6 +38,10 @@ from qmill.server.models import TaskMessage
 log = logging.getLogger(__name__)
 
 _NATS_FAILURES = (NatsError, TimeoutError, OSError, ConnectionError)
+# Status codes of pull-request replies (`Bus._fetch_now`).
+_NO_MESSAGES = "404"
+_REQUEST_TIMEOUT = "408"
+_HEARTBEAT = "100"
 
 
 def stream_config(settings: Settings) -> js_api.StreamConfig:
@@ -43,19 +55,37 @@ def stream_config(settings: Settings) -> js_api.StreamConfig:
     )
 
 
-def consumer_config(settings: Settings) -> js_api.ConsumerConfig:
+class Lane(StrEnum):
+    """Which of the stream's subjects (and consumers) a task is queued on."""
+
+    NORMAL = "normal"
+    BULK = "bulk"
+
+    @property
+    def subject(self) -> str:
+        return constants.TASK_SUBJECT if self is Lane.NORMAL else constants.BULK_TASK_SUBJECT
+
+    @property
+    def consumer(self) -> str:
+        return constants.WORKER_CONSUMER if self is Lane.NORMAL else constants.BULK_WORKER_CONSUMER
+
+
+def consumer_config(settings: Settings, lane: Lane = Lane.NORMAL) -> js_api.ConsumerConfig:
     # One delivery more than the attempts: the last one only marks the task failed, so a
     # task that kills every worker that runs it still ends `failed` instead of hanging.
     return js_api.ConsumerConfig(
-        name=constants.WORKER_CONSUMER,
-        durable_name=constants.WORKER_CONSUMER,
+        name=lane.consumer,
+        durable_name=lane.consumer,
         ack_policy=js_api.AckPolicy.EXPLICIT,
         deliver_policy=js_api.DeliverPolicy.ALL,
         ack_wait=settings.ack_wait_seconds,
         max_deliver=settings.worker.max_attempts + 1,
-        filter_subject=constants.TASK_SUBJECT,
+        filter_subject=lane.subject,
         max_ack_pending=-1,
     )
+
+
+Subscriptions = dict[Lane, JetStreamContext.PullSubscription]
 
 
 class Bus:
@@ -141,11 +171,12 @@ class Bus:
     async def ensure_consumer(self) -> None:
         js = await self.connect()
         try:
-            await js.add_consumer(constants.STREAM_NAME, consumer_config(self._settings))
+            for lane in Lane:
+                await js.add_consumer(constants.STREAM_NAME, consumer_config(self._settings, lane))
         except _NATS_FAILURES as exc:
             raise DependencyUnavailable("nats", f"consumer: {exc}") from exc
 
-    async def publish(self, task_id: str, state_bytes: int = 0) -> None:
+    async def publish(self, task_id: str, state_bytes: int = 0, lane: Lane = Lane.NORMAL) -> None:
         """Queue a task; returns once JetStream has stored it, else DependencyUnavailable."""
         js = await self.connect()
         if not self.connected:
@@ -153,7 +184,7 @@ class Bus:
         payload = TaskMessage(task_id=task_id, state_bytes=state_bytes).model_dump_json().encode()
         try:
             await js.publish(
-                constants.TASK_SUBJECT,
+                lane.subject,
                 payload,
                 timeout=self._settings.nats.publish_timeout_seconds,
                 headers={"Nats-Msg-Id": task_id},
@@ -184,11 +215,75 @@ class Bus:
         await self._nc.subscribe(constants.CANCEL_SUBJECT, cb=on_message)
 
     async def pull_subscription(self) -> JetStreamContext.PullSubscription:
+        """The normal lane's pull subscription."""
+        return await self._pull_subscription(Lane.NORMAL)
+
+    async def pull_subscriptions(self) -> Subscriptions:
+        """One pull subscription per lane, bound to the lanes' durable consumers."""
+        return {
+            Lane.NORMAL: await self.pull_subscription(),
+            Lane.BULK: await self._pull_subscription(Lane.BULK),
+        }
+
+    async def _pull_subscription(self, lane: Lane) -> JetStreamContext.PullSubscription:
         js = await self.connect()
         await self.ensure_consumer()
-        return await js.pull_subscribe_bind(
-            consumer=constants.WORKER_CONSUMER, stream=constants.STREAM_NAME
-        )
+        return await js.pull_subscribe_bind(consumer=lane.consumer, stream=constants.STREAM_NAME)
+
+    async def fetch_next(self, subs: Subscriptions, timeout: float) -> list[Msg]:
+        """The next task, normal lane first: at most one message, [] if none came.
+
+        Each lane is asked without waiting (a bulk task is taken only when no normal
+        one is queued at that moment); when both are empty, waits up to ``timeout`` on
+        the normal lane, so an idle worker starts a normal task at once and a bulk one
+        within ``timeout``.
+        """
+        for lane in Lane:
+            msg = await self._fetch_now(subs[lane], timeout)
+            if msg is not None:
+                return [msg]
+        try:
+            return await subs[Lane.NORMAL].fetch(batch=1, timeout=timeout)
+        except TimeoutError:
+            return []
+
+    async def _fetch_now(
+        self, sub: JetStreamContext.PullSubscription, timeout: float
+    ) -> Msg | None:
+        """A message the lane has right now, else None: a ``no_wait`` pull request.
+
+        nats-py's ``fetch(batch=1)`` always lingers on the server until its timeout, so
+        this sends the request itself (private ``_sub``, ``_nms``, ``_deliver``, as
+        `undelivered` reads ``_pending_queue``). A delivery that was already in the
+        subscription's queue (from an earlier request that outlived its fetch) comes
+        first; one that arrives after we stop waiting stays queued for the next call.
+        """
+        queue: asyncio.Queue[Msg] = sub._sub._pending_queue
+        while not queue.empty():
+            msg = queue.get_nowait()
+            sub._sub._pending_size -= len(msg.data)
+            if not JetStreamContext.is_status_msg(msg):
+                return msg
+        if self._nc is None:
+            raise DependencyUnavailable("nats", "not connected")
+        request = json.dumps({"batch": 1, "no_wait": True}).encode()
+        await self._nc.publish(sub._nms, request, sub._deliver)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = await sub._sub.next_msg(timeout=left)
+            except TimeoutError:
+                return None
+            status = JetStreamContext.is_status_msg(msg)
+            if not status:
+                return msg
+            if status in (_NO_MESSAGES, _REQUEST_TIMEOUT, _HEARTBEAT):
+                # 404: the lane is empty. 408 and 100 answer earlier lingering requests.
+                if status == _NO_MESSAGES:
+                    return None
+                continue
+            return None  # 409 and the like (a consumer limit): try again next round
+        return None
 
     @staticmethod
     def undelivered(sub: JetStreamContext.PullSubscription) -> list[Msg]:
@@ -219,10 +314,16 @@ class Bus:
             return False
 
     async def pending(self) -> int:
-        """Tasks queued or held unacked by workers (what KEDA scales on)."""
+        """Tasks queued or held unacked by workers, in both lanes (what KEDA scales on)."""
         js = await self.connect()
-        info = await js.consumer_info(constants.STREAM_NAME, constants.WORKER_CONSUMER)
-        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+        total = 0
+        for lane in Lane:
+            try:
+                info = await js.consumer_info(constants.STREAM_NAME, lane.consumer)
+            except NotFoundError:
+                continue  # a lane no worker has created yet holds nothing
+            total += int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+        return total
 
     async def close(self) -> None:
         # close() flushes what is buffered; drain() would wait out its 30 s timeout on
@@ -252,6 +353,9 @@ def describe(settings: Settings) -> dict[str, Any]:
         "stream": constants.STREAM_NAME,
         "subject": constants.TASK_SUBJECT,
         "consumer": constants.WORKER_CONSUMER,
+        "bulk_subject": constants.BULK_TASK_SUBJECT,
+        "bulk_consumer": constants.BULK_WORKER_CONSUMER,
+        "tenant_priority_tasks": settings.nats.tenant_priority_tasks,
         "ack_wait_seconds": settings.ack_wait_seconds,
         "max_deliver": settings.worker.max_attempts + 1,
     }

@@ -78,6 +78,14 @@ def up() -> None:
         f"(data in {settings.embedded.data_dir}/); Ctrl-C stops everything",
         err=True,
     )
+    if settings.server.host in ("0.0.0.0", "::") and "*" not in settings.server.allowed_hosts:
+        names = ", ".join(settings.server.allowed_hosts) or "none"
+        click.echo(
+            "qmill: listening on every interface, but only requests addressed to the "
+            f"loopback names or [server] allowed_hosts ({names}) are answered (others get "
+            "421); add the names clients use (QMILL_SERVER__ALLOWED_HOSTS)",
+            err=True,
+        )
     sys.exit(asyncio.run(embedded.up(settings)))
 
 
@@ -111,13 +119,18 @@ def bench(args: tuple[str, ...]) -> None:
 @click.command("config", short_help="Print the effective settings as JSON.")
 @needs_server
 def show_config() -> None:
-    """Print the effective settings (defaults < config.toml < QMILL_* env) as JSON."""
+    """Print the effective settings (defaults < config.toml < QMILL_* env) as JSON.
+
+    Passwords and tokens in URLs (``[redis] url``, ``[nats] url``) are masked: the output
+    is meant to be pasted into issues and read over shoulders.
+    """
     from qmill.server import bus
+    from qmill.urls import redact_urls
 
     settings = _settings_or_exit()
     data = settings.model_dump(mode="json")
     data["queue"] = bus.describe(settings)
-    click.echo(json.dumps(data, indent=2))
+    click.echo(json.dumps(redact_urls(data), indent=2))
 
 
 @click.group()

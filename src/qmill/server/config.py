@@ -45,6 +45,15 @@ class ServerSettings(_Section):
     port: int = Field(8000, ge=1, le=65535)
     # Upper bound for ``GET /tasks/{id}?wait=``, so a client cannot pin a connection forever.
     max_wait_seconds: float = Field(30.0, ge=0, le=300)
+    # Host names a request may be addressed to besides the loopback names (localhost,
+    # 127.0.0.1, ::1) and ``host`` above, which are always allowed (a browser sends those
+    # only to this machine, and health probes use them). Any other Host (port ignored)
+    # gets 421, so a DNS-rebinding page cannot reach the API, and a POST or DELETE whose
+    # Origin names another host 403 (see qmill.server.hosts). Empty suits `make run` and
+    # compose (published on 127.0.0.1); ".example.com" allows a domain and its
+    # subdomains; "*" any host (the Terraform default: auth is on, a load balancer
+    # picks the name).
+    allowed_hosts: list[str] = Field(default_factory=list)
     # Long-polls (``?wait=``) one tenant may have open at once, counted in Redis so every
     # result-function instance shares the count; with auth off everyone is one tenant.
     # Each open one holds a client connection and an upstream connection in the gateway
@@ -56,10 +65,11 @@ class ServerSettings(_Section):
     # 431 and the connection is closed. nginx's default, large_client_header_buffers 4 8k.
     max_header_bytes: int = Field(32 * 1024, ge=1024, le=1024 * 1024)
     # Time the gateway gives a client to send a request's line and headers (from the
-    # connection, or the previous response, on), and to send more of its body (between
-    # two reads); then it closes the connection, as nginx's client_header_timeout and
-    # client_body_timeout do. nginx waits 60 s; clients of an API send their headers in
-    # one write and their body at once, and each stalled request holds a socket, so 10 s.
+    # connection, or a kept-alive request's first byte, on), and to send more of its
+    # body (between two reads); then it closes the connection, as nginx's
+    # client_header_timeout and client_body_timeout do. nginx waits 60 s; clients of an
+    # API send their headers in one write and their body at once, and each stalled
+    # request holds a socket, so 10 s.
     client_timeout_seconds: float = Field(10.0, gt=0, le=300)
     # After refusing a request whose body is still arriving (413, 431, 408) the gateway
     # reads and discards what the client still sends for up to this long (at most 5 s
@@ -82,6 +92,12 @@ class NatsSettings(_Section):
     ack_wait_seconds: float = Field(30.0, ge=1)
     # Replicas of the task stream: 1 on a single server, 3 on a cluster.
     stream_replicas: int = Field(1, ge=1, le=5)
+    # Fair scheduling across tenants (auth on): a tenant's tasks go to the normal lane
+    # while it has fewer than this many unfinished, the rest to the bulk lane, which
+    # workers take from only when the normal lane is empty. So another tenant's task
+    # waits behind at most this many of each busy tenant's tasks, not behind a whole
+    # 1000-task batch; 8 keeps a few workers' slots busy per tenant. Auth off: one lane.
+    tenant_priority_tasks: int = Field(8, ge=1)
 
     @field_validator("url")
     @classmethod
@@ -213,6 +229,11 @@ class AuthSettings(_Section):
     burst: int = Field(200, ge=1)
     # Tasks one key may have pending or processing at once.
     max_in_flight: int = Field(1000, ge=1)
+    # How often each function process looks whether keys_file changed (a stat; it is
+    # re-read only when it did): a key removed from the file is refused, and one added
+    # accepted, within this many seconds, without a restart. A stat every 2 s costs
+    # nothing measurable; 0 looks on every request.
+    keys_file_check_seconds: float = Field(2.0, ge=0, le=300)
 
 
 class EmbeddedSettings(_Section):

@@ -74,10 +74,17 @@ def batch_key(batch_id: str) -> str:
 STREAM_NAME: Final = "QMILL_TASKS"
 TASK_SUBJECT: Final = "qmill.server.tasks.run"
 STREAM_SUBJECTS: Final = ("qmill.server.tasks.>",)
+# The bulk lane: a tenant's tasks beyond its first few unfinished ones (see
+# `[nats] tenant_priority_tasks`). Same stream; workers take from it only when the normal
+# lane (TASK_SUBJECT) is empty, so one tenant's big backlog cannot starve another's.
+BULK_TASK_SUBJECT: Final = "qmill.server.tasks.bulk"
 # Core NATS (not stored): "stop this task if you are running it", payload the task id.
 CANCEL_SUBJECT: Final = "qmill.cancel"
 # The durable pull consumer every worker replica shares (KEDA scales on its pending count).
 WORKER_CONSUMER: Final = "qmill-workers"
+# The durable pull consumer of the bulk lane, shared the same way (autoscaling must count
+# its pending tasks too: work waits there while the normal lane is empty).
+BULK_WORKER_CONSUMER: Final = "qmill-workers-bulk"
 # JetStream fsyncs every write before it acks a publish, so a 201 survives power loss
 # (the server default of 2 minutes is how Jepsen lost acknowledged writes in NATS 2.12.1).
 # Measured here: 0.42 ms per sequential publish instead of 0.21 ms; 4.5k publishes/s.

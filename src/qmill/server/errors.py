@@ -7,6 +7,9 @@
      │    ├── InvalidCircuit        QASM that does not parse (line, col)   -> 400
      │    ├── LimitExceeded         valid, but over a configured limit     -> 422
      │    ├── PayloadTooLarge       body over [limits] max_body_bytes      -> 413
+     │    ├── UnsupportedMediaType  a body that is not application/json    -> 415
+     │    ├── MisdirectedRequest    Host not in [server] allowed_hosts     -> 421
+     │    ├── ForeignOrigin         a cross-site POST or DELETE            -> 403
      │    ├── HeadersTooLarge       head over [server] max_header_bytes    -> 431
      │    ├── RequestTimeout        body stalled [server] client_timeout   -> 408
      │    ├── Unauthorized          missing or unknown API key             -> 401
@@ -124,6 +127,43 @@ class PayloadTooLarge(RequestError):
     def __init__(self, allowed: int) -> None:
         super().__init__(f"request body is larger than {allowed} bytes")
         self.allowed = allowed
+
+
+class UnsupportedMediaType(RequestError):
+    """A body that is not declared JSON. Refused, not parsed anyway: a web page can send
+    ``text/plain`` (or no type) cross-site without a CORS preflight, ``application/json``
+    it cannot, so this is what keeps other sites from submitting tasks."""
+
+    status_code = 415
+
+    def __init__(self, got: str | None, accepted: str) -> None:
+        sent = "no Content-Type" if got is None else f"Content-Type {got[:100]!r}"
+        super().__init__(f"the request body must be {accepted}; got {sent}")
+        self.allowed = [accepted]
+
+
+class MisdirectedRequest(RequestError):
+    """The Host header names no host this deployment serves (a DNS-rebinding page, or a
+    proxy that is not ours): 421, as RFC 9110 section 15.5.20 has it."""
+
+    status_code = 421
+
+    def __init__(self, host: str) -> None:
+        super().__init__(
+            f"this server does not serve host {host[:100]!r}; see [server] allowed_hosts"
+        )
+
+
+class ForeignOrigin(RequestError):
+    """A state-changing request that a page of another site sent (its Origin header)."""
+
+    status_code = 403
+
+    def __init__(self, origin: str) -> None:
+        super().__init__(
+            f"requests from origin {origin[:100]!r} may not change state here; "
+            "see [server] allowed_hosts"
+        )
 
 
 class HeadersTooLarge(RequestError):

@@ -55,6 +55,11 @@ _POOL_CONNECTIONS = 256
 _POOL_IDLE_CONNECTIONS = 64
 
 
+# Host is passed on, as nginx's `proxy_set_header Host $host` does: the functions check
+# it against [server] allowed_hosts (qmill.server.hosts), so DNS rebinding is refused.
+_NOT_FORWARDED = _HOP_BY_HOP - {"host"}
+
+
 # Methods the functions dispatch themselves (their own 405 names the allowed ones).
 _FUNCTION_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
@@ -135,7 +140,7 @@ class Gateway:
         forward = [
             (k, v.strip(b" \t"))
             for k, v in scope["headers"]
-            if k.decode("latin-1").lower() not in _HOP_BY_HOP
+            if k.decode("latin-1").lower() not in _NOT_FORWARDED
         ]
         client = self._long_polls if _is_long_poll(scope) else self._clients[function]
         try:

@@ -20,13 +20,23 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from qmill.server import metrics, routes
-from qmill.server.errors import InvalidRequest, MethodNotAllowed, PayloadTooLarge, QmillError
+from qmill.server import hosts, metrics, routes
+from qmill.server.config import get_settings
+from qmill.server.errors import (
+    InvalidRequest,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    QmillError,
+    UnsupportedMediaType,
+)
 from qmill.server.models import ErrorBody
 
 log = logging.getLogger(__name__)
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
+
+# The one media type a body may have (parameters such as charset=utf-8 are fine).
+JSON_MEDIA_TYPE = "application/json"
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -110,6 +120,9 @@ async def serve(request: Request, router: Router) -> Response:
 
 async def _dispatch(request: Request, router: Router) -> Response:
     try:
+        # Before anything else, on every path: a foreign Host is a 421, a foreign Origin
+        # on a POST or DELETE a 403 (DNS rebinding, cross-site writes; see hosts).
+        hosts.check(request.method, request.headers, get_settings().server)
         resolved = router.resolve(request.method, request.url.path)
         if resolved is None:
             return not_found()
@@ -136,7 +149,15 @@ async def _dispatch(request: Request, router: Router) -> Response:
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:
-    """Read a JSON body, refusing (413) before reading more than ``max_bytes``."""
+    """Read a JSON body, refusing (413) before reading more than ``max_bytes``.
+
+    A body not declared ``application/json`` is a 415 before it is read: a web page can
+    send any other type cross-site without a CORS preflight (see qmill.server.hosts).
+    """
+    content_type = request.headers.get("content-type")
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != JSON_MEDIA_TYPE:
+        raise UnsupportedMediaType(content_type, JSON_MEDIA_TYPE)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(max_bytes)

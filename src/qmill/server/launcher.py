@@ -19,6 +19,7 @@ grandchildren included, and why `Launcher.stop` can promise to leave nothing beh
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import time
@@ -54,7 +55,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env = base_env()
     for section, values in settings.model_dump(mode="json").items():
         for key, value in values.items():
-            env[env_name(section, key)] = str(value)
+            # A list (api_key_hashes, allowed_hosts) is read back as JSON, not as repr.
+            text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+            env[env_name(section, key)] = text
     return env
 
 

@@ -366,10 +366,12 @@ class ErrorBody(_Open):
     )
     allowed: Any = Field(
         default=None,
-        description="With a 422 over a limit: the allowed value; with a 405: the allowed methods.",
+        description="With a 422 over a limit: the allowed value; with a 405: the allowed "
+        "methods; with a 415: the accepted media type.",
     )
     service: str | SkipJsonSchema[None] = Field(
-        default=None, description="With a 503: `nats` or `redis`."
+        default=None,
+        description="With a 503: `nats`, `redis`, or `auth` (the keys file cannot be read).",
     )
     index: Annotated[int, Field(ge=0)] | SkipJsonSchema[None] = Field(
         default=None,

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from qmill.server import qasm, workload
 from qmill.server.bus import Bus
 from qmill.server.config import Settings
+from qmill.server.enqueue import Claim, queue_claimed, record_and_queue, shielded
 from qmill.server.errors import (
     DependencyUnavailable,
     IdempotencyConflict,
@@ -47,12 +48,6 @@ HEALTH_TIMEOUT_SECONDS = 1.5
 # one publish, each bounded by its timeout), short enough that a function that died
 # mid-submit does not block the key for the whole window.
 IDEMPOTENCY_PENDING_SECONDS = 30
-# Task records a batch writes, and ids it publishes, at once. Each write holds one
-# connection of the process's Redis pool (redis-py's default: 100, shared with every
-# request the function serves), and each publish's timeout runs from when it is sent:
-# a 1000-task batch sent all at once ran out of connections (503), and on a busy
-# machine its last publishes timed out waiting behind the first ones.
-BATCH_CONCURRENCY = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,61 +189,6 @@ async def _ensure_queue(bus: Bus) -> None:
         raise DependencyUnavailable("nats", "not connected (reconnecting)", retry_after=2)
 
 
-async def _record_and_queue(
-    accepted: list[Accepted],
-    settings: Settings,
-    stores: Stores,
-    bus: Bus,
-    owner: str | None,
-    task_ids: list[str] | None = None,
-) -> list[str]:
-    """Create every task as `pending`, then publish every id; all or nothing.
-
-    If any publish fails, every record is removed and the caller gets 503: nothing is
-    left `pending` that was never queued. With an owner (auth on), the tasks first
-    count against the owner's in-flight cap (429 when full).
-    """
-    task_ids = task_ids or [str(uuid.uuid4()) for _ in accepted]
-    if owner is not None:
-        limits = settings.limits
-        stale = int(limits.max_execution_seconds * (settings.worker.max_attempts + 1)) + 3600
-        await stores.limits.admit(owner, task_ids, settings.auth.max_in_flight, stale)
-    gate = asyncio.Semaphore(BATCH_CONCURRENCY)
-
-    async def create(task_id: str, a: Accepted) -> None:
-        async with gate:
-            await stores.tasks.create(
-                task_id,
-                a.request.quantum_circuit,
-                a.request.shots,
-                qubits=a.parsed.qubits,
-                depth=a.parsed.depth,
-                seed=a.request.seed,
-                memory=a.request.memory,
-                owner=owner,
-                plan=a.plan.model_dump_json(exclude_defaults=True),
-            )
-
-    async def publish(task_id: str, a: Accepted) -> None:
-        async with gate:
-            await bus.publish(task_id, a.plan.state_bytes)
-
-    await asyncio.gather(*(create(t, a) for t, a in zip(task_ids, accepted, strict=True)))
-    results = await asyncio.gather(
-        *(publish(t, a) for t, a in zip(task_ids, accepted, strict=True)),
-        return_exceptions=True,
-    )
-    failures = [r for r in results if isinstance(r, BaseException)]
-    if failures:
-        for task_id in task_ids:
-            await _forget(stores.tasks.delete(task_id), task_id)
-        first = failures[0]
-        if isinstance(first, DependencyUnavailable):
-            raise first
-        raise DependencyUnavailable("nats", f"publish: {first}") from first
-    return task_ids
-
-
 async def submit(
     body: object,
     settings: Settings,
@@ -261,6 +201,8 @@ async def submit(
 
     With an ``Idempotency-Key``, the same key and body within the window return the
     first task instead of creating another; the same key with another body is a 422.
+    Every refusal after the key is claimed (429 in-flight cap, 503) releases it, so a
+    retry is a new attempt, not a 409.
     """
     (accepted,) = await validate([_model(SubmitRequest, body)], settings)
     await _ensure_queue(bus)
@@ -284,23 +226,12 @@ async def submit(
                 raise IdempotencyInProgress()
             log.info("idempotent replay", extra={"task_id": first.task_id})
             return SubmitResponse(task_id=first.task_id, replayed=True)
-    try:
-        ids = [claim_id] if digest is not None else None
-        (task_id,) = await _record_and_queue([accepted], settings, stores, bus, owner, ids)
-    except DependencyUnavailable:
-        if digest is not None:
-            await _forget(stores.idempotency.release(digest), "")
-        raise
-    if digest is not None:
-        window = settings.redis.idempotency_window_seconds
-        try:
-            committed = await stores.idempotency.commit(digest, task_id, body_hash, window)
-        except DependencyUnavailable:
-            committed = False
-        if not committed:
-            # The task is queued, so it is accepted; only replays of this key suffer:
-            # 409 until the pending claim expires, then a new task.
-            log.warning("idempotency key not committed", extra={"task_id": task_id})
+    if digest is None:
+        (task_id,) = await shielded(record_and_queue([accepted], settings, stores, bus, owner))
+    else:
+        claim = Claim(digest, claim_id, body_hash, settings.redis.idempotency_window_seconds)
+        await shielded(queue_claimed(claim, accepted, settings, stores, bus, owner))
+        task_id = claim_id
     log.info(
         "task accepted",
         extra={
@@ -315,24 +246,27 @@ async def submit(
 async def submit_batch(
     body: object, settings: Settings, stores: Stores, bus: Bus, owner: str | None = None
 ) -> BatchResponse:
-    """Validate every task first (an error names its index), then queue them all."""
+    """Validate every task first (an error names its index), then queue them all.
+
+    Each task costs one rate-limit token: the request paid the first (``auth.authorize``),
+    the others are charged here, before any parsing, into debt if the bucket runs
+    short (`Limits.charge`): the tenant's next request waits until the debt is repaid
+    (a 1000-task batch from a full bucket of 200 at 50/s: 16 s).
+    """
     batch = _model(BatchRequest, body)
     if len(batch.tasks) > settings.limits.max_batch_tasks:
         raise LimitExceeded("tasks in a batch", len(batch.tasks), settings.limits.max_batch_tasks)
+    auth = settings.auth
+    if owner is not None and auth.rate_per_second > 0:
+        await stores.limits.charge(owner, auth.rate_per_second, auth.burst, len(batch.tasks) - 1)
     accepted = await validate(batch.tasks, settings, batch=True)
     await _ensure_queue(bus)
-    task_ids = await _record_and_queue(accepted, settings, stores, bus, owner)
     batch_id = str(uuid.uuid4())
-    await stores.batches.create(batch_id, task_ids)
+    task_ids = await shielded(
+        record_and_queue(accepted, settings, stores, bus, owner, batch_id=batch_id)
+    )
     log.info("batch accepted", extra={"batch_id": batch_id, "tasks": len(task_ids)})
     return BatchResponse(batch_id=batch_id, task_ids=task_ids)
-
-
-async def _forget(cleanup: Awaitable[None], task_id: str) -> None:
-    try:
-        await cleanup
-    except DependencyUnavailable:
-        log.error("could not clean up after a refused submit", extra={"task_id": task_id})
 
 
 def _check_id(task_id: str, what: str = "Task") -> None:

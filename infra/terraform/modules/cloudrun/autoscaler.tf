@@ -1,6 +1,7 @@
 # CREMA, Google's KEDA-based autoscaler for Cloud Run, scales the worker pool with the
 # same nats-jetstream trigger as the Kubernetes target's ScaledObject: pending plus
-# unacknowledged tasks of the workers' durable consumer, read from NATS' monitoring port.
+# unacknowledged tasks of the workers' durable consumers (both lanes), read from NATS'
+# monitoring port.
 locals {
   crema_config = {
     apiVersion = "crema/v1"
@@ -14,6 +15,7 @@ locals {
           }
           minReplicaCount = var.worker_min_replicas
           maxReplicaCount = var.worker_max_replicas
+          # One trigger per lane (see the Kubernetes ScaledObject).
           triggers = [{
             type = "nats-jetstream"
             name = "task-queue"
@@ -22,6 +24,17 @@ locals {
               account                      = local.nats_account
               stream                       = local.nats_stream
               consumer                     = local.worker_consumer
+              lagThreshold                 = tostring(module.shared.tasks_per_replica)
+              activationLagThreshold       = "0"
+            }
+            }, {
+            type = "nats-jetstream"
+            name = "task-queue-bulk"
+            metadata = {
+              natsServerMonitoringEndpoint = local.nats_monitoring_endpoint
+              account                      = local.nats_account
+              stream                       = local.nats_stream
+              consumer                     = local.worker_bulk_consumer
               lagThreshold                 = tostring(module.shared.tasks_per_replica)
               activationLagThreshold       = "0"
             }

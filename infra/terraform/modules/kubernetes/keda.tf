@@ -1,4 +1,4 @@
-# KEDA scales the worker Deployment on the durable consumer's pending count. It is
+# KEDA scales the worker Deployment on the durable consumers' pending counts. It is
 # usually installed once per cluster; set install_keda to install it here.
 resource "helm_release" "keda" {
   count = var.install_keda ? 1 : 0
@@ -31,8 +31,11 @@ resource "kubernetes_manifest" "worker_scaledobject" {
       maxReplicaCount = var.worker_max_replicas
       pollingInterval = var.keda_polling_interval_seconds
       cooldownPeriod  = var.keda_cooldown_seconds
+      # One trigger per lane; KEDA scales on the larger lag, so a backlog waiting only in
+      # the bulk lane still keeps (and brings up) workers.
       triggers = [{
         type = "nats-jetstream"
+        name = "normal-lane"
         metadata = {
           natsServerMonitoringEndpoint = local.nats_monitoring_endpoint
           account                      = local.nats_account
@@ -41,6 +44,17 @@ resource "kubernetes_manifest" "worker_scaledobject" {
           # Pending plus unacknowledged tasks per replica: a replica runs this many at once.
           lagThreshold           = tostring(module.shared.tasks_per_replica)
           activationLagThreshold = "0"
+        }
+        }, {
+        type = "nats-jetstream"
+        name = "bulk-lane"
+        metadata = {
+          natsServerMonitoringEndpoint = local.nats_monitoring_endpoint
+          account                      = local.nats_account
+          stream                       = local.nats_stream
+          consumer                     = local.worker_bulk_consumer
+          lagThreshold                 = tostring(module.shared.tasks_per_replica)
+          activationLagThreshold       = "0"
         }
       }]
       advanced = {

@@ -26,6 +26,7 @@ module "shared" {
   log_level                   = var.log_level
   auth_enabled                = var.auth_enabled
   api_key_hashes              = var.api_key_hashes
+  allowed_hosts               = var.allowed_hosts
   extra_env                   = var.extra_env
 }
 

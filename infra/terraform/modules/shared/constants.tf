@@ -3,10 +3,12 @@
 # and fails when the two drift. The kubernetes and cloudrun modules link this file in
 # (shared_constants.tf), so every target names the same stream, consumer and routes.
 locals {
-  # JetStream: the work-queue stream and the workers' durable pull consumer.
-  nats_stream        = "QMILL_TASKS"
-  worker_consumer    = "qmill-workers"
-  nats_sync_interval = "always"
+  # JetStream: the work-queue stream and the workers' durable pull consumers, one per
+  # lane (a tenant's tasks past its first few unfinished ones wait in the bulk lane).
+  nats_stream          = "QMILL_TASKS"
+  worker_consumer      = "qmill-workers"
+  worker_bulk_consumer = "qmill-workers-bulk"
+  nats_sync_interval   = "always"
   # Redis (Valkey on Kubernetes): the append-only file is fsynced before a write is answered.
   redis_appendfsync = "always"
   # KEDA's nats-jetstream scaler reads this account ("$G" when no accounts are set up).
@@ -61,6 +63,7 @@ locals {
     "QMILL_AUTH__BURST",
     "QMILL_AUTH__ENABLED",
     "QMILL_AUTH__KEYS_FILE",
+    "QMILL_AUTH__KEYS_FILE_CHECK_SECONDS",
     "QMILL_AUTH__MAX_IN_FLIGHT",
     "QMILL_AUTH__RATE_PER_SECOND",
     "QMILL_CONFIG",
@@ -87,6 +90,7 @@ locals {
     "QMILL_REDIS__RESULT_TTL_SECONDS",
     "QMILL_REDIS__SOCKET_TIMEOUT_SECONDS",
     "QMILL_REDIS__URL",
+    "QMILL_SERVER__ALLOWED_HOSTS",
     "QMILL_SERVER__MAX_WAIT_SECONDS",
     "QMILL_WORKER__AER_THREADS",
     "QMILL_WORKER__EXECUTOR",

@@ -50,6 +50,7 @@ locals {
       QMILL_LOG__LEVEL                    = var.log_level
       QMILL_LOG__FORMAT                   = "json"
       QMILL_AUTH__ENABLED                 = tostring(var.auth_enabled)
+      QMILL_SERVER__ALLOWED_HOSTS         = jsonencode(var.allowed_hosts)
     },
     var.extra_env,
   )

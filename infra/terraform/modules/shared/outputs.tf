@@ -90,8 +90,13 @@ output "nats_stream" {
 }
 
 output "worker_consumer" {
-  description = "The workers' durable pull consumer."
+  description = "The workers' durable pull consumer (the normal lane)."
   value       = local.worker_consumer
+}
+
+output "worker_bulk_consumer" {
+  description = "The workers' durable pull consumer of the bulk lane."
+  value       = local.worker_bulk_consumer
 }
 
 output "worker_replicas" {

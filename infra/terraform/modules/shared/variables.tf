@@ -246,6 +246,16 @@ variable "api_key_hashes" {
   }
 }
 
+variable "allowed_hosts" {
+  description = "[server] allowed_hosts: the host names the API answers to (any other Host header gets 421, a POST or DELETE from another Origin 403). \"*\" (the default) allows any: auth is on and the load balancer or Ingress picks the name; list the domain (\".example.com\" for it and its subdomains) to refuse the rest."
+  type        = list(string)
+  default     = ["*"]
+  validation {
+    condition     = length(var.allowed_hosts) > 0 && alltrue([for host in var.allowed_hosts : can(regex("^[^\\s/@]+$", host))])
+    error_message = "allowed_hosts needs at least one host name (or \"*\"), without scheme or path."
+  }
+}
+
 variable "extra_env" {
   description = "More qmill settings for every container, as QMILL_<SECTION>__<KEY> = value. Only names qmill reads are accepted; secrets do not belong here."
   type        = map(string)

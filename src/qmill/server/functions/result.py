@@ -11,6 +11,9 @@ deployable is needed for it, and it is served from the same origin as the API it
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from contextlib import AbstractAsyncContextManager, nullcontext
 from functools import cache
 from importlib import resources
@@ -95,9 +98,45 @@ def _page() -> bytes:
     return (resources.files("qmill.server") / "static" / "index.html").read_bytes()
 
 
+# The histogram has presentation attributes only: no script, style or fetch of any kind.
+SVG_CSP = "default-src 'none'; frame-ancestors 'none'"
+_INLINE = re.compile(rb"<(script|style)>(.*?)</\1>", re.DOTALL)
+
+
+@cache
+def page_csp() -> str:
+    """The page's Content-Security-Policy: nothing but its own inline script and style
+    (by SHA-256 of the page as shipped, so an edit of the page cannot drift from it),
+    requests to its own origin, and no framing (clickjacking) and no form posts."""
+    hashes: dict[bytes, list[str]] = {b"script": [], b"style": []}
+    for kind, body in _INLINE.findall(_page()):
+        digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+        hashes[kind].append(f"'sha256-{digest}'")
+    return "; ".join(
+        (
+            "default-src 'none'",
+            "script-src " + " ".join(hashes[b"script"] or ["'none'"]),
+            "style-src " + " ".join(hashes[b"style"] or ["'none'"]),
+            "connect-src 'self'",
+            "img-src 'self' data:",
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+        )
+    )
+
+
 async def _get_page(request: Request) -> Response:
-    # no-cache: a browser revalidates, so a deploy is seen on the next load.
-    headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+    # no-cache: a browser revalidates, so a deploy is seen on the next load. The CSP
+    # (and X-Frame-Options for browsers without frame-ancestors) keep injected markup
+    # from running and other sites from framing the page.
+    headers = {
+        "Cache-Control": "no-cache",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": page_csp(),
+        "X-Frame-Options": "DENY",
+        "Referrer-Policy": "no-referrer",
+    }
     return Response(_page(), media_type="text/html; charset=utf-8", headers=headers)
 
 
@@ -119,8 +158,14 @@ async def _get_histogram(request: Request) -> Response:
         body = NoCounts(detail=detail, status=view.status)
         return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=409)
     svg = pictures.histogram_svg(view.result, title=f"{view.shots} shots, task {task_id[:8]}")
-    # Counts never change once written, so caches may keep the picture.
-    headers = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
+    # Counts never change once written, so caches may keep the picture. Opened on its
+    # own (the page links to it), an SVG is a document that could run script: it gets
+    # none, and no other site may frame it.
+    headers = {
+        "Cache-Control": "private, max-age=3600",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": SVG_CSP,
+    }
     return Response(svg, media_type="image/svg+xml", headers=headers)
 
 

@@ -29,6 +29,8 @@ async def _post_task(request: Request) -> Response:
 
 
 async def _post_batch(request: Request) -> Response:
+    # The request pays one rate-limit token here; `tasks.submit_batch` charges one more
+    # per further task once it knows how many there are (issue 13: was one in all).
     owner = await connections.tenant(request.headers)
     settings = connections.settings()
     body = await read_json(request, settings.limits.max_body_bytes)

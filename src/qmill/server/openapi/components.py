@@ -109,6 +109,28 @@ _ERRORS: dict[str, tuple[type[errors.QmillError], str, type[BaseModel], tuple[st
         models.ErrorBody,
         (),
     ),
+    "UnsupportedMediaType": (
+        errors.UnsupportedMediaType,
+        "The body is not declared `application/json` (parameters such as `charset=utf-8` "
+        "are fine); `allowed` lists the accepted type. A web page can send other types "
+        "cross-site, so they are refused unread.",
+        models.ErrorBody,
+        (),
+    ),
+    "MisdirectedRequest": (
+        errors.MisdirectedRequest,
+        "The `Host` header names neither a loopback name nor a host of `[server] "
+        "allowed_hosts`: a DNS-rebinding page, or a proxy that does not pass `Host` on.",
+        models.ErrorBody,
+        (),
+    ),
+    "ForeignOrigin": (
+        errors.ForeignOrigin,
+        "A request that changes state sent with an `Origin` whose host is not in "
+        "`[server] allowed_hosts` (or `Origin: null`): a page of another site.",
+        models.ErrorBody,
+        (),
+    ),
     "HeadersTooLarge": (
         errors.HeadersTooLarge,
         "The request line and headers are larger than `[server] max_header_bytes` (32 KiB "
@@ -133,7 +155,8 @@ _ERRORS: dict[str, tuple[type[errors.QmillError], str, type[BaseModel], tuple[st
     ),
     "Unavailable": (
         errors.DependencyUnavailable,
-        "NATS or Redis is down or too slow, or a function is down; nothing was queued.",
+        "NATS or Redis is down or too slow, a function is down, or `[auth] keys_file` "
+        "cannot be read (refused rather than served with stale keys); nothing was queued.",
         models.ErrorBody,
         ("Retry-After",),
     ),

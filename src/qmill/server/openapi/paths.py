@@ -19,8 +19,10 @@ from qmill.server.routes import Route
 # What every operation behind an API key may answer, and what even the open ones may.
 # (408 and 431 come from the gateway, before any function, like the 413.)
 _TRANSPORT = ("RequestTimeout", "PayloadTooLarge", "HeadersTooLarge")
-_GUARDED = ("Unauthorized", *_TRANSPORT, "RateLimited", "Unavailable")
-_OPEN = (*_TRANSPORT, "Unavailable")
+_GUARDED = ("Unauthorized", *_TRANSPORT, "MisdirectedRequest", "RateLimited", "Unavailable")
+_OPEN = (*_TRANSPORT, "MisdirectedRequest", "Unavailable")
+# What an operation that reads a body or changes state may answer besides (cross-site).
+_BODY = ("UnsupportedMediaType", "ForeignOrigin")
 
 _PATH_PARAMETERS = {
     "task_id": "A task id as returned by `POST /tasks`. Any other string is a 404.",
@@ -119,7 +121,7 @@ def _operations() -> dict[str, dict[str, Any]]:
                         "CancelTask": _link("cancelTask", "task_id", "task_id"),
                     },
                 },
-                **error_refs("InvalidCircuit", "Unprocessable", *_GUARDED),
+                **error_refs("InvalidCircuit", "Unprocessable", *_BODY, *_GUARDED),
                 **own_error(
                     errors.IdempotencyInProgress,
                     "A request with this `Idempotency-Key` is still being processed: its task "
@@ -163,7 +165,7 @@ def _operations() -> dict[str, dict[str, Any]]:
                     errors.TaskConflict,
                     "The task already finished (`completed`, `failed` or `cancelled`).",
                 ),
-                **error_refs(*_GUARDED),
+                **error_refs("ForeignOrigin", *_GUARDED),
             },
         },
         "submitBatch": {
@@ -194,7 +196,7 @@ def _operations() -> dict[str, dict[str, Any]]:
                     "content": json_body(models.BatchResponse),
                     "links": {"GetBatch": _link("getBatch", "batch_id", "batch_id")},
                 },
-                **error_refs("InvalidCircuit", "Unprocessable", *_GUARDED),
+                **error_refs("InvalidCircuit", "Unprocessable", *_BODY, *_GUARDED),
             },
         },
         "getBatch": {
@@ -209,7 +211,7 @@ def _operations() -> dict[str, dict[str, Any]]:
             "security": [],
             "responses": {
                 "200": {"description": "Both answer.", "content": json_body(models.HealthView)},
-                **error_refs(*_TRANSPORT, "Unprocessable"),
+                **error_refs(*_TRANSPORT, "Unprocessable", "MisdirectedRequest"),
                 "503": {
                     "description": "A dependency did not answer (`unhealthy`, naming it), or "
                     "the health function itself is down (an error, with `Retry-After`).",

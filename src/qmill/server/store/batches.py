@@ -1,8 +1,10 @@
-"""Batches: the ordered list of a batch's task ids, kept as long as its task records."""
+"""Batches: the ordered list of a batch's task ids, kept as long as its task records.
+
+The list is written with the records, in one step (`TaskStore.create_many`), so a batch
+refused halfway leaves no list behind.
+"""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 from qmill.server import constants
 from qmill.server.errors import TaskNotFound
@@ -12,20 +14,12 @@ from qmill.server.store.tasks import TaskStore
 
 
 class Batches:
-    """Record a batch once its tasks are queued; read all of them back at once."""
+    """Read a batch's tasks back at once."""
 
     def __init__(self, client: RedisClient, tasks: TaskStore, *, result_ttl_seconds: int) -> None:
         self._redis = client.redis
         self._tasks = tasks
         self._ttl = result_ttl_seconds
-
-    async def create(self, batch_id: str, task_ids: Sequence[str]) -> None:
-        key = constants.batch_key(batch_id)
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.rpush(key, *task_ids)
-        pipe.expire(key, self._ttl)
-        async with guard():
-            await pipe.execute()
 
     async def get(self, batch_id: str) -> list[TaskView]:
         """Every task of a batch, in submission order (expired ones left out)."""

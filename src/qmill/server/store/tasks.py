@@ -20,14 +20,8 @@ from qmill.server import constants
 from qmill.server.errors import TaskNotFound
 from qmill.server.models import TaskStatus, TaskView, utcnow
 from qmill.server.store.client import RedisClient, guard
+from qmill.server.store.new_tasks import CONFIRM, CREATE, Field, NewTask, Value
 from qmill.server.workload import Plan
-
-_CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-return 1
-"""
 
 # The terminal states, as the Lua scripts test them (models.TERMINAL_STATUSES in Python).
 _IS_TERMINAL = """
@@ -67,11 +61,6 @@ redis.call('ZREM', KEYS[3], redis.call('HGET', KEYS[1], 'id'))
 return 'ok'
 """
 )
-
-# A hash field's value as redis-py sends it; an optional field set to None is left out,
-# which the views read as absent.
-Value = str | int | float
-Field = Value | None
 
 
 class Outcome(StrEnum):
@@ -134,7 +123,8 @@ class TaskStore:
     def __init__(self, client: RedisClient, *, result_ttl_seconds: int) -> None:
         self._redis = client.redis
         self._ttl = result_ttl_seconds
-        self._create = client.script(_CREATE)
+        self._create = client.script(CREATE)
+        self._confirm = client.script(CONFIRM)
         self._start = client.script(_START)
         self._finish = client.script(_FINISH)
 
@@ -153,31 +143,59 @@ class TaskStore:
         plan: str | None = None,
     ) -> datetime:
         """Write a new `pending` task; returns its creation time."""
+        record = NewTask(task_id, circuit, shots, qubits, depth, seed, memory, owner, plan)
+        return await self.create_many([record])
+
+    async def create_many(
+        self,
+        records: Sequence[NewTask],
+        batch_id: str | None = None,
+        provisional_ttl: int | None = None,
+    ) -> datetime:
+        """Write new `pending` tasks (and the batch that lists them) in one atomic script:
+        one round trip and one fsync for a 1000-task batch, and never some of them.
+
+        With ``provisional_ttl`` they live only that long unless `confirm`ed: a submit
+        that dies, or cannot undo them, before its tasks are queued leaves nothing for
+        longer. Returns their creation time. On an error nothing may have been
+        written, or all of it (a reply lost after the script ran): `delete_many`
+        undoes either.
+        """
         created = utcnow()
-        fields: dict[str, Field] = {
-            "id": task_id,
-            "status": TaskStatus.PENDING.value,
-            "circuit": circuit,
-            "shots": shots,
-            "created_at": created.isoformat(),
-            "attempts": 0,
-            "qubits": qubits,
-            "depth": depth,
-            "seed": seed,
-            "memory": "1" if memory else None,
-            "owner": owner,
-            "plan": plan,
-        }
-        args: list[Value] = [self._ttl, *_pairs(fields)]
+        keys = [constants.task_key(r.task_id) for r in records]
+        args: list[Value] = [provisional_ttl or self._ttl, len(records)]
+        for record in records:
+            pairs = _pairs(record.fields(created))
+            args += [len(pairs), *pairs]
+        if batch_id is not None:
+            keys.append(constants.batch_key(batch_id))
+            args += [r.task_id for r in records]
         async with guard():
-            created_ok = await self._create(keys=[constants.task_key(task_id)], args=args)
+            created_ok = await self._create(keys=keys, args=args)
         if not created_ok:
-            raise RuntimeError(f"task {task_id} already exists")  # uuid4 collision: a bug
+            raise RuntimeError("a task id already exists")  # uuid4 collision: a bug
         return created
 
-    async def delete(self, task_id: str) -> None:
+    async def confirm(self, task_ids: Sequence[str], batch_id: str | None = None) -> bool:
+        """Give provisional records (and their batch) the full result TTL, in one step;
+        False if any had already expired (its submit must then be refused)."""
+        keys = [constants.task_key(t) for t in task_ids]
+        if batch_id is not None:
+            keys.append(constants.batch_key(batch_id))
         async with guard():
-            await self._redis.delete(constants.task_key(task_id))
+            alive = await self._confirm(keys=keys, args=[self._ttl])
+        return int(alive) == len(keys)
+
+    async def delete(self, task_id: str) -> None:
+        await self.delete_many([task_id])
+
+    async def delete_many(self, task_ids: Sequence[str], batch_id: str | None = None) -> None:
+        """Remove records of refused tasks (and their batch) in one round trip."""
+        keys = [constants.task_key(t) for t in task_ids]
+        if batch_id is not None:
+            keys.append(constants.batch_key(batch_id))
+        async with guard():
+            await self._redis.delete(*keys)
 
     # --- read side ------------------------------------------------------------------------
     async def get(self, task_id: str) -> TaskView:
