@@ -28,6 +28,9 @@ from qmill.server.launcher import Launcher
 from tests.conftest import BELL, wait_for
 
 POLL_CAP = 300
+# The functions answer only requests addressed to this machine ([server] allowed_hosts).
+HOST = b"Host: 127.0.0.1\r\n"
+HEALTH = b"GET /health HTTP/1.1\r\n" + HOST
 CLIENT_TIMEOUT = 1.0
 
 
@@ -123,14 +126,12 @@ def test_oversized_headers_get_431_without_growing_the_gateway(system: Launcher)
     """Four 100 MB headers took the gateway from 209 MB to 1.1 GB, then got a 200."""
     gateway = _gateway(system)
     before = gateway.memory_info().rss
-    big = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Big: " + b"a" * (16 << 20) + b"\r\n\r\n"
+    big = HEALTH + b"X-Big: " + b"a" * (16 << 20) + b"\r\n\r\n"
     for _ in range(4):
         status, body = _status_and_body(_raw(system, big))
         assert status == 431 and body["allowed"] == 32 * 1024
     many = b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 100) for i in range(400))
-    status, _ = _status_and_body(
-        _raw(system, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + many + b"\r\n")
-    )
+    status, _ = _status_and_body(_raw(system, HEALTH + many + b"\r\n"))
     assert status == 431
     assert gateway.memory_info().rss - before < 32 << 20
     assert httpx.get(system.url + "/health", timeout=10).status_code == 200
@@ -139,7 +140,7 @@ def test_oversized_headers_get_431_without_growing_the_gateway(system: Launcher)
 def test_stalled_clients_are_cut_off(system: Launcher) -> None:
     """1500 half-sent heads stayed open past 40 s; a stalled body held its connection too."""
     stalled = []
-    for opening in (b"", b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: "):
+    for opening in (b"", HEALTH + b"X-A: "):
         for _ in range(20):
             sock = socket.create_connection(("127.0.0.1", system.port), timeout=10)
             sock.sendall(opening)
@@ -150,7 +151,7 @@ def test_stalled_clients_are_cut_off(system: Launcher) -> None:
             assert sock.recv(100) == b""  # closed without an answer, as nginx does
     assert time.monotonic() - started < CLIENT_TIMEOUT + 5
 
-    head = b"POST /tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    head = b"POST /tasks HTTP/1.1\r\n" + HOST + b"Content-Type: application/json\r\n"
     status, body = _status_and_body(_raw(system, head + b"Content-Length: 100\r\n\r\n{"))
     assert status == 408 and "request body" in str(body["detail"])
 
@@ -183,7 +184,7 @@ def test_one_date_and_one_server_header(system: Launcher) -> None:
 def test_dot_segments_and_encoded_slashes_are_nobodys(system: Launcher, path: bytes) -> None:
     """``/tasks/..`` was routed to the result function, and httpx normalised it to ``/``:
     the page. (Sent raw: a client library would normalise it first.)"""
-    answer = _raw(system, b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    answer = _raw(system, b"GET " + path + b" HTTP/1.1\r\n" + HOST + b"Connection: close\r\n\r\n")
     assert _status_and_body(answer) == (404, {"detail": "Not Found"})
 
 
