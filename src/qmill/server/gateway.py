@@ -53,6 +53,10 @@ _OWN = frozenset({"date", "server"})
 # handled (all but long-polls): a burst beyond it waits in the gateway for a free one.
 _POOL_CONNECTIONS = 256
 _POOL_IDLE_CONNECTIONS = 64
+# An idle upstream connection is dropped before the function drops it (its uvicorn
+# workers close idle ones after gunicorn's keepalive, 2 s), so none is reused as it
+# closes; httpx keeps them 5 s by default. nginx.conf's keepalive_timeout, likewise.
+_POOL_IDLE_SECONDS = 1.0
 
 
 # Host is passed on, as nginx's `proxy_set_header Host $host` does: the functions check
@@ -83,7 +87,9 @@ class Gateway:
         self._client_timeout = settings.server.client_timeout_seconds
         timeout = httpx.Timeout(settings.server.max_wait_seconds + 15.0, connect=2.0)
         limits = httpx.Limits(
-            max_connections=_POOL_CONNECTIONS, max_keepalive_connections=_POOL_IDLE_CONNECTIONS
+            max_connections=_POOL_CONNECTIONS,
+            max_keepalive_connections=_POOL_IDLE_CONNECTIONS,
+            keepalive_expiry=_POOL_IDLE_SECONDS,
         )
         self._clients = {
             name: httpx.AsyncClient(timeout=timeout, limits=limits) for name in self._upstreams
@@ -91,7 +97,9 @@ class Gateway:
         # Bounded per tenant by the result function, which answers the excess with a
         # quick 429; queueing them here would only hold the client longer.
         unbounded = httpx.Limits(
-            max_connections=None, max_keepalive_connections=_POOL_IDLE_CONNECTIONS
+            max_connections=None,
+            max_keepalive_connections=_POOL_IDLE_CONNECTIONS,
+            keepalive_expiry=_POOL_IDLE_SECONDS,
         )
         self._long_polls = httpx.AsyncClient(timeout=timeout, limits=unbounded)
 
