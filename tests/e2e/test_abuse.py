@@ -684,6 +684,20 @@ def cross_site() -> Iterator[Hostile]:
         )
 
 
+def gateway_limits() -> Iterator[Hostile]:
+    """What the gateway refuses before any function: a head over 32 KiB (431; it once took
+    100 MB headers whole), and an encoded "/" in a path, which routers disagree on.
+    (Dot segments, ``/tasks/..``, are tests/e2e/test_gateway_limits.py's: httpx itself
+    turns them into another path, so this document check cannot follow them.)"""
+    bad = json.dumps({"quantum_circuit": "nope"}).encode()
+    yield Hostile("gateway/header-48k", bad, headers={"X-Pad": "a" * 48_000}, expect=(431,))
+    many = {f"X-H{i}": "b" * 100 for i in range(400)}
+    yield Hostile("gateway/400-headers", bad, headers=many, expect=(431,))
+    raw: dict[str, str | bytes] = {"x-raw": "1"}
+    for path in ("/tasks/a%2Fb", "/batches/x%2f..%2fy", "/tasks/x%2F..%2F..%2Fhealth"):
+        yield Hostile(f"gateway/path {path}", None, "GET", path, headers=raw, expect=(404,))
+
+
 def mutations(count: int, seed: int = 6) -> Iterator[Hostile]:
     """Seeded random edits of valid programs, each confirmed locally to be refused."""
     rng = random.Random(seed)
@@ -744,7 +758,14 @@ def mutations(count: int, seed: int = 6) -> Iterator[Hostile]:
 
 @cache  # built once (its mutations are each checked locally: seconds) for both tests
 def corpus() -> list[Hostile]:
-    return [*programs(), *bodies(), *workloads(), *headers_ids_and_paths(), *mutations(60)]
+    return [
+        *programs(),
+        *bodies(),
+        *workloads(),
+        *headers_ids_and_paths(),
+        *gateway_limits(),
+        *mutations(60),
+    ]
 
 
 # --- what must not change ---------------------------------------------------------------

@@ -10,6 +10,7 @@ real nginx when one is installed.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,6 +215,22 @@ def test_body_limit_is_the_functions_limit(
     status, body = one(too_large.block, "return")["args"]
     assert status == "413" and str(limit) in body
     assert ["413", "=", "@too_large"] in [e["args"] for e in find(public, "error_page")]
+
+
+def test_header_limits_are_qmill_gateways(
+    public: list[Directive], function_settings: Settings
+) -> None:
+    """nginx holds a client to what qmill-gateway does: the head's size (431, the same
+    JSON) and the time it may take over its headers and between parts of its body."""
+    server = function_settings.server
+    count, size = one(public, "large_client_header_buffers")["args"]
+    assert int(count) * int(size.removesuffix("k")) * 1024 == server.max_header_bytes
+    assert ["494", "=431", "@headers_too_large"] in [e["args"] for e in find(public, "error_page")]
+    (too_large,) = [loc for loc in locations(public) if loc.pattern == "@headers_too_large"]
+    status, body = one(too_large.block, "return")["args"]
+    assert status == "431" and json.loads(body)["allowed"] == server.max_header_bytes
+    for timeout in ("client_header_timeout", "client_body_timeout"):
+        assert seconds(one(public, timeout)["args"][0]) == server.client_timeout_seconds
 
 
 def test_long_polls_end_at_the_function(

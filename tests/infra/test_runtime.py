@@ -264,9 +264,15 @@ def start_gateways(
     return Gateways(f"http://127.0.0.1:{nginx_port}", f"http://127.0.0.1:{python_port}")
 
 
-def answer(base: str, method: str, path: str, body: bytes | None = None) -> tuple[Any, ...]:
+def answer(
+    base: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[Any, ...]:
     """What a client sees: status, JSON body, and the headers a client acts on."""
-    response = httpx.request(method, base + path, content=body, timeout=30)
+    response = httpx.request(method, base + path, content=body, headers=headers, timeout=30)
     return (
         response.status_code,
         response.headers.get("content-type"),
@@ -305,6 +311,12 @@ def test_nginx_answers_like_qmill_gateway(
         theirs = answer(gateways.python, method, path, body)
         assert ours == theirs, (method, path)
     assert answer(gateways.nginx, "GET", "/tasks")[0] == 405
+    # A head over [server] max_header_bytes: the gateways' own 431.
+    big = {"X-Pad": "a" * 40_000}
+    assert answer(gateways.nginx, "GET", "/health", headers=big)[0] == 431
+    assert answer(gateways.nginx, "GET", "/health", headers=big) == answer(
+        gateways.python, "GET", "/health", headers=big
+    )
 
 
 def test_nginx_answers_like_qmill_gateway_when_functions_are_down(

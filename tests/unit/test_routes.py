@@ -26,6 +26,17 @@ def test_templates_match_one_segment() -> None:
     assert routes.by_operation("page").match("//") is None
 
 
+@pytest.mark.parametrize(
+    "path", ["/tasks/..", "/tasks/.", "/batches/..", "/tasks/../histogram.svg", "/./health"]
+)
+def test_a_dot_segment_is_nobodys(path: str) -> None:
+    """A normalising client or proxy reads ``/tasks/..`` as ``/`` (httpx sent it on as the
+    page): no route takes a path another router would read differently."""
+    assert routes.function_for(path) is None
+    # Dots inside a segment are just characters of it.
+    assert routes.function_for("/tasks/..x") == routes.function_for("/tasks/a.b") == "result"
+
+
 def test_constants_routes_are_the_table_as_proxies_route_it() -> None:
     assert constants.ROUTES[:3] == (
         ("POST", "/tasks", "submit"),

@@ -54,6 +54,28 @@ class ServerSettings(_Section):
     # subdomains; "*" any host (the Terraform default: auth is on, a load balancer
     # picks the name).
     allowed_hosts: list[str] = Field(default_factory=list)
+    # Long-polls (``?wait=``) one tenant may have open at once, counted in Redis so every
+    # result-function instance shares the count; with auth off everyone is one tenant.
+    # Each open one holds a client connection and an upstream connection in the gateway
+    # and a task in the result function; over the cap the answer is 429 with Retry-After.
+    # 100 covers a client waiting on every task of a large batch at once while one
+    # tenant's 300 polls (the 29 s /health of issue 13) are refused.
+    max_long_polls_per_tenant: int = Field(100, ge=1, le=100_000)
+    # The request line and headers the gateway reads for one request; over it the answer is
+    # 431 and the connection is closed. nginx's default, large_client_header_buffers 4 8k.
+    max_header_bytes: int = Field(32 * 1024, ge=1024, le=1024 * 1024)
+    # Time the gateway gives a client to send a request's line and headers (from the
+    # connection, or a kept-alive request's first byte, on), and to send more of its
+    # body (between two reads); then it closes the connection, as nginx's
+    # client_header_timeout and client_body_timeout do. nginx waits 60 s; clients of an
+    # API send their headers in one write and their body at once, and each stalled
+    # request holds a socket, so 10 s.
+    client_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    # After refusing a request whose body is still arriving (413, 431, 408) the gateway
+    # reads and discards what the client still sends for up to this long (at most 5 s
+    # between reads) before closing, so a client that writes its whole body before
+    # reading gets the answer rather than a reset: nginx's lingering_time.
+    lingering_seconds: float = Field(30.0, ge=0, le=300)
 
 
 class NatsSettings(_Section):

@@ -74,6 +74,17 @@ def answer_key(task_id: str) -> str:
     return ANSWER_KEY_PREFIX + task_id
 
 
+# Per tenant: the long-polls it has open, each scored by when its lease runs out.
+LONG_POLLS_KEY_PREFIX: Final = REDIS_PREFIX + "polls:"
+# The tenant of every request when auth is off (no API key names one): not a key hash
+# prefix (hex), so it cannot collide with a real tenant.
+ANONYMOUS_TENANT: Final = "anonymous"
+
+
+def long_polls_key(tenant: str) -> str:
+    return LONG_POLLS_KEY_PREFIX + tenant
+
+
 # A batch: the list of its task ids.
 BATCH_KEY_PREFIX: Final = REDIS_PREFIX + "batch:"
 

@@ -10,6 +10,8 @@
      │    ├── UnsupportedMediaType  a body that is not application/json    -> 415
      │    ├── MisdirectedRequest    Host not in [server] allowed_hosts     -> 421
      │    ├── ForeignOrigin         a cross-site POST or DELETE            -> 403
+     │    ├── HeadersTooLarge       head over [server] max_header_bytes    -> 431
+     │    ├── RequestTimeout        body stalled [server] client_timeout   -> 408
      │    ├── Unauthorized          missing or unknown API key             -> 401
      │    ├── RateLimited           over the key's rate or in-flight cap   -> 429 + Retry-After
      │    │    └── StorageQuotaExceeded  over the key's stored bytes      -> 429 + Retry-After
@@ -164,6 +166,27 @@ class ForeignOrigin(RequestError):
             f"requests from origin {origin[:100]!r} may not change state here; "
             "see [server] allowed_hosts"
         )
+
+
+class HeadersTooLarge(RequestError):
+    """The request line and headers are over ``[server] max_header_bytes``; answered by the
+    gateway, which then closes the connection."""
+
+    status_code = 431
+
+    def __init__(self, allowed: int) -> None:
+        super().__init__(f"request line and headers are larger than {allowed} bytes")
+        self.allowed = allowed
+
+
+class RequestTimeout(RequestError):
+    """The client stopped sending its body for ``[server] client_timeout_seconds``;
+    answered by the gateway, which then closes the connection."""
+
+    status_code = 408
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no more of the request body arrived within {seconds:g} s")
 
 
 class IdempotencyConflict(RequestError):

@@ -4,21 +4,31 @@ This is the embedded run's stand-in for the reverse proxy that compose (nginx) a
 Kubernetes (an Ingress) put in front of the functions. It routes on path only, from
 `routes.ROUTES` (the table the functions dispatch on), so each function still answers
 wrong verbs itself (405).
+
+Upstream connections are pooled per function, and long-polls (``?wait=``) have a pool
+of their own: with one shared pool of 256, 300 long-polls on a pending task held every
+connection and ``/health`` waited 29 s behind them. A long-poll pool is not capped here:
+the result function caps each tenant's open long-polls (``[server]
+max_long_polls_per_tenant``) and refuses the rest at once. The client side of each
+connection (header size and time limits, lingering close) is `gateway_protocol`'s.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from qmill.server import constants, routes
+from qmill.server import constants, gateway_protocol, routes
 from qmill.server.config import Settings, get_settings
+from qmill.server.errors import RequestTimeout
 from qmill.server.logs import setup_logging
 
 # Headers that describe one hop, not the message (RFC 9110 section 7.6.1).
@@ -36,6 +46,17 @@ _HOP_BY_HOP = frozenset(
         "content-length",
     }
 )
+# Headers the gateway writes itself (uvicorn does, on every answer): the function's copies
+# would make two of each.
+_OWN = frozenset({"date", "server"})
+# Upstream connections per function for requests that are answered as soon as they are
+# handled (all but long-polls): a burst beyond it waits in the gateway for a free one.
+_POOL_CONNECTIONS = 256
+_POOL_IDLE_CONNECTIONS = 64
+# An idle upstream connection is dropped before the function drops it (its uvicorn
+# workers close idle ones after gunicorn's keepalive, 2 s), so none is reused as it
+# closes; httpx keeps them 5 s by default. nginx.conf's keepalive_timeout, likewise.
+_POOL_IDLE_SECONDS = 1.0
 
 
 # Host is passed on, as nginx's `proxy_set_header Host $host` does: the functions check
@@ -58,14 +79,29 @@ def route(path: str) -> str | None:
 
 
 class Gateway:
-    """A small ASGI reverse proxy with one pooled HTTP client per upstream."""
+    """A small ASGI reverse proxy: one pooled HTTP client per function, one for long-polls."""
 
     def __init__(self, upstreams: Mapping[str, str], settings: Settings) -> None:
         self._upstreams = dict(upstreams)
         self._max_body = settings.limits.max_body_bytes
+        self._client_timeout = settings.server.client_timeout_seconds
         timeout = httpx.Timeout(settings.server.max_wait_seconds + 15.0, connect=2.0)
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-        self._client = httpx.AsyncClient(timeout=timeout, limits=limits)
+        limits = httpx.Limits(
+            max_connections=_POOL_CONNECTIONS,
+            max_keepalive_connections=_POOL_IDLE_CONNECTIONS,
+            keepalive_expiry=_POOL_IDLE_SECONDS,
+        )
+        self._clients = {
+            name: httpx.AsyncClient(timeout=timeout, limits=limits) for name in self._upstreams
+        }
+        # Bounded per tenant by the result function, which answers the excess with a
+        # quick 429; queueing them here would only hold the client longer.
+        unbounded = httpx.Limits(
+            max_connections=None,
+            max_keepalive_connections=_POOL_IDLE_CONNECTIONS,
+            keepalive_expiry=_POOL_IDLE_SECONDS,
+        )
+        self._long_polls = httpx.AsyncClient(timeout=timeout, limits=unbounded)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -73,7 +109,10 @@ class Gateway:
             return
         if scope["type"] != "http":
             return
-        function = route(scope["path"])
+        # An encoded "/" (%2F) is a path separator only once decoded, and routers
+        # disagree on whether to decode it; no id has one, so such a path is nobody's.
+        encoded_slash = b"%2f" in scope["raw_path"].lower()
+        function = None if encoded_slash else route(scope["path"])
         if function is None:
             await _json(send, 404, b'{"detail":"Not Found"}')
             return
@@ -84,13 +123,20 @@ class Gateway:
             return
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         declared = next((v for k, v in headers if k.lower() == "content-length"), None)
+        too_large = b'{"detail":"request body is larger than %d bytes"}' % self._max_body
+        # Answered with the body still arriving, so the connection closes after it (the
+        # protocol lingers, reading the rest, so the client gets the 413, not a reset).
         if declared is not None and declared.isdigit() and int(declared) > self._max_body:
-            body = b'{"detail":"request body is larger than %d bytes"}' % self._max_body
-            await _json(send, 413, body)
+            await _json(send, 413, too_large, close=True)
             return
-        content = await _read_body(receive, self._max_body)
+        try:
+            content = await _read_body(receive, self._max_body, self._client_timeout)
+        except TimeoutError:
+            body = json.dumps({"detail": RequestTimeout(self._client_timeout).message}).encode()
+            await _json(send, RequestTimeout.status_code, body, close=True)
+            return
         if content is None:
-            await _json(send, 413, b'{"detail":"request body is too large"}')
+            await _json(send, 413, too_large, close=True)
             return
         url = self._upstreams[function] + scope["raw_path"].decode("latin-1")
         if scope.get("query_string"):
@@ -104,15 +150,14 @@ class Gateway:
             for k, v in scope["headers"]
             if k.decode("latin-1").lower() not in _NOT_FORWARDED
         ]
+        client = self._long_polls if _is_long_poll(scope) else self._clients[function]
         # The caller's Accept-Encoding, or none: without one httpx would add its own, and
         # a function could then compress an answer the caller cannot read.
         if not any(k.lower() == b"accept-encoding" for k, _ in forward):
             forward.append((b"accept-encoding", b"identity"))
         try:
-            request = self._client.build_request(
-                scope["method"], url, headers=forward, content=content
-            )
-            upstream = await self._client.send(request, stream=True)
+            request = client.build_request(scope["method"], url, headers=forward, content=content)
+            upstream = await client.send(request, stream=True)
             # The bytes as the function sent them (aiter_raw): a gzip body stays gzip,
             # under the Content-Encoding the function gave it.
             raw = b"".join([chunk async for chunk in upstream.aiter_raw()])
@@ -127,7 +172,7 @@ class Gateway:
         out = [
             (k.encode("latin-1"), v.encode("latin-1"))
             for k, v in upstream.headers.items()
-            if k.lower() not in _HOP_BY_HOP
+            if k.lower() not in _HOP_BY_HOP and k.lower() not in _OWN
         ]
         out.append((b"content-length", str(len(raw)).encode()))
         await send({"type": "http.response.start", "status": upstream.status_code, "headers": out})
@@ -139,16 +184,25 @@ class Gateway:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self._client.aclose()
+                for client in (*self._clients.values(), self._long_polls):
+                    await client.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
+def _is_long_poll(scope: Scope) -> bool:
+    """A request that may wait (``?wait=``), whatever its value: the function decides."""
+    query = scope.get("query_string", b"").decode("latin-1")
+    return any(name == "wait" for name, _ in parse_qsl(query, keep_blank_values=True))
+
+
+async def _read_body(receive: Receive, limit: int, timeout: float) -> bytes | None:
+    """The body, or None past ``limit``; TimeoutError when nothing more arrives within
+    ``timeout`` (nginx's client_body_timeout: a stalled body holds a connection)."""
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        message = await asyncio.wait_for(receive(), timeout)
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -174,13 +228,17 @@ async def _method_not_allowed(send: Send, method: str, allowed: list[str]) -> No
     await send({"type": "http.response.body", "body": body})
 
 
-async def _json(send: Send, status: int, body: bytes, retry_after: bool = False) -> None:
+async def _json(
+    send: Send, status: int, body: bytes, retry_after: bool = False, close: bool = False
+) -> None:
     headers: list[Any] = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
     ]
     if retry_after:
         headers.append((b"retry-after", b"1"))
+    if close:
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -202,6 +260,7 @@ def main(argv: list[str] | None = None) -> None:
         log_level="warning",
         access_log=False,
         lifespan="on",
+        http=gateway_protocol.protocol(gateway_protocol.ConnectionLimits.of(settings.server)),
     )
 
 

@@ -23,6 +23,10 @@ _PARAM = re.compile(r"\{([a-z_]+)\}")
 # A path with a control character (``/tasks/%0d%0a...``) is nobody's: no id contains one,
 # and echoing it into a header or a log line is how responses get split.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Nor is a path with a "." or ".." segment: a proxy or client that normalises it
+# (httpx, a browser) asks for another path than the one routed: ``/tasks/..`` was routed
+# to the result function as the task "..", and httpx forwarded it as ``/``, the page.
+_DOT_SEGMENT = re.compile(r"(^|/)\.\.?(/|$)")
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class Route:
     def match(self, path: str) -> dict[str, str] | None:
         """The path parameters (``{"task_id": "3f2c"}``) if ``path`` fits, else None."""
         head, name, tail = self._parts
-        if _CONTROL.search(path):
+        if _CONTROL.search(path) or _DOT_SEGMENT.search(path):
             return None
         if name is None:
             return {} if path == head else None

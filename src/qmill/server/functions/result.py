@@ -16,6 +16,7 @@ import hashlib
 import json
 import re
 from collections.abc import AsyncIterator, Iterable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from functools import cache
 from importlib import resources
 
@@ -43,13 +44,22 @@ def _wait_seconds(raw: str | None, cap: float) -> float:
     return min(value, cap)
 
 
+def _long_poll(owner: str | None, wait: float) -> AbstractAsyncContextManager[None]:
+    """One of the tenant's long-poll slots while a read waits (429 when all are taken)."""
+    if wait <= 0:
+        return nullcontext()
+    cap = connections.settings().server.max_long_polls_per_tenant
+    return connections.stores().polls.hold(owner or constants.ANONYMOUS_TENANT, cap, wait)
+
+
 async def _get(request: Request) -> Response:
     owner = await connections.tenant(request.headers)
     settings = connections.settings()
     wait = _wait_seconds(request.query_params.get("wait"), settings.server.max_wait_seconds)
     include_circuit = _includes_circuit(request)
     task_id = request.path_params["task_id"]
-    view = await tasks.get(connections.stores(), task_id, wait, owner, packed=True)
+    async with _long_poll(owner, wait):
+        view = await tasks.get(connections.stores(), task_id, wait, owner, packed=True)
     return _task_response(request, view, include_circuit)
 
 
@@ -210,7 +220,8 @@ async def _get_histogram(request: Request) -> Response:
     settings = connections.settings()
     wait = _wait_seconds(request.query_params.get("wait"), settings.server.max_wait_seconds)
     task_id = request.path_params["task_id"]
-    view = await tasks.get(connections.stores(), task_id, wait, owner)
+    async with _long_poll(owner, wait):
+        view = await tasks.get(connections.stores(), task_id, wait, owner)
     if view.result is None:
         detail = f"the task is {view.status.value}: it has no counts to draw"
         if view.status is TaskStatus.COMPLETED:

@@ -131,12 +131,28 @@ _ERRORS: dict[str, tuple[type[errors.QmillError], str, type[BaseModel], tuple[st
         models.ErrorBody,
         (),
     ),
+    "HeadersTooLarge": (
+        errors.HeadersTooLarge,
+        "The request line and headers are larger than `[server] max_header_bytes` (32 KiB "
+        "by default); the gateway answers and closes the connection.",
+        models.ErrorBody,
+        (),
+    ),
+    "RequestTimeout": (
+        errors.RequestTimeout,
+        "The body stopped arriving for `[server] client_timeout_seconds` (10 s by default); "
+        "the gateway answers and closes the connection. (Headers not sent within that time "
+        "get no answer: the connection is closed.)",
+        models.ErrorBody,
+        (),
+    ),
     "RateLimited": (
         errors.RateLimited,
-        "Over the key's rate limit, its cap of tasks in flight, or its storage quota "
-        "(`[redis] tenant_storage_mb`: the bytes its stored tasks may take, charged at submit "
-        "from the answer's estimate; then `limit` is `stored bytes` and `Retry-After` says "
-        "when enough of its stored tasks expire). Nothing was recorded.",
+        "Over the key's rate limit, its cap of tasks in flight, its cap of open long-polls "
+        "(`[server] max_long_polls_per_tenant`; with auth off, everyone's), or its storage "
+        "quota (`[redis] tenant_storage_mb`: the bytes its stored tasks may take, charged at "
+        "submit from the answer's estimate; then `limit` is `stored bytes` and `Retry-After` "
+        "says when enough of its stored tasks expire). Nothing was recorded.",
         models.ErrorBody,
         ("Retry-After",),
     ),

@@ -17,8 +17,10 @@ from qmill.server.openapi.components import error_refs, json_body, own_error, re
 from qmill.server.routes import Route
 
 # What every operation behind an API key may answer, and what even the open ones may.
-_GUARDED = ("Unauthorized", "PayloadTooLarge", "MisdirectedRequest", "RateLimited", "Unavailable")
-_OPEN = ("PayloadTooLarge", "MisdirectedRequest", "Unavailable")
+# (408 and 431 come from the gateway, before any function, like the 413.)
+_TRANSPORT = ("RequestTimeout", "PayloadTooLarge", "HeadersTooLarge")
+_GUARDED = ("Unauthorized", *_TRANSPORT, "MisdirectedRequest", "RateLimited", "Unavailable")
+_OPEN = (*_TRANSPORT, "MisdirectedRequest", "Unavailable")
 # What an operation that reads a body or changes state may answer besides (cross-site).
 _BODY = ("UnsupportedMediaType", "ForeignOrigin")
 
@@ -133,7 +135,9 @@ def _operations() -> dict[str, dict[str, Any]]:
             "parameters": [
                 _wait(
                     "Long-poll: answer as soon as the task is terminal, or after this many "
-                    "seconds (capped by `[server] max_wait_seconds`, 30 by default)."
+                    "seconds (capped by `[server] max_wait_seconds`, 30 by default). An API "
+                    "key may hold `[server] max_long_polls_per_tenant` (100) open at once; "
+                    "over it, 429 with `Retry-After`."
                 ),
                 {
                     "name": "include",
@@ -219,7 +223,7 @@ def _operations() -> dict[str, dict[str, Any]]:
             "security": [],
             "responses": {
                 "200": {"description": "Both answer.", "content": json_body(models.HealthView)},
-                **error_refs("PayloadTooLarge", "Unprocessable", "MisdirectedRequest"),
+                **error_refs(*_TRANSPORT, "Unprocessable", "MisdirectedRequest"),
                 "503": {
                     "description": "A dependency did not answer (`unhealthy`, naming it), or "
                     "the health function itself is down (an error, with `Retry-After`).",

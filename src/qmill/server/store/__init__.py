@@ -8,6 +8,7 @@
 - `limits`: per-tenant token bucket and in-flight cap.
 - `quotas`: per-tenant storage quota (bytes of stored records).
 - `answers`: how an answer is stored (plain, or compressed when big).
+- `polls`: per-tenant cap on open long-polls.
 - `heartbeats`: worker liveness keys.
 
 Every key prefix is in `qmill.server.constants`. A process opens one `Stores` and
@@ -23,6 +24,7 @@ from qmill.server.store.client import RedisClient
 from qmill.server.store.heartbeats import Heartbeats
 from qmill.server.store.idempotency import Binding, IdempotencyKeys
 from qmill.server.store.limits import Limits
+from qmill.server.store.polls import LongPolls
 from qmill.server.store.quotas import Charge, Quotas
 from qmill.server.store.tasks import Answer, Outcome, StartedTask, StartOutcome, TaskStore
 from qmill.server.store.waiters import Waiters
@@ -35,6 +37,7 @@ __all__ = [
     "Heartbeats",
     "IdempotencyKeys",
     "Limits",
+    "LongPolls",
     "Outcome",
     "Quotas",
     "RedisClient",
@@ -58,6 +61,7 @@ class Stores:
     limits: Limits
     heartbeats: Heartbeats
     quotas: Quotas
+    polls: LongPolls
 
     @classmethod
     def open(
@@ -89,6 +93,7 @@ class Stores:
             limits=Limits(client),
             heartbeats=Heartbeats(client),
             quotas=quotas,
+            polls=LongPolls(client),
         )
 
     async def ping(self) -> bool:

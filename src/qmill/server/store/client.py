@@ -30,6 +30,8 @@ RETRYABLE: tuple[type[Exception], ...] = (
 FAILURES: tuple[type[Exception], ...] = (RedisError, *RETRYABLE)
 # What Redis says when it is at maxmemory and refuses a write (noeviction).
 _OOM = "OOM command not allowed"
+# Connections one process opens to Redis at most (redis-py's default pool size).
+MAX_CONNECTIONS = 100
 
 
 class RedisClient:
@@ -39,8 +41,13 @@ class RedisClient:
         # Functions use retries=0 so a dead Redis answers 503 fast; the worker retries
         # because dropping a finished result on a blip would waste the simulation.
         retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries) if retries else None
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+        # A call waits (up to the socket timeout) for a free connection rather than failing
+        # at once, as redis-py's default pool does: one finished task woke 300 long-polls,
+        # whose 300 reads at once got "Too many connections" (503) for 130 of them.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=socket_timeout,
             decode_responses=True,
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_timeout,
@@ -48,6 +55,7 @@ class RedisClient:
             retry_on_error=[RedisConnectionError, RedisTimeoutError] if retries else None,
             health_check_interval=30,
         )
+        self.redis: aioredis.Redis = aioredis.Redis.from_pool(pool)
 
     def script(self, source: str) -> AsyncScript:
         """Register a Lua script; it is loaded by SHA on first use (EVALSHA, else EVAL)."""

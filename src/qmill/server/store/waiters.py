@@ -30,6 +30,11 @@ class Waiters:
         self._waiters: dict[str, set[asyncio.Future[str]]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._pubsub: PubSub | None = None
+        # One subscribe at a time: the first waits of a process, arriving together, each
+        # subscribed and started a listener on whichever pub/sub came last (the others
+        # leaked a connection each); the listeners then read one connection at once and
+        # died ("readuntil() called while another coroutine is already waiting").
+        self._subscribing = asyncio.Lock()
 
     async def wait(self, task_id: str, timeout: float, *, packed: bool = False) -> TaskView:
         """Return the task once it is terminal, or as it is when ``timeout`` runs out.
@@ -66,12 +71,28 @@ class Waiters:
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _ensure_listener(self) -> None:
-        if self._listener is not None and not self._listener.done():
+        if self._listening():
             return
-        async with guard():
-            self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            await self._pubsub.psubscribe(constants.TASK_DONE_CHANNEL_PREFIX + "*")
-        self._listener = asyncio.create_task(self._listen(self._pubsub), name="qmill-done-listener")
+        async with self._subscribing:
+            if self._listening():  # another wait subscribed meanwhile
+                return
+            if self._pubsub is not None:  # the dead listener's: give its connection back
+                with contextlib.suppress(*FAILURES):
+                    await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+                self._pubsub = None
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                async with guard():
+                    await pubsub.psubscribe(constants.TASK_DONE_CHANNEL_PREFIX + "*")
+            except BaseException:
+                with contextlib.suppress(*FAILURES):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                raise
+            self._pubsub = pubsub
+            self._listener = asyncio.create_task(self._listen(pubsub), name="qmill-done-listener")
+
+    def _listening(self) -> bool:
+        return self._listener is not None and not self._listener.done()
 
     async def _listen(self, pubsub: PubSub) -> None:
         prefix_len = len(constants.TASK_DONE_CHANNEL_PREFIX)
