@@ -1,0 +1,456 @@
+"""Parse processes: where the submit function parses what could be expensive, under a
+deadline the OS enforces.
+
+A parser's own deadline is looked at between statements and tokens, which does not
+help when one call runs for minutes: ``ctrl(7) @ pow(0.5) @ x`` made qiskit synthesise a
+256 x 256 matrix for 39.8 s on the event loop, and every other request waited. So every
+program `qasm.parse` will not take inline (`qasm.NotInline`) is checked here, in a
+child process that is SIGKILLed at ``[limits] max_parse_seconds`` and replaced; the
+request gets a 422 within that budget, and the function's event loop never parses it.
+
+* Children are forked by multiprocessing's fork server, which imports qiskit and the
+  parsers once (``PRELOAD``): a child is warm when forked (~20 ms), and nothing is
+  forked from the function's own process, whose threads a fork would not carry.
+* The protocol is JSON, one message each way per job (`Connection.send_bytes`): the
+  child answers with what `tasks.check` made of the requests, its numbers and plan,
+  never a pickled circuit (a program that compromised a parser must not get code run
+  in the function by what it sends back).
+* Lifetime: a child dies with its parent (PR_SET_PDEATHSIG, its parent being the fork
+  server, which exits when the function's process does), and kills itself with
+  SIGALRM shortly after the deadline if nobody else has.
+* Slots: at most ``[limits] parse_processes`` parses at once per function process, a
+  bounded wait for one (``max_parse_wait_seconds``, then 503 with Retry-After), and a
+  tenant may hold at most ``tenant_parse_share`` of them (429 past the same wait).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import ctypes
+import ctypes.util
+import importlib
+import json
+import logging
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from qmill.server.errors import (
+    DependencyUnavailable,
+    InvalidCircuit,
+    LimitExceeded,
+    RateLimited,
+    RequestError,
+)
+
+log = logging.getLogger(__name__)
+
+# What the fork server imports before it forks anything: the parsers and what they use.
+PRELOAD = [
+    "qmill.server.tasks",
+    "qiskit.qasm2",
+    "qiskit.qasm3",
+    "qiskit_qasm3_import",
+    "openqasm3",
+]
+# A child not ready this long after it was asked for (the first one waits for the fork
+# server to import qiskit: ~1-2 s, more on a loaded machine) is a 503.
+SPAWN_SECONDS = 60.0
+# A child outlives its deadline by this much before it kills itself (SIGALRM); the
+# parent SIGKILLs it at the deadline, so this only matters if the parent cannot.
+_SELF_KILL_GRACE_SECONDS = 2
+_PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
+# A parse process's name (``ps -o comm``, psutil's ``name()``).
+CHILD_NAME = "qmill-parse"
+_READY = b"ready"
+
+
+@dataclass(slots=True)
+class _Child:
+    pid: int
+    # A pidfd: signals reach this process even after its pid was reaped and reused.
+    pidfd: int
+    conn: Connection
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.close(self.pidfd)
+        with contextlib.suppress(OSError):
+            self.conn.close()
+
+
+class ParsePool:
+    """The parse processes of one function process (`pool` is the one in use)."""
+
+    def __init__(self) -> None:
+        self._idle: list[_Child] = []
+        self._busy = 0
+        self._by_tenant: Counter[str] = Counter()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed = asyncio.Condition()
+
+    async def run(
+        self,
+        job: dict[str, Any],
+        *,
+        seconds: float,
+        slots: int,
+        wait: float,
+        tenant: str | None,
+        share: int,
+    ) -> dict[str, Any]:
+        """Send ``job`` to a child and return its answer, within ``seconds``.
+
+        Raises LimitExceeded (422) at the deadline, DependencyUnavailable (503) when no
+        slot is free within ``wait``, RateLimited (429) when the tenant already holds
+        ``share`` of them. A caller that goes away does not free its slot early: the
+        child's work goes on (to its deadline) and counts until it is done.
+        """
+        await self._acquire(tenant, slots, share, wait)
+        work = asyncio.ensure_future(self._run(job, seconds, tenant))
+        return await asyncio.shield(work)
+
+    def close(self) -> None:
+        """Kill every idle child (busy ones are killed by their own jobs' deadlines)."""
+        idle, self._idle = self._idle, []
+        for child in idle:
+            child.kill()
+
+    async def _acquire(self, tenant: str | None, slots: int, share: int, wait: float) -> None:
+        changed = self._condition()
+
+        def free() -> bool:
+            mine = tenant is None or self._by_tenant[tenant] < share
+            return self._busy < slots and mine
+
+        async with changed:
+            try:
+                await asyncio.wait_for(changed.wait_for(free), wait)
+            except TimeoutError:
+                retry = max(1, math.ceil(wait))
+                if tenant is not None and self._by_tenant[tenant] >= share:
+                    raise RateLimited(
+                        f"{self._by_tenant[tenant]} of your programs are being parsed; "
+                        f"at most {share} at once",
+                        retry,
+                    ) from None
+                raise DependencyUnavailable(
+                    "parser", f"all {slots} parse processes busy for {wait:g} s", retry
+                ) from None
+            self._busy += 1
+            if tenant is not None:
+                self._by_tenant[tenant] += 1
+
+    async def _release(self, tenant: str | None) -> None:
+        changed = self._condition()
+        async with changed:
+            self._busy -= 1
+            if tenant is not None:
+                self._by_tenant[tenant] -= 1
+                if not self._by_tenant[tenant]:
+                    del self._by_tenant[tenant]
+            changed.notify_all()
+
+    def _condition(self) -> asyncio.Condition:
+        """The slot bookkeeping of the running event loop (tests run several in turn;
+        slots held on a loop that is gone are gone with it)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop, self._changed = loop, asyncio.Condition()
+            self._busy = 0
+            self._by_tenant.clear()
+        return self._changed
+
+    async def _run(self, job: dict[str, Any], seconds: float, tenant: str | None) -> dict[str, Any]:
+        child: _Child | None = None
+        try:
+            child = self._idle.pop() if self._idle else await _spawn()
+            try:
+                child.conn.send_bytes(json.dumps(job).encode())
+            except OSError:  # died while idle (the OOM killer): one fresh try
+                child.kill()
+                child = await _spawn()
+                child.conn.send_bytes(json.dumps(job).encode())
+            reply = await _reply(child, seconds)
+            self._idle.append(child)
+            child = None
+            return reply
+        finally:
+            if child is not None:
+                child.kill()
+            await self._release(tenant)
+
+
+async def _reply(child: _Child, seconds: float) -> dict[str, Any]:
+    """The child's answer; it is killed at the deadline, or reported if it died."""
+    loop = asyncio.get_running_loop()
+    readable: asyncio.Future[None] = loop.create_future()
+    fd = child.conn.fileno()
+
+    def ready() -> None:
+        if not readable.done():
+            readable.set_result(None)
+
+    loop.add_reader(fd, ready)
+    started = time.monotonic()
+    try:
+        await asyncio.wait_for(readable, seconds)
+        data = child.conn.recv_bytes()
+    except TimeoutError:
+        log.warning("parse process killed at the deadline", extra={"pid": child.pid})
+        raise LimitExceeded("parse seconds", f"over {seconds:g}", seconds) from None
+    except (EOFError, OSError):
+        # Killed by the OOM killer, or by itself (SIGALRM) past its deadline.
+        log.warning("parse process died", extra={"pid": child.pid})
+        if time.monotonic() - started >= seconds:
+            raise LimitExceeded("parse seconds", f"over {seconds:g}", seconds) from None
+        raise InvalidCircuit("could not be parsed: the parse process died") from None
+    finally:
+        loop.remove_reader(fd)
+    reply: dict[str, Any] = json.loads(data)
+    return reply
+
+
+async def _spawn() -> _Child:
+    """A warm child, forked by the zygote (started on first use, in a thread: it imports
+    qiskit)."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(_ZYGOTE.spawn), SPAWN_SECONDS)
+    except (TimeoutError, OSError, EOFError) as exc:
+        raise DependencyUnavailable("parser", f"no parse process: {exc!r}", 2) from None
+
+
+class _Zygote:
+    """``python -m qmill.server.qasm.pool FD``: imports the parsers once, then forks a
+    child per byte it reads on its control socket FD and sends back the child's pid
+    and its end of a new socket pair (SCM_RIGHTS). It dies with the function process
+    (PR_SET_PDEATHSIG, and EOF on the control socket), and its children with it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._control: socket.socket | None = None
+        self._registered = False
+
+    def spawn(self) -> _Child:
+        with self._lock:
+            for attempt in (1, 2):
+                control = self._running()
+                try:
+                    control.sendall(b"s")
+                    message, fds, _flags, _addr = socket.recv_fds(control, 64, 1)
+                    if not fds:
+                        raise EOFError("the parse zygote closed its socket")
+                    pid = int(message)
+                    pidfd = os.pidfd_open(pid)
+                except (OSError, EOFError, ValueError):
+                    self._stop()
+                    if attempt == 2:
+                        raise
+                    continue
+                conn = Connection(fds[0])
+                child = _Child(pid, pidfd, conn)
+                if not conn.poll(SPAWN_SECONDS) or conn.recv_bytes() != _READY:
+                    child.kill()
+                    raise OSError("the parse process did not start")
+                return child
+        raise AssertionError("unreachable")
+
+    def _running(self) -> socket.socket:
+        if self._proc is not None and self._proc.poll() is None and self._control is not None:
+            return self._control
+        self._stop()
+        if self._proc is None and not self._registered:
+            atexit.register(shutdown)
+            self._registered = True
+        ours, theirs = socket.socketpair()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", __name__, str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        ours.settimeout(SPAWN_SECONDS)
+        if ours.recv(len(_READY)) != _READY:
+            ours.close()
+            raise OSError("the parse zygote did not start")
+        self._control = ours
+        return ours
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def _stop(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        if self._proc is not None:
+            with contextlib.suppress(OSError):
+                self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+
+_ZYGOTE = _Zygote()
+
+
+def shutdown() -> None:
+    """Kill the idle children and the zygote (at exit; a busy child dies with the
+    zygote, by PR_SET_PDEATHSIG)."""
+    pool.close()
+    _ZYGOTE.stop()
+
+
+# --- in the zygote and its children ----------------------------------------------------
+
+
+def zygote(control: socket.socket) -> None:
+    """Import the parsers, then fork a child for every spawn request until EOF."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the function process
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the children
+    for module in PRELOAD:
+        importlib.import_module(module)
+    _Handler().warm_up()
+    control.sendall(_READY)
+    while control.recv(1):
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            control.close()
+            ours.close()
+            try:
+                _serve(Connection(theirs.detach()))
+            finally:
+                os._exit(0)
+        theirs.close()
+        socket.send_fds(control, [str(pid).encode()], [ours.fileno()])
+        ours.close()
+
+
+def _serve(conn: Connection) -> None:
+    """A child: answer jobs on ``conn`` until EOF."""
+    _die_with_parent()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    conn.send_bytes(_READY)
+    handler = _Handler()
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        job = json.loads(data)
+        # Past its deadline the parent SIGKILLs this process; should it be unable to,
+        # SIGALRM (not handled: it terminates) ends it a little later.
+        signal.alarm(math.ceil(float(job["seconds"])) + _SELF_KILL_GRACE_SECONDS)
+        reply = handler.handle(job)
+        signal.alarm(0)
+        conn.send_bytes(json.dumps(reply, default=str).encode())
+
+
+def _die_with_parent() -> None:
+    """SIGKILL this process when its parent ends: the zygote when the function process
+    does, a child when the zygote does."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        # The name `ps` and the tests see (comm): replaced children are expected.
+        libc.prctl(_PR_SET_NAME, CHILD_NAME.encode())
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+class _Handler:
+    """Runs `tasks.check` on a job; keeps the last settings it was sent, parsed."""
+
+    def __init__(self) -> None:
+        self._settings: tuple[str, Any] = ("", None)
+
+    def warm_up(self) -> None:
+        """Parse one program of each kind, so the first job pays no lazy imports."""
+        from qmill.server import tasks
+        from qmill.server.config import Settings
+        from qmill.server.models import SubmitRequest
+
+        head = 'OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; bit[2] c; '
+        programs = (
+            head + "h q[0]; cx q[0], q[1]; c = measure q;",
+            head + "gate g a { h a; } g q[0]; ctrl @ x q[0], q[1]; c = measure q;",
+            'OPENQASM 2.0; include "qelib1.inc"; qreg q[1]; creg c[1]; measure q -> c;',
+        )
+        requests = [SubmitRequest(quantum_circuit=p) for p in programs]
+        tasks.check_all(requests, Settings.model_validate({}), batch=True)
+
+    def handle(self, job: dict[str, Any]) -> dict[str, Any]:
+        from qmill.server import tasks
+        from qmill.server.config import Settings
+        from qmill.server.models import SubmitRequest
+
+        if self._settings[0] != job["settings"]:
+            self._settings = (job["settings"], Settings.model_validate_json(job["settings"]))
+        settings = self._settings[1]
+        try:
+            requests = [SubmitRequest.model_validate_json(r) for r in job["requests"]]
+            accepted = tasks.check_all(requests, settings, bool(job["batch"]))
+        except RequestError as exc:
+            return {"error": encode_error(exc)}
+        except Exception as exc:  # a bug: reported as one (500), the child lives on
+            return {"bug": f"{type(exc).__name__}: {exc}"}
+        return {
+            "accepted": [
+                {
+                    "shape": [
+                        a.parsed.version,
+                        a.parsed.qubits,
+                        a.parsed.clbits,
+                        a.parsed.depth,
+                        a.parsed.size,
+                        a.parsed.clifford,
+                    ],
+                    "plan": a.plan.model_dump_json(),
+                }
+                for a in accepted
+            ]
+        }
+
+
+def encode_error(exc: RequestError) -> dict[str, Any]:
+    """A RequestError as JSON: its class (by name), its message and its attributes."""
+    state = {k: v for k, v in vars(exc).items() if not k.startswith("_")}
+    return {"type": type(exc).__name__, "args": list(exc.args), "state": state}
+
+
+def decode_error(data: dict[str, Any]) -> RequestError:
+    """The RequestError `encode_error` described, rebuilt by its class in `errors`."""
+    from qmill.server import errors
+
+    cls = getattr(errors, str(data.get("type")), None)
+    if not (isinstance(cls, type) and issubclass(cls, RequestError)):
+        return InvalidCircuit(f"could not be parsed ({data.get('type')})")
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, *data.get("args", []))
+    vars(exc).update(data.get("state", {}))
+    return exc
+
+
+pool = ParsePool()
+
+
+if __name__ == "__main__":
+    zygote(socket.socket(fileno=int(sys.argv[1])))
