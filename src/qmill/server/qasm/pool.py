@@ -8,16 +8,17 @@ program `qasm.parse` will not take inline (`qasm.NotInline`) is checked here, in
 child process that is SIGKILLed at ``[limits] max_parse_seconds`` and replaced; the
 request gets a 422 within that budget, and the function's event loop never parses it.
 
-* Children are forked by multiprocessing's fork server, which imports qiskit and the
-  parsers once (``PRELOAD``): a child is warm when forked (~20 ms), and nothing is
-  forked from the function's own process, whose threads a fork would not carry.
+* Children are forked by a zygote (``python -m qmill.server.qasm.pool``, as the
+  worker's simulation processes are), which imports qiskit and the parsers once
+  (``PRELOAD``): a child is warm when forked (~20 ms), and nothing is forked from the
+  function's own process, whose threads a fork would not carry.
 * The protocol is JSON, one message each way per job (`Connection.send_bytes`): the
   child answers with what `tasks.check` made of the requests, its numbers and plan,
   never a pickled circuit (a program that compromised a parser must not get code run
   in the function by what it sends back).
-* Lifetime: a child dies with its parent (PR_SET_PDEATHSIG, its parent being the fork
-  server, which exits when the function's process does), and kills itself with
-  SIGALRM shortly after the deadline if nobody else has.
+* Lifetime: the zygote exits when the function process closes its control socket or
+  dies; a child dies with the zygote (PR_SET_PDEATHSIG), and kills itself with SIGALRM
+  shortly after its deadline if nobody else has.
 * Slots: at most ``[limits] parse_processes`` parses at once per function process, a
   bounded wait for one (``max_parse_wait_seconds``, then 503 with Retry-After), and a
   tenant may hold at most ``tenant_parse_share`` of them (429 past the same wait).
@@ -56,7 +57,7 @@ from qmill.server.errors import (
 
 log = logging.getLogger(__name__)
 
-# What the fork server imports before it forks anything: the parsers and what they use.
+# What the zygote imports before it forks anything: the parsers and what they use.
 PRELOAD = [
     "qmill.server.tasks",
     "qiskit.qasm2",
@@ -213,9 +214,9 @@ async def _reply(child: _Child, seconds: float) -> dict[str, Any]:
     except TimeoutError:
         log.warning("parse process killed at the deadline", extra={"pid": child.pid})
         raise LimitExceeded("parse seconds", f"over {seconds:g}", seconds) from None
-    except (EOFError, OSError):
+    except (EOFError, OSError) as exc:
         # Killed by the OOM killer, or by itself (SIGALRM) past its deadline.
-        log.warning("parse process died", extra={"pid": child.pid})
+        log.warning("parse process died", extra={"pid": child.pid, "error": repr(exc)})
         if time.monotonic() - started >= seconds:
             raise LimitExceeded("parse seconds", f"over {seconds:g}", seconds) from None
         raise InvalidCircuit("could not be parsed: the parse process died") from None
@@ -296,13 +297,17 @@ class _Zygote:
             self._stop()
 
     def _stop(self) -> None:
+        """EOF on its control socket ends the zygote (and so its children); SIGKILL if
+        it has not gone within a second."""
         if self._control is not None:
             self._control.close()
             self._control = None
         if self._proc is not None:
-            with contextlib.suppress(OSError):
+            try:
+                self._proc.wait(1)
+            except subprocess.TimeoutExpired:
                 self._proc.kill()
-            self._proc.wait()
+                self._proc.wait()
             self._proc = None
 
 
@@ -320,8 +325,12 @@ def shutdown() -> None:
 
 
 def zygote(control: socket.socket) -> None:
-    """Import the parsers, then fork a child for every spawn request until EOF."""
-    _die_with_parent()
+    """Import the parsers, then fork a child for every spawn request until EOF.
+
+    EOF comes when the function process closes the socket or dies: the zygote waits
+    on it whenever it is not forking. (Not PR_SET_PDEATHSIG: that fires when the
+    *thread* that started the zygote ends, and a thread of an executor starts it.)
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the function process
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the children
     for module in PRELOAD:
@@ -344,7 +353,8 @@ def zygote(control: socket.socket) -> None:
 
 
 def _serve(conn: Connection) -> None:
-    """A child: answer jobs on ``conn`` until EOF."""
+    """A child: answer jobs on ``conn`` until EOF (the function process closed it or
+    died); and die with the zygote, which is single-threaded."""
     _die_with_parent()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     conn.send_bytes(_READY)
@@ -364,15 +374,14 @@ def _serve(conn: Connection) -> None:
 
 
 def _die_with_parent() -> None:
-    """SIGKILL this process when its parent ends: the zygote when the function process
-    does, a child when the zygote does."""
+    """SIGKILL this process when its parent (the zygote) ends."""
     libc_name = ctypes.util.find_library("c")
     if libc_name:
         libc = ctypes.CDLL(libc_name, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         # The name `ps` and the tests see (comm): replaced children are expected.
         libc.prctl(_PR_SET_NAME, CHILD_NAME.encode())
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    if os.getppid() == 1:  # the zygote died before prctl took effect
         os._exit(1)
 
 
