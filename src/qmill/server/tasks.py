@@ -195,12 +195,7 @@ async def validate(
         except qasm.NotInline:
             pass
     limits = settings.limits
-    job = {
-        "settings": _settings_json(settings),
-        "requests": [r.model_dump_json() for r in requests],
-        "batch": batch,
-        "seconds": limits.max_parse_seconds,
-    }
+    job = pool.Job(settings, requests, batch, limits.max_parse_seconds)
     slots = limits.parse_processes or os.cpu_count() or 1
     started = time.monotonic()
     try:
@@ -247,17 +242,6 @@ async def _charge_parse(
     except RateLimited:
         if not refused:
             raise
-
-
-_last_settings: tuple[Settings | None, str] = (None, "")
-
-
-def _settings_json(settings: Settings) -> str:
-    """The settings as JSON for a parse process, made once per settings object."""
-    global _last_settings
-    if _last_settings[0] is not settings:
-        _last_settings = (settings, settings.model_dump_json())
-    return _last_settings[1]
 
 
 async def _ensure_queue(bus: Bus) -> None:

@@ -111,13 +111,15 @@ _ERRORS: dict[str, tuple[type[errors.QmillError], str, type[BaseModel], tuple[st
     ),
     "RateLimited": (
         errors.RateLimited,
-        "Over the key's rate limit, or its cap of tasks in flight.",
+        "Over the key's rate limit (parse time counts), its cap of tasks in flight, or "
+        "its share of the parse processes.",
         models.ErrorBody,
         ("Retry-After",),
     ),
     "Unavailable": (
         errors.DependencyUnavailable,
-        "NATS or Redis is down or too slow, or a function is down; nothing was queued.",
+        "NATS or Redis is down or too slow, a function is down, or every parse process "
+        "stayed busy for `[limits] max_parse_wait_seconds`; nothing was queued.",
         models.ErrorBody,
         ("Retry-After",),
     ),

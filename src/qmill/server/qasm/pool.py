@@ -12,10 +12,12 @@ request gets a 422 within that budget, and the function's event loop never parse
   worker's simulation processes are), which imports qiskit and the parsers once
   (``PRELOAD``): a child is warm when forked (~20 ms), and nothing is forked from the
   function's own process, whose threads a fork would not carry.
-* The protocol is JSON, one message each way per job (`Connection.send_bytes`): the
-  child answers with what `tasks.check` made of the requests, its numbers and plan,
-  never a pickled circuit (a program that compromised a parser must not get code run
-  in the function by what it sends back).
+* One message each way per job (`Connection.send_bytes`). To the child, the `Job`
+  pickled: our own objects, from the process the child trusts (the public models do
+  not survive a JSON round trip: a sweep's mapping is stored as names and values).
+  Back, JSON: what `tasks.check` made of the requests, their numbers and plans, never
+  a pickle or a circuit, so that a program that compromised a parser cannot get code
+  run in the function by what it sends back.
 * Lifetime: the zygote exits when the function process closes its control socket or
   dies; a child dies with the zygote (PR_SET_PDEATHSIG), and kills itself with SIGALRM
   shortly after its deadline if nobody else has.
@@ -36,6 +38,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -45,7 +48,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qmill.server.errors import (
     DependencyUnavailable,
@@ -54,6 +57,10 @@ from qmill.server.errors import (
     RateLimited,
     RequestError,
 )
+
+if TYPE_CHECKING:
+    from qmill.server.config import Settings
+    from qmill.server.models import SubmitRequest
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +83,17 @@ _PR_SET_NAME = 15
 # A parse process's name (``ps -o comm``, psutil's ``name()``).
 CHILD_NAME = "qmill-parse"
 _READY = b"ready"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What a parse process checks: ``tasks.check_all(requests, settings, batch)``."""
+
+    settings: Settings
+    requests: list[SubmitRequest]
+    batch: bool
+    # The parse deadline (the process is killed past it).
+    seconds: float
 
 
 @dataclass(slots=True)
@@ -106,7 +124,7 @@ class ParsePool:
 
     async def run(
         self,
-        job: dict[str, Any],
+        job: Job,
         *,
         seconds: float,
         slots: int,
@@ -176,16 +194,17 @@ class ParsePool:
             self._by_tenant.clear()
         return self._changed
 
-    async def _run(self, job: dict[str, Any], seconds: float, tenant: str | None) -> dict[str, Any]:
+    async def _run(self, job: Job, seconds: float, tenant: str | None) -> dict[str, Any]:
         child: _Child | None = None
+        data = pickle.dumps(job)
         try:
             child = self._idle.pop() if self._idle else await _spawn()
             try:
-                child.conn.send_bytes(json.dumps(job).encode())
+                child.conn.send_bytes(data)
             except OSError:  # died while idle (the OOM killer): one fresh try
                 child.kill()
                 child = await _spawn()
-                child.conn.send_bytes(json.dumps(job).encode())
+                child.conn.send_bytes(data)
             reply = await _reply(child, seconds)
             self._idle.append(child)
             child = None
@@ -364,10 +383,10 @@ def _serve(conn: Connection) -> None:
             data = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        job = json.loads(data)
+        job = pickle.loads(data)  # from the function process, which this one trusts
         # Past its deadline the parent SIGKILLs this process; should it be unable to,
         # SIGALRM (not handled: it terminates) ends it a little later.
-        signal.alarm(math.ceil(float(job["seconds"])) + _SELF_KILL_GRACE_SECONDS)
+        signal.alarm(math.ceil(job.seconds) + _SELF_KILL_GRACE_SECONDS)
         reply = handler.handle(job)
         signal.alarm(0)
         conn.send_bytes(json.dumps(reply, default=str).encode())
@@ -386,37 +405,27 @@ def _die_with_parent() -> None:
 
 
 class _Handler:
-    """Runs `tasks.check` on a job; keeps the last settings it was sent, parsed."""
-
-    def __init__(self) -> None:
-        self._settings: tuple[str, Any] = ("", None)
+    """Runs `tasks.check_all` on a job, and says what came of it as JSON."""
 
     def warm_up(self) -> None:
         """Parse one program of each kind, so the first job pays no lazy imports."""
-        from qmill.server import tasks
         from qmill.server.config import Settings
         from qmill.server.models import SubmitRequest
 
         head = 'OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; bit[2] c; '
         programs = (
             head + "h q[0]; cx q[0], q[1]; c = measure q;",
-            head + "gate g a { h a; } g q[0]; ctrl @ x q[0], q[1]; c = measure q;",
+            head + "gate g a { h a; } g q[0]; ctrl @ pow(0.5) @ x q[0], q[1]; c = measure q;",
             'OPENQASM 2.0; include "qelib1.inc"; qreg q[1]; creg c[1]; measure q -> c;',
         )
         requests = [SubmitRequest(quantum_circuit=p) for p in programs]
-        tasks.check_all(requests, Settings.model_validate({}), batch=True)
+        self.handle(Job(Settings.model_validate({}), requests, True, 60.0))
 
-    def handle(self, job: dict[str, Any]) -> dict[str, Any]:
+    def handle(self, job: Job) -> dict[str, Any]:
         from qmill.server import tasks
-        from qmill.server.config import Settings
-        from qmill.server.models import SubmitRequest
 
-        if self._settings[0] != job["settings"]:
-            self._settings = (job["settings"], Settings.model_validate_json(job["settings"]))
-        settings = self._settings[1]
         try:
-            requests = [SubmitRequest.model_validate_json(r) for r in job["requests"]]
-            accepted = tasks.check_all(requests, settings, bool(job["batch"]))
+            accepted = tasks.check_all(job.requests, job.settings, job.batch)
         except RequestError as exc:
             return {"error": encode_error(exc)}
         except Exception as exc:  # a bug: reported as one (500), the child lives on
