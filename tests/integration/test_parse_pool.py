@@ -19,7 +19,7 @@ from qmill.server import tasks
 from qmill.server.config import Settings
 from qmill.server.errors import DependencyUnavailable, LimitExceeded, RateLimited
 from qmill.server.models import SubmitRequest
-from qmill.server.qasm import pool
+from qmill.server.qasm import pool, zygote
 from qmill.server.store import Stores
 
 Q3 = 'OPENQASM 3.0; include "stdgates.inc"; '
@@ -51,7 +51,7 @@ def parse_processes() -> list[psutil.Process]:
     for proc in psutil.Process().children(recursive=True):
         try:
             if proc.status() != psutil.STATUS_ZOMBIE and (
-                proc.name() == pool.CHILD_NAME or pool.__name__ in " ".join(proc.cmdline())
+                proc.name() == pool.CHILD_NAME or zygote.__name__ in " ".join(proc.cmdline())
             ):
                 found.append(proc)
         except psutil.Error:

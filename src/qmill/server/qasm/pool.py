@@ -8,10 +8,10 @@ program `qasm.parse` will not take inline (`qasm.NotInline`) is checked here, in
 child process that is SIGKILLed at ``[limits] max_parse_seconds`` and replaced; the
 request gets a 422 within that budget, and the function's event loop never parses it.
 
-* Children are forked by a zygote (``python -m qmill.server.qasm.pool``, as the
+* Children are forked by a zygote (``python -m qmill.server.qasm.zygote``, as the
   worker's simulation processes are), which imports qiskit and the parsers once
-  (``PRELOAD``): a child is warm when forked (~20 ms), and nothing is forked from the
-  function's own process, whose threads a fork would not carry.
+  (``zygote.PRELOAD``): a child is warm when forked (~20 ms), and nothing is forked
+  from the function's own process, whose threads a fork would not carry.
 * One message each way per job (`Connection.send_bytes`). To the child, the `Job`
   pickled: our own objects, from the process the child trusts (the public models do
   not survive a JSON round trip: a sweep's mapping is stored as names and values).
@@ -19,8 +19,9 @@ request gets a 422 within that budget, and the function's event loop never parse
   a pickle or a circuit, so that a program that compromised a parser cannot get code
   run in the function by what it sends back.
 * Lifetime: the zygote exits when the function process closes its control socket or
-  dies; a child dies with the zygote (PR_SET_PDEATHSIG), and kills itself with SIGALRM
-  shortly after its deadline if nobody else has.
+  dies, after killing its children and waiting for them; a child also dies with the
+  zygote (PR_SET_PDEATHSIG), and kills itself with SIGALRM shortly after its
+  deadline if nobody else has. At exit the function process closes the socket.
 * Slots: at most ``[limits] parse_processes`` parses at once per function process, a
   bounded wait for one (``max_parse_wait_seconds``, then 503 with Retry-After), and a
   tenant may hold at most ``tenant_parse_share`` of them (429 past the same wait).
@@ -31,9 +32,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import ctypes
-import ctypes.util
-import importlib
 import json
 import logging
 import math
@@ -48,7 +46,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from qmill.server.errors import (
     DependencyUnavailable,
@@ -57,43 +55,16 @@ from qmill.server.errors import (
     RateLimited,
     RequestError,
 )
+from qmill.server.qasm import zygote
+from qmill.server.qasm.zygote import CHILD_NAME, Job
 
-if TYPE_CHECKING:
-    from qmill.server.config import Settings
-    from qmill.server.models import SubmitRequest
+__all__ = ["CHILD_NAME", "Job", "ParsePool", "decode_error", "pool", "shutdown"]
 
 log = logging.getLogger(__name__)
 
-# What the zygote imports before it forks anything: the parsers and what they use.
-PRELOAD = [
-    "qmill.server.tasks",
-    "qiskit.qasm2",
-    "qiskit.qasm3",
-    "qiskit_qasm3_import",
-    "openqasm3",
-]
 # A child not ready this long after it was asked for (the first one waits for the fork
 # server to import qiskit: ~1-2 s, more on a loaded machine) is a 503.
 SPAWN_SECONDS = 60.0
-# A child outlives its deadline by this much before it kills itself (SIGALRM); the
-# parent SIGKILLs it at the deadline, so this only matters if the parent cannot.
-_SELF_KILL_GRACE_SECONDS = 2
-_PR_SET_PDEATHSIG = 1
-_PR_SET_NAME = 15
-# A parse process's name (``ps -o comm``, psutil's ``name()``).
-CHILD_NAME = "qmill-parse"
-_READY = b"ready"
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """What a parse process checks: ``tasks.check_all(requests, settings, batch)``."""
-
-    settings: Settings
-    requests: list[SubmitRequest]
-    batch: bool
-    # The parse deadline (the process is killed past it).
-    seconds: float
 
 
 @dataclass(slots=True)
@@ -255,10 +226,9 @@ async def _spawn() -> _Child:
 
 
 class _Zygote:
-    """``python -m qmill.server.qasm.pool FD``: imports the parsers once, then forks a
-    child per byte it reads on its control socket FD and sends back the child's pid
-    and its end of a new socket pair (SCM_RIGHTS). It dies with the function process
-    (PR_SET_PDEATHSIG, and EOF on the control socket), and its children with it."""
+    """The function process's handle on its zygote (`qmill.server.qasm.zygote`): starts
+    it on first use, asks it for children, and closes it at exit (EOF on the control
+    socket ends it, and its children with it)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -284,7 +254,7 @@ class _Zygote:
                     continue
                 conn = Connection(fds[0])
                 child = _Child(pid, pidfd, conn)
-                if not conn.poll(SPAWN_SECONDS) or conn.recv_bytes() != _READY:
+                if not conn.poll(SPAWN_SECONDS) or conn.recv_bytes() != zygote.READY:
                     child.kill()
                     raise OSError("the parse process did not start")
                 return child
@@ -299,13 +269,13 @@ class _Zygote:
             self._registered = True
         ours, theirs = socket.socketpair()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", __name__, str(theirs.fileno())],
+            [sys.executable, "-m", zygote.__name__, str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
         )
         theirs.close()
         ours.settimeout(SPAWN_SECONDS)
-        if ours.recv(len(_READY)) != _READY:
+        if ours.recv(len(zygote.READY)) != zygote.READY:
             ours.close()
             raise OSError("the parse zygote did not start")
         self._control = ours
@@ -340,122 +310,8 @@ def shutdown() -> None:
     _ZYGOTE.stop()
 
 
-# --- in the zygote and its children ----------------------------------------------------
-
-
-def zygote(control: socket.socket) -> None:
-    """Import the parsers, then fork a child for every spawn request until EOF.
-
-    EOF comes when the function process closes the socket or dies: the zygote waits
-    on it whenever it is not forking. (Not PR_SET_PDEATHSIG: that fires when the
-    *thread* that started the zygote ends, and a thread of an executor starts it.)
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the function process
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the children
-    for module in PRELOAD:
-        importlib.import_module(module)
-    _Handler().warm_up()
-    control.sendall(_READY)
-    while control.recv(1):
-        ours, theirs = socket.socketpair()
-        pid = os.fork()
-        if pid == 0:
-            control.close()
-            ours.close()
-            try:
-                _serve(Connection(theirs.detach()))
-            finally:
-                os._exit(0)
-        theirs.close()
-        socket.send_fds(control, [str(pid).encode()], [ours.fileno()])
-        ours.close()
-
-
-def _serve(conn: Connection) -> None:
-    """A child: answer jobs on ``conn`` until EOF (the function process closed it or
-    died); and die with the zygote, which is single-threaded."""
-    _die_with_parent()
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    conn.send_bytes(_READY)
-    handler = _Handler()
-    while True:
-        try:
-            data = conn.recv_bytes()
-        except (EOFError, OSError):
-            return
-        job = pickle.loads(data)  # from the function process, which this one trusts
-        # Past its deadline the parent SIGKILLs this process; should it be unable to,
-        # SIGALRM (not handled: it terminates) ends it a little later.
-        signal.alarm(math.ceil(job.seconds) + _SELF_KILL_GRACE_SECONDS)
-        reply = handler.handle(job)
-        signal.alarm(0)
-        conn.send_bytes(json.dumps(reply, default=str).encode())
-
-
-def _die_with_parent() -> None:
-    """SIGKILL this process when its parent (the zygote) ends."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        # The name `ps` and the tests see (comm): replaced children are expected.
-        libc.prctl(_PR_SET_NAME, CHILD_NAME.encode())
-    if os.getppid() == 1:  # the zygote died before prctl took effect
-        os._exit(1)
-
-
-class _Handler:
-    """Runs `tasks.check_all` on a job, and says what came of it as JSON."""
-
-    def warm_up(self) -> None:
-        """Parse one program of each kind, so the first job pays no lazy imports."""
-        from qmill.server.config import Settings
-        from qmill.server.models import SubmitRequest
-
-        head = 'OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; bit[2] c; '
-        programs = (
-            head + "h q[0]; cx q[0], q[1]; c = measure q;",
-            head + "gate g a { h a; } g q[0]; ctrl @ pow(0.5) @ x q[0], q[1]; c = measure q;",
-            'OPENQASM 2.0; include "qelib1.inc"; qreg q[1]; creg c[1]; measure q -> c;',
-        )
-        requests = [SubmitRequest(quantum_circuit=p) for p in programs]
-        self.handle(Job(Settings.model_validate({}), requests, True, 60.0))
-
-    def handle(self, job: Job) -> dict[str, Any]:
-        from qmill.server import tasks
-
-        try:
-            accepted = tasks.check_all(job.requests, job.settings, job.batch)
-        except RequestError as exc:
-            return {"error": encode_error(exc)}
-        except Exception as exc:  # a bug: reported as one (500), the child lives on
-            return {"bug": f"{type(exc).__name__}: {exc}"}
-        return {
-            "accepted": [
-                {
-                    "shape": [
-                        a.parsed.version,
-                        a.parsed.qubits,
-                        a.parsed.clbits,
-                        a.parsed.depth,
-                        a.parsed.size,
-                        a.parsed.clifford,
-                    ],
-                    "plan": a.plan.model_dump_json(),
-                }
-                for a in accepted
-            ]
-        }
-
-
-def encode_error(exc: RequestError) -> dict[str, Any]:
-    """A RequestError as JSON: its class (by name), its message and its attributes."""
-    state = {k: v for k, v in vars(exc).items() if not k.startswith("_")}
-    return {"type": type(exc).__name__, "args": list(exc.args), "state": state}
-
-
 def decode_error(data: dict[str, Any]) -> RequestError:
-    """The RequestError `encode_error` described, rebuilt by its class in `errors`."""
+    """The RequestError `zygote.encode_error` described, rebuilt by its class in `errors`."""
     from qmill.server import errors
 
     cls = getattr(errors, str(data.get("type")), None)
@@ -468,7 +324,3 @@ def decode_error(data: dict[str, Any]) -> RequestError:
 
 
 pool = ParsePool()
-
-
-if __name__ == "__main__":
-    zygote(socket.socket(fileno=int(sys.argv[1])))
