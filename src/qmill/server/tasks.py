@@ -172,7 +172,7 @@ def check_all(
 
 # Programs up to this many characters in all may be parsed on the event loop, if
 # `qasm.parse` finds them cheap (see qasm.program.INLINE_STATEMENTS: the fast importer,
-# at most 64 statements and 1024 gates broadcast; measured at most ~5 ms); all others
+# at most 64 statements and 1024 gates broadcast; measured at most ~7 ms); all others
 # are parsed in a parse process (`qasm.pool`), killed at the deadline.
 INLINE_PARSE_CHARS = 4096
 

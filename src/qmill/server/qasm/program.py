@@ -90,10 +90,13 @@ class NotInline(Exception):
 
 
 # What `parse` takes inline (on the caller's thread; the submit function's event loop):
-# only programs the fast (Rust) importer builds whole, with few statements and few gates
-# broadcast. Everything the reference importer would take (gate definitions, modifiers,
-# ``if``, ...) can cost seconds in a few hundred characters (a chain of 14 gate
-# definitions, 31 statements, took 2 s), so it goes to a parse process.
+# only programs that the fast (Rust) qasm3 importer or the qasm2 parser builds, with at
+# most this many statements and registers x statements (a bound on the gates broadcasts
+# build). Everything the reference importer would take (gate definitions, modifiers,
+# ``if``, ``for``, what the fast importer turns down) can cost seconds in a few hundred
+# characters (a chain of 14 gate definitions, 31 statements, took 2 s), so it goes to a
+# parse process. The worst inline programs measured: 58 broadcasts over 16 qubits, 6.8
+# ms CPU (qasm3) and 7.0 ms (qasm2); a 28-level qasm2 gate chain 1.3 ms; Bell 0.4 ms.
 INLINE_STATEMENTS = 64
 INLINE_GATES = 1024
 
