@@ -175,10 +175,12 @@ class LimitsSettings(_Section):
     # covers a program at max_gates while a hostile 1 MiB program (40-70 s) is cut off.
     max_parse_seconds: float = Field(15.0, gt=0, le=600)
     # Parse processes per submit-function process, for every program too big or too
-    # complex to parse inline (qmill.server.qasm.pool); 0 = one per CPU core, since a
-    # parse is CPU-bound, and at least two, so that one tenant's share leaves one for
-    # the others. Each is a warm fork (a few MB of its own beside the pages it shares;
-    # a hostile program may take a few hundred MB until it is killed).
+    # complex to parse inline (qmill.server.qasm.pool); 0 = one per core this process
+    # may run on, since a parse is CPU-bound, and at least two, so that one tenant's
+    # share leaves one for the others. Set it where a container's CPU quota is below
+    # the cores it sees. Each is a warm fork, started when first needed (a few MB of its
+    # own beside the pages it shares; a hostile program may take a few hundred MB until
+    # it is killed).
     parse_processes: int = Field(0, ge=0, le=256)
     # How long a request waits for a free parse process before a 503 with Retry-After
     # (three 586 KB programs made a normal one wait 45 s): short, since a parse may

@@ -196,7 +196,7 @@ async def validate(
             pass
     limits = settings.limits
     job = pool.Job(settings, requests, batch, limits.max_parse_seconds)
-    slots = limits.parse_processes or max(2, os.cpu_count() or 1)
+    slots = limits.parse_processes or max(2, len(os.sched_getaffinity(0)))
     started = time.monotonic()
     try:
         reply = await pool.pool.run(
