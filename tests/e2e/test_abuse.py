@@ -23,6 +23,7 @@ import socket
 import statistics
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -35,6 +36,7 @@ from nats.js.errors import NotFoundError
 from qmill.server import constants
 from qmill.server.config import Settings
 from qmill.server.errors import RequestError
+from qmill.server.qasm import pool
 from qmill.server.tasks import validate_submit
 from tests.e2e.system import System, running_system
 from tests.openapi_check import CONFORMANCE
@@ -301,6 +303,31 @@ def programs() -> Iterator[Hostile]:
         "homoglyph-include": 'OPENQASM 3.0; include "stdgates\u2024inc"; qubit q;',
     }.items():
         yield p(name, source)
+    # --- one short statement, exponential work (issue 13) -------------------------------
+    # Each made qiskit build a dense matrix or synthesise thousands of gates in one call
+    # (ctrl(7) @ pow(0.5) @ x: 39.8 s on the event loop); refused before it is built.
+    args = {n: ", ".join(f"q[{i}]" for i in range(n)) for n in (7, 8, 9, 401)}
+    for name, statement in {
+        "ctrl7-pow": f"ctrl(7) @ pow(0.5) @ x {args[8]}",
+        "ctrl8-pow": f"ctrl(8) @ pow(0.5) @ x {args[9]}",
+        "ctrl-pow-gphase": f"ctrl(8) @ pow(0.5) @ gphase(0.1) {args[8]}",
+        "negctrl7-pow": f"negctrl(7) @ pow(0.25) @ h {args[8]}",
+        "inv-ctrl-ctrl-pow": f"inv @ ctrl(3) @ ctrl(3) @ pow(0.5) @ x {args[7]}",
+        "ctrl400-h": f"ctrl(400) @ h {args[401]}",
+    }.items():
+        yield p(name, Q3 + f"qubit[401] q; bit c; {statement}; c = measure q[0];", 422)
+    yield p(
+        "gate-def-ctrl-pow",
+        Q3
+        + "gate g a,b,c,d,e,f,h,i { ctrl(7) @ pow(0.5) @ x a,b,c,d,e,f,h,i; } "
+        + f"qubit[8] q; bit c; g {args[8]}; c = measure q[0];",
+        422,
+    )
+    # Each call of g13 copies a 16384-gate definition (~1 s): killed at the deadline.
+    chain = "gate g0 a { x a; x a; } " + " ".join(
+        f"gate g{i} a {{ g{i - 1} a; g{i - 1} a; }}" for i in range(1, 14)
+    )
+    yield p("gate-chain-calls", Q3 + chain + " qubit q; bit c; g13 q; g13 q; g13 q;", 422)
 
 
 def bodies() -> Iterator[Hostile]:
@@ -772,9 +799,14 @@ def corpus() -> list[Hostile]:
 
 
 def processes(system: System) -> set[tuple[int, float, str]]:
+    """The system's processes, but for parse processes: a program that runs into the
+    parse deadline has its parse process killed and replaced, by design (their zygote
+    is counted)."""
     found = set()
     for proc in system.tree():
         try:
+            if proc.name() == pool.CHILD_NAME:
+                continue
             found.add((proc.pid, proc.create_time(), " ".join(proc.cmdline())[:80]))
         except psutil.Error:
             continue
@@ -909,7 +941,8 @@ def test_abuse_corpus(hostile_system: System) -> None:
     cases = corpus()
     with httpx.Client(base_url=hostile_system.url, timeout=60) as client:
         assert client.get("/health").status_code == 200
-        for warm_up in (Q3 + "qubit q;", Q2 + "qreg q[1];"):  # the first parses import qiskit
+        # The first parses import qiskit; a gate definition starts the parse processes.
+        for warm_up in (Q3 + "qubit q;", Q2 + "qreg q[1];", Q3 + "gate g a { x a; } qubit q;"):
             client.post("/tasks", json={"quantum_circuit": warm_up})
         before_processes = settled_processes(hostile_system)
         before_queue = queued_and_recorded(hostile_system)
@@ -951,3 +984,33 @@ def test_abuse_corpus(hostile_system: System) -> None:
     assert after_queue == before_queue, "a hostile request was queued or recorded"
     # The goal is p99 < 100 ms; on a shared machine assert only a generous bound.
     assert p50 < 0.5 and p99 < 5.0
+
+
+def test_a_parse_bomb_holds_up_no_other_submit(hostile_system: System) -> None:
+    """Issue 13: a 145-byte program parsed for 39.8 s on the submit function's event loop,
+    and a Bell submit sent meanwhile waited 38.8 s. Now a program that runs into the
+    deadline is killed with its parse process (1.5 s here), and the Bell submit is
+    answered meanwhile."""
+    chain = "gate g0 a { x a; x a; } " + " ".join(
+        f"gate g{i} a {{ g{i - 1} a; g{i - 1} a; }}" for i in range(1, 14)
+    )
+    bomb = Q3 + chain + " qubit q; bit c; " + "g13 q; " * 30 + "c = measure q;"
+    qubits = ", ".join(f"q[{i}]" for i in range(8))
+    dense = Q3 + f"qubit[8] q; bit c; ctrl(7) @ pow(0.5) @ x {qubits}; c = measure q[0];"
+
+    def post(program: str) -> tuple[httpx.Response, float]:
+        with httpx.Client(base_url=hostile_system.url, timeout=60) as client:
+            started = time.perf_counter()
+            response = client.post("/tasks", json={"quantum_circuit": program})
+            return response, time.perf_counter() - started
+
+    with ThreadPoolExecutor(3) as pool_of_clients:
+        slow = pool_of_clients.submit(post, bomb)
+        time.sleep(0.3)  # the bomb is being parsed
+        dense_answer = pool_of_clients.submit(post, dense)
+        bell, bell_seconds = post(BELL3)
+        (refused, refused_seconds), (matrix, _) = slow.result(), dense_answer.result()
+    assert bell.status_code == 201 and bell_seconds < 1.5, (bell.text, bell_seconds)
+    assert matrix.status_code == 422 and "pow" in matrix.json()["detail"]
+    assert refused.status_code == 422 and refused.json()["limit"] == "parse seconds"
+    assert refused_seconds < 1.5 + 3  # the budget, and a margin for a loaded machine

@@ -14,7 +14,7 @@ import pytest
 from qmill.server.config import Settings
 from qmill.server.errors import InvalidRequest, LimitExceeded, RequestError
 from qmill.server.http import read_json
-from qmill.server.qasm import parse_budget, prescan
+from qmill.server.qasm import parse, parse_budget, prescan
 from qmill.server.tasks import validate_submit
 
 Q3 = 'OPENQASM 3.0; include "stdgates.inc"; '
@@ -184,3 +184,58 @@ def test_error_bodies_stay_encodable() -> None:
 def test_deeply_nested_json_is_a_422_not_a_500() -> None:
     with pytest.raises(InvalidRequest, match="nested too deeply"):
         asyncio.run(read_json(_Body(b"[" * 200_000), 1 << 20))  # type: ignore[arg-type]
+
+
+def _qubits(n: int) -> str:
+    return ", ".join(f"q[{i}]" for i in range(n))
+
+
+# Issue 13: one short statement made qiskit build a dense matrix, or synthesise
+# thousands of gates, in one call no deadline can interrupt. Each is now refused before
+# qiskit starts, by what it would build (the times are the ones measured before).
+@pytest.mark.parametrize(
+    ("source", "limit", "value"),
+    [
+        # 39.8 s on the event loop, then a 422 for its gates.
+        (f"qubit[8] q; bit c; ctrl(7) @ pow(0.5) @ x {_qubits(8)};", "matrix", 8),
+        # pow() makes a 0-qubit matrix of a phase; its controls make it dense.
+        (f"qubit[8] q; bit c; ctrl(8) @ pow(0.5) @ gphase(0.2) {_qubits(8)};", "matrix", 8),
+        # inv re-controls the base: qiskit rebuilds the whole matrix.
+        (f"qubit[7] q; bit c; inv @ ctrl(3) @ ctrl(3) @ pow(0.5) @ x {_qubits(7)};", "matrix", 7),
+        # In a gate definition, and on a defined gate.
+        (
+            "gate g a,b,c,d,e,f,h,i { ctrl(7) @ pow(0.5) @ x a,b,c,d,e,f,h,i; } "
+            + f"qubit[8] q; bit c; g {_qubits(8)};",
+            "matrix",
+            8,
+        ),
+        (
+            "gate g a,b,c { h a; cx a, b; cx b, c; } "
+            + f"qubit[6] q; bit c; ctrl(3) @ pow(0.5) @ g {_qubits(6)};",
+            "matrix",
+            6,
+        ),
+        # 319209 gates synthesised (5.6 s) before the gate limit could refuse them.
+        (f"qubit[401] q; bit c; ctrl(400) @ h {_qubits(401)};", "controls on one gate", 400),
+        (f"qubit[81] q; bit c; ctrl(40) @ ctrl(40) @ x {_qubits(81)};", "controls", 80),
+    ],
+)
+def test_modifiers_are_bounded_before_qiskit_builds_them(
+    source: str, limit: str, value: int
+) -> None:
+    exc = refused(Q3 + source + " c = measure q[0];")
+    assert isinstance(exc, LimitExceeded) and limit in exc.limit and exc.value == value
+
+
+def test_a_controlled_matrix_within_the_bound_is_accepted() -> None:
+    source = Q3 + f"qubit[5] q; bit c; ctrl(4) @ pow(0.5) @ x {_qubits(5)}; c = measure q[0];"
+    assert validate_submit({"quantum_circuit": source}, Settings()).parsed.qubits == 5
+
+
+def test_gates_of_one_name_are_counted_by_their_width() -> None:
+    # Both are 'mcx': counted by name, the second cost what the first did (63 gates in
+    # all, where the simulator runs 1777), whichever came first.
+    first = f"qubit[31] q; bit c; ctrl(3) @ x {_qubits(4)}; ctrl(30) @ x {_qubits(31)};"
+    second = f"qubit[31] q; bit c; ctrl(30) @ x {_qubits(31)}; ctrl(3) @ x {_qubits(4)};"
+    sizes = {parse(Q3 + s + " c = measure q[0];").size for s in (first, second)}
+    assert len(sizes) == 1 and sizes.pop() > 1700

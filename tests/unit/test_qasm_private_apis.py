@@ -159,3 +159,18 @@ def test_the_metered_parsers_still_meter() -> None:
     ):
         with pytest.raises(LimitExceeded):
             load(source, Budget(qubits=4, clbits=4, gates=1, seconds=10))
+
+
+def test_what_the_modifier_bounds_assume_about_qiskit() -> None:
+    # pow() of a gate is a UnitaryGate, ctrl() of one keeps it as the base gate, and
+    # inverting that controls the inverted base again (through its whole matrix).
+    from qiskit.circuit import ControlledGate
+    from qiskit.circuit.library import UnitaryGate, XGate
+
+    powered = XGate().power(0.5)
+    assert isinstance(powered, UnitaryGate)
+    controlled = powered.control(2)
+    assert isinstance(controlled, ControlledGate)
+    assert isinstance(controlled.base_gate, UnitaryGate) and controlled.num_ctrl_qubits == 2
+    inverted = controlled.inverse()
+    assert isinstance(inverted.base_gate, UnitaryGate) and inverted.num_qubits == 3

@@ -53,7 +53,9 @@ def test_over_a_bound_is_a_limit_at_admission_and_invalid_afterwards() -> None:
         (BELL, True, Importer.FAST),
         (BELL, False, Importer.FAST),
         (HEAD + "ctrl @ x q[0], q[1]; c = measure q;", True, Importer.REFERENCE),
-        (HEAD + "ctrl @ x q[0], q[1]; c = measure q;", False, Importer.FAST),
+        # Modifiers are bounded in the reference importer only (the fast one refuses
+        # them all in qiskit 2.6, and would build them unbounded if it did not).
+        (HEAD + "ctrl @ x q[0], q[1]; c = measure q;", False, Importer.REFERENCE),
         (HEAD + "rz(" + "+".join(["1"] * 3000) + ") q[0];", True, Importer.REFERENCE),
         ('OPENQASM 2.0; include "qelib1.inc"; qreg q[1];', True, Importer.QASM2),
     ],

@@ -237,6 +237,26 @@ class LimitsSettings(_Section):
     # The reference OpenQASM 3 parser needs ~0.4-0.8 ms a statement here, so the default
     # covers a program at max_gates while a hostile 1 MiB program (40-70 s) is cut off.
     max_parse_seconds: float = Field(15.0, gt=0, le=600)
+    # Parse processes per submit-function process, for every program too big or too
+    # complex to parse inline (qmill.server.qasm.pool); 0 = one per core this process
+    # may run on, since a parse is CPU-bound, and at least two, so that one tenant's
+    # share leaves one for the others. Set it where a container's CPU quota is below
+    # the cores it sees. Each is a warm fork, started when first needed (a few MB of its
+    # own beside the pages it shares; a hostile program may take a few hundred MB until
+    # it is killed).
+    parse_processes: int = Field(0, ge=0, le=256)
+    # How long a request waits for a free parse process before a 503 with Retry-After
+    # (three 586 KB programs made a normal one wait 45 s): short, since a parse may
+    # hold one for max_parse_seconds.
+    max_parse_wait_seconds: float = Field(2.0, ge=0, le=60)
+    # The share of the parse processes one tenant (API key) may hold at once (at least
+    # one): past it, its own wait ends in a 429, so one tenant cannot hold them all.
+    # With auth off every request is the one tenant's, and may use every process.
+    tenant_parse_share: float = Field(0.5, gt=0, le=1)
+    # Parse time charged to the tenant's rate limit ([auth] rate_per_second): one token
+    # per this many seconds of a parse out of line, so at the default 50 tokens/s a
+    # tenant can keep about one core parsing (one parse costs at most [auth] burst).
+    parse_seconds_per_token: float = Field(0.02, gt=0, le=60)
 
 
 class AuthSettings(_Section):

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import time
 import typing
 import uuid
 from collections.abc import Awaitable
@@ -38,7 +40,9 @@ from qmill.server.models import (
     SubmitResponse,
     TaskView,
 )
+from qmill.server.qasm import pool
 from qmill.server.store import Outcome, Stores
+from qmill.server.store.limits import Limits as RateLimits
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +59,8 @@ class Accepted:
     """A validated request, ready to be recorded and queued."""
 
     request: SubmitRequest
-    parsed: qasm.ParsedProgram
+    # Its numbers (a ParsedProgram, with the circuit, when it was parsed inline).
+    parsed: qasm.ProgramShape
     plan: workload.Plan
 
 
@@ -112,11 +117,15 @@ def _types(annotation: object) -> list[object]:
 
 
 def check(
-    request: SubmitRequest, settings: Settings, parse_limits: qasm.Limits | None = None
+    request: SubmitRequest,
+    settings: Settings,
+    parse_limits: qasm.Limits | None = None,
+    inline: bool = False,
 ) -> Accepted:
     """Check limits, the program and its options; raise a RequestError on the first problem.
 
-    ``parse_limits`` when several programs share one parse budget (a batch).
+    ``parse_limits`` when several programs share one parse budget (a batch); with
+    ``inline``, `qasm.NotInline` for a program that must be parsed out of line.
     """
     limits = settings.limits
     if request.shots < limits.min_shots:
@@ -124,7 +133,7 @@ def check(
     if request.shots > limits.max_shots:
         raise LimitExceeded("shots", request.shots, limits.max_shots)
     parse_limits = parse_limits or qasm.Limits.for_request(settings)
-    parsed = qasm.parse(request.quantum_circuit, parse_limits)
+    parsed = qasm.parse(request.quantum_circuit, parse_limits, inline)
     for name, value, allowed in (
         ("classical bits", parsed.clbits, limits.max_clbits),
         ("gates", parsed.size, limits.max_gates),
@@ -139,13 +148,15 @@ def validate_submit(body: object, settings: Settings) -> Accepted:
     return check(_model(SubmitRequest, body), settings)
 
 
-def _check_all(requests: list[SubmitRequest], settings: Settings, batch: bool) -> list[Accepted]:
+def check_all(
+    requests: list[SubmitRequest], settings: Settings, batch: bool, inline: bool = False
+) -> list[Accepted]:
     """Check every program against one shared budget; in a batch, errors carry the index."""
     parse_limits = qasm.Limits.for_request(settings)
     accepted = []
     for index, request in enumerate(requests):
         try:
-            accepted.append(check(request, settings, parse_limits))
+            accepted.append(check(request, settings, parse_limits, inline))
         except RequestError as exc:
             if batch:
                 exc.in_batch(index)
@@ -153,33 +164,75 @@ def _check_all(requests: list[SubmitRequest], settings: Settings, batch: bool) -
     return accepted
 
 
-# Programs up to this many characters in all are parsed on the event loop (a few ms);
-# longer ones in a thread, so one big program cannot stall the function's other requests
-# for seconds (the reference parser takes ~0.4-0.8 ms a statement).
+# Programs up to this many characters in all may be parsed on the event loop, if
+# `qasm.parse` finds them cheap (see qasm.program.INLINE_STATEMENTS: the fast importer,
+# at most 64 statements and 1024 gates broadcast; measured at most ~7 ms); all others
+# are parsed in a parse process (`qasm.pool`), killed at the deadline.
 INLINE_PARSE_CHARS = 4096
-# Threaded parses at once per process: bounds the CPU and memory a burst of big
-# programs can take (one may use a few hundred MB); the rest wait their turn.
-THREADED_PARSES = 1
-_parse_slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
 
 async def validate(
-    requests: list[SubmitRequest], settings: Settings, batch: bool = False
+    requests: list[SubmitRequest],
+    settings: Settings,
+    batch: bool = False,
+    owner: str | None = None,
+    rate: RateLimits | None = None,
 ) -> list[Accepted]:
-    """`check` every request: inline when small, else in a thread, one big parse at a time."""
-    global _parse_slots
+    """`check` every request: inline when small and cheap, else in a parse process.
+
+    A parse out of line is charged to the ``owner``'s rate limit (in ``rate``) by the
+    time it took (``[limits] parse_seconds_per_token``), accepted or not, into debt.
+    """
     if sum(len(r.quantum_circuit) for r in requests) <= INLINE_PARSE_CHARS:
-        return _check_all(requests, settings, batch)
-    loop = asyncio.get_running_loop()
-    if _parse_slots is None or _parse_slots[0] is not loop:
-        _parse_slots = (loop, asyncio.Semaphore(THREADED_PARSES))
-    slots = _parse_slots[1]
-    await slots.acquire()
-    # The slot is freed when the thread is done, not when the request goes away: a
-    # caller that hangs up must not let the next big parse start beside its own.
-    work = loop.run_in_executor(None, _check_all, requests, settings, batch)
-    work.add_done_callback(lambda _: slots.release())
-    return await asyncio.shield(work)
+        try:
+            return check_all(requests, settings, batch, inline=True)
+        except qasm.NotInline:
+            pass
+    limits = settings.limits
+    job = pool.Job(settings, requests, batch, limits.max_parse_seconds)
+    slots = limits.parse_processes or max(2, len(os.sched_getaffinity(0)))
+    started = time.monotonic()
+    try:
+        reply = await pool.pool.run(
+            job,
+            seconds=limits.max_parse_seconds,
+            slots=slots,
+            wait=limits.max_parse_wait_seconds,
+            tenant=owner,
+            share=max(1, int(slots * limits.tenant_parse_share)),
+        )
+    except LimitExceeded:
+        await _charge_parse(time.monotonic() - started, settings, owner, rate)
+        raise
+    await _charge_parse(time.monotonic() - started, settings, owner, rate)
+    if "error" in reply:
+        raise pool.decode_error(reply["error"])
+    if "bug" in reply:
+        raise RuntimeError(f"parse process: {reply['bug']}")
+    return [
+        Accepted(
+            request,
+            qasm.ProgramShape(*item["shape"]),
+            workload.Plan.model_validate_json(item["plan"]),
+        )
+        for request, item in zip(requests, reply["accepted"], strict=True)
+    ]
+
+
+async def _charge_parse(
+    seconds: float, settings: Settings, owner: str | None, rate: RateLimits | None
+) -> None:
+    """Charge a parse's time to the tenant's rate limit (auth on), into debt if need be.
+
+    The parse is done, so its outcome stands (a 201 or its 4xx); what it cost is taken
+    from the tenant's next requests, which wait until the debt is repaid. A refused
+    program is charged too: parse time is what a hostile program costs.
+    """
+    auth = settings.auth
+    tokens = int(seconds / settings.limits.parse_seconds_per_token)
+    if owner is None or rate is None or auth.rate_per_second <= 0 or tokens < 1:
+        return
+    await rate.charge(owner, auth.rate_per_second, auth.burst, tokens)
 
 
 async def _ensure_queue(bus: Bus) -> None:
@@ -204,7 +257,9 @@ async def submit(
     Every refusal after the key is claimed (429 in-flight cap, 503) releases it, so a
     retry is a new attempt, not a 409.
     """
-    (accepted,) = await validate([_model(SubmitRequest, body)], settings)
+    (accepted,) = await validate(
+        [_model(SubmitRequest, body)], settings, owner=owner, rate=stores.limits
+    )
     await _ensure_queue(bus)
     digest = None
     body_hash = ""
@@ -259,7 +314,7 @@ async def submit_batch(
     auth = settings.auth
     if owner is not None and auth.rate_per_second > 0:
         await stores.limits.charge(owner, auth.rate_per_second, auth.burst, len(batch.tasks) - 1)
-    accepted = await validate(batch.tasks, settings, batch=True)
+    accepted = await validate(batch.tasks, settings, True, owner, stores.limits)
     await _ensure_queue(bus)
     batch_id = str(uuid.uuid4())
     task_ids = await shielded(

@@ -148,9 +148,10 @@ _ERRORS: dict[str, tuple[type[errors.QmillError], str, type[BaseModel], tuple[st
     ),
     "RateLimited": (
         errors.RateLimited,
-        "Over the key's rate limit, its cap of tasks in flight, its cap of open long-polls "
-        "(`[server] max_long_polls_per_tenant`; with auth off, everyone's), or its storage "
-        "quota (`[redis] tenant_storage_mb`: the bytes its stored tasks may take, charged at "
+        "Over the key's rate limit (parse time counts), its cap of tasks in flight, its "
+        "share of the parse processes, its cap of open long-polls (`[server] "
+        "max_long_polls_per_tenant`; with auth off, everyone's), or its storage quota "
+        "(`[redis] tenant_storage_mb`: the bytes its stored tasks may take, charged at "
         "submit from the answer's estimate; then `limit` is `stored bytes` and `Retry-After` "
         "says when enough of its stored tasks expire). Nothing was recorded.",
         models.ErrorBody,
@@ -160,8 +161,9 @@ _ERRORS: dict[str, tuple[type[errors.QmillError], str, type[BaseModel], tuple[st
         errors.DependencyUnavailable,
         "NATS or Redis is down or too slow, or a function is down; or the task queue is "
         "full (`[nats] stream_max_msgs`, `stream_max_bytes`) or Redis is (`[redis] "
-        "max_memory_mb`); or `[auth] keys_file` cannot be read (refused rather than served "
-        "with stale keys). Nothing was queued or recorded.",
+        "max_memory_mb`); or every parse process stayed busy for `[limits] "
+        "max_parse_wait_seconds`; or `[auth] keys_file` cannot be read (refused rather than "
+        "served with stale keys). Nothing was queued or recorded.",
         models.ErrorBody,
         ("Retry-After",),
     ),

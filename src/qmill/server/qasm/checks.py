@@ -121,16 +121,23 @@ def expanded_size(circuit: QuantumCircuit) -> int:
     from qiskit.circuit import ControlFlowOp, ForLoopOp
 
     native = _native_names()
-    memo: dict[str, int] = {}
+    # By name and width: gates of one name differ in size with their width (``ctrl(3) @
+    # x`` and ``ctrl(30) @ x`` are both 'mcx', 14 and 3424 gates; a name-only memo counted
+    # the second as the first), and not otherwise (a definition's parameters are angles).
+    memo: dict[tuple[str, int], int] = {}
 
     def gate_cost(op: Any) -> int:
-        if op.name in native or op.name in memo:
-            return memo.get(op.name, 1)
-        definition = getattr(op, "definition", None)
-        if definition is None:  # an opaque gate: the simulator would fail the task later
-            raise InvalidCircuit(f"gate '{op.name}' has no definition, so it cannot be simulated")
-        memo[op.name] = size(definition)
-        return memo[op.name]
+        if op.name in native:
+            return 1
+        key = (op.name, op.num_qubits)
+        if key not in memo:
+            definition = getattr(op, "definition", None)
+            if definition is None:  # an opaque gate: the simulator would fail the task later
+                raise InvalidCircuit(
+                    f"gate '{op.name}' has no definition, so it cannot be simulated"
+                )
+            memo[key] = size(definition)
+        return memo[key]
 
     def size(circuit: QuantumCircuit) -> int:
         total = 0

@@ -33,6 +33,16 @@ if TYPE_CHECKING:
 # allocation that overcommit may grant and the OOM killer then collects), and then
 # synthesise it back into gates, which takes seconds from 6 qubits on.
 MAX_POW_QUBITS = 3
+# ``ctrl(n) @`` (or ``inv @`` of a controlled gate) on a gate given by its matrix, which
+# is what ``pow`` makes, has qiskit build the whole controlled 2**w x 2**w matrix and
+# synthesise it, in one call that no deadline can interrupt. Measured by the width w of
+# the result: 5 qubits 0.05 s (672 gates), 6 qubits 0.3-0.8 s, 7 qubits 3 s, 8 qubits
+# 39.8 s (``ctrl(7) @ pow(0.5) @ x``), 9 qubits over 120 s.
+MAX_DENSE_QUBITS = 5
+# Controls on one gate: qiskit synthesises n controls into ~2 * n**2 gates when the
+# circuit is checked (ctrl(100) @ x: 19803 gates, 0.4 s; ctrl(400) @ h: 319209 gates,
+# 5.6 s, before the gate limit could refuse it); 64 controls are ~8000 gates.
+MAX_CONTROLS = 64
 # "<input>:3,0: msg" (qasm2) or "3,0: msg" (qasm3 importer)
 _POSITION = re.compile(r"^(?:<input>:)?(\d+),(\d+):\s*(.*)$", re.DOTALL)
 _STDERR_LOCK = threading.Lock()
@@ -194,14 +204,21 @@ def _convert(program: Any, budget: Budget | None) -> QuantumCircuit:
       `MAX_POW_QUBITS` qubits is refused (qiskit builds its 4**n-element matrix).
     * Time: the deadline is looked at on every node.
     """
-    from qiskit_qasm3_import import convert
     from qiskit_qasm3_import.converter import ConvertVisitor
 
+    class _Modifiers(ConvertVisitor):
+        """Without a budget (a program already admitted), only the modifier bounds."""
+
+        def _apply_gate_modifier(self, modifier: Any, gate: Any, context: Any) -> Any:
+            _check_modifier(self, modifier, gate, context, budget)
+            return super()._apply_gate_modifier(modifier, gate, context)
+
     if budget is None:
-        return convert(program)
+        unmetered: QuantumCircuit = _Modifiers().convert(program).circuit
+        return unmetered
     meter = budget
 
-    class _Bounded(ConvertVisitor):
+    class _Bounded(_Modifiers):
         def __init__(self) -> None:
             super().__init__()
             self.costs: dict[str, int] = {}  # defined gate -> gates it unrolls to
@@ -269,30 +286,62 @@ def _convert(program: Any, budget: Budget | None) -> QuantumCircuit:
                 self.spend(self.width([init.qubit], context))
             return super().visit_ClassicalDeclaration(node, context)
 
-        def _apply_gate_modifier(self, modifier: Any, gate: Any, context: Any) -> Any:
-            kind = modifier.modifier.name
-            if kind in ("ctrl", "negctrl"):
-                argument = modifier.argument
-                count = 1 if argument is None else self._resolve_constant_int(argument, context)
-                if count < 1 or gate.num_qubits + count > meter.qubits:
-                    wanted = gate.num_qubits + count
-                    raise LimitExceeded(meter.qubits_limit, wanted, meter.qubits)
-            elif kind == "pow":
-                if gate.num_qubits > MAX_POW_QUBITS:
-                    raise InvalidCircuit(
-                        f"pow() of a gate on {gate.num_qubits} qubits is not supported "
-                        f"(at most {MAX_POW_QUBITS})"
-                    )
-                argument = modifier.argument
-                exponent = (
-                    1.0 if argument is None else self._resolve_constant_float(argument, context)
-                )
-                if not finite(exponent):
-                    raise InvalidCircuit(f"pow({exponent}) is not a finite power")
-            return super()._apply_gate_modifier(modifier, gate, context)
-
     circuit: QuantumCircuit = _Bounded().convert(program).circuit
     return circuit
+
+
+def _check_modifier(
+    visitor: Any, modifier: Any, gate: Any, context: Any, budget: Budget | None
+) -> None:
+    """Refuse a modifier before qiskit builds what it makes, by what that would cost.
+
+    * ``pow``: a matrix of the gate's width (`MAX_POW_QUBITS`), and a finite exponent.
+    * ``ctrl``/``negctrl``: a count of at least one, at most `MAX_CONTROLS` controls on
+      the gate in all, no wider than the widest circuit (with a budget), and, on a gate
+      given by its matrix, a result no wider than `MAX_DENSE_QUBITS`.
+    * ``inv`` of a controlled gate given by its matrix rebuilds it (qiskit inverts the
+      base and controls it again), so it is held to `MAX_DENSE_QUBITS` too.
+
+    Every composition goes through here one modifier at a time, innermost first, in
+    gate definitions as in statements, so the bounds hold for any chain of them.
+    """
+    kind = modifier.modifier.name
+    argument = modifier.argument
+    if kind in ("ctrl", "negctrl"):
+        count = 1 if argument is None else visitor._resolve_constant_int(argument, context)
+        wanted = gate.num_qubits + count
+        if budget is not None and (count < 1 or wanted > budget.qubits):
+            raise LimitExceeded(budget.qubits_limit, wanted, budget.qubits)
+        controls = int(getattr(gate, "num_ctrl_qubits", 0)) + count
+        if controls > MAX_CONTROLS:
+            raise LimitExceeded("controls on one gate", controls, MAX_CONTROLS)
+        if _dense(gate) and wanted > MAX_DENSE_QUBITS:
+            raise LimitExceeded(_DENSE_LIMIT, wanted, MAX_DENSE_QUBITS)
+    elif kind == "inv":
+        if _dense(gate) and gate.num_qubits > MAX_DENSE_QUBITS:
+            raise LimitExceeded(_DENSE_LIMIT, gate.num_qubits, MAX_DENSE_QUBITS)
+    elif kind == "pow":
+        if gate.num_qubits > MAX_POW_QUBITS:
+            raise InvalidCircuit(
+                f"pow() of a gate on {gate.num_qubits} qubits is not supported "
+                f"(at most {MAX_POW_QUBITS})"
+            )
+        exponent = 1.0 if argument is None else visitor._resolve_constant_float(argument, context)
+        if not finite(exponent):
+            raise InvalidCircuit(f"pow({exponent}) is not a finite power")
+
+
+_DENSE_LIMIT = "qubits of a gate built from its matrix (ctrl or inv of pow)"
+
+
+def _dense(gate: Any) -> bool:
+    """Whether qiskit controls or inverts ``gate`` through its whole matrix: a
+    UnitaryGate (``pow`` makes one), or a gate controlling one."""
+    from qiskit.circuit.library import UnitaryGate
+
+    return isinstance(gate, UnitaryGate) or isinstance(
+        getattr(gate, "base_gate", None), UnitaryGate
+    )
 
 
 def raise_positioned(exc: BaseException) -> NoReturn:
