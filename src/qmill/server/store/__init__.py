@@ -26,7 +26,8 @@ from qmill.server.store.idempotency import Binding, IdempotencyKeys
 from qmill.server.store.limits import Limits
 from qmill.server.store.polls import LongPolls
 from qmill.server.store.quotas import Charge, Quotas
-from qmill.server.store.tasks import Answer, Outcome, StartedTask, StartOutcome, TaskStore
+from qmill.server.store.records import Answer, Outcome, StartedTask, StartOutcome
+from qmill.server.store.tasks import TaskStore
 from qmill.server.store.waiters import Waiters
 
 __all__ = [
