@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.system import System, running_system
 from tests.openapi_check import CONFORMANCE, exempt
 
 
@@ -64,3 +65,11 @@ def openapi_conformance(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     monkeypatch.setattr(httpx.AsyncClient, "__init__", hooked(httpx.AsyncClient, async_hook))
     yield seen
     assert not seen, "\n".join(seen)
+
+
+@pytest.fixture(scope="session")
+def default_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    """The system as `make run` starts it, shared by the modules that need nothing else
+    of it (each start costs a few seconds of the suite's budget)."""
+    with running_system(tmp_path_factory.mktemp("default")) as running:
+        yield running

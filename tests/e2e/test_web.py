@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import BELL, REPO, require_binary
-from tests.e2e.system import System, running_system
+from tests.e2e.system import System
 from tests.integration.test_worker import runaway_circuit
 
 pytestmark = pytest.mark.e2e
@@ -41,9 +41,8 @@ DONE = 60_000
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    with running_system(tmp_path_factory.mktemp("web")) as running:
-        yield running
+def system(default_system: System) -> System:
+    return default_system
 
 
 @pytest.fixture(scope="module")

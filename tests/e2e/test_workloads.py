@@ -20,7 +20,7 @@ from qmill.client import LimitExceededError
 from qmill.server.config import Settings
 from qmill.server.models import SubmitRequest
 from tests.conftest import BELL
-from tests.e2e.system import System, running_system
+from tests.e2e.system import System
 from tests.e2e.test_client_cli import qmill
 
 pytestmark = pytest.mark.e2e
@@ -33,9 +33,8 @@ SWEEP = (
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    with running_system(tmp_path_factory.mktemp("workloads")) as running:
-        yield running
+def system(default_system: System) -> System:
+    return default_system
 
 
 @pytest.fixture
