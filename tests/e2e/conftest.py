@@ -67,9 +67,10 @@ def openapi_conformance(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     assert not seen, "\n".join(seen)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def default_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     """The system as `make run` starts it, shared by the modules that need nothing else
-    of it (each start costs a few seconds of the suite's budget)."""
+    of it (each start costs a few seconds of the suite's budget). Stopped when the e2e
+    tests end: later tests check that no simulation or parse process is running."""
     with running_system(tmp_path_factory.mktemp("default")) as running:
         yield running
