@@ -14,6 +14,7 @@ import time
 
 import psutil
 import pytest
+import uvloop
 
 from qmill.server import tasks
 from qmill.server.config import Settings
@@ -132,6 +133,25 @@ async def test_parse_time_is_charged_to_the_tenants_rate_limit(stores: Stores) -
     assert limited.value.retry_after >= 8
     # Another tenant's bucket is untouched.
     await stores.limits.take_tokens("u", 0.5, 5, 5)
+
+
+def test_big_replies_from_a_reused_child_under_the_functions_event_loop() -> None:
+    """The functions run on uvloop, which makes the child's socket non-blocking: a
+    blocking read of a reply bigger than the socket buffer failed half-way (EAGAIN,
+    "the parse process died"), so a 1000-program batch after a 300-program one was a
+    400. Replies are read with the loop's own socket calls."""
+
+    async def batches() -> list[int]:
+        sizes = []
+        for count in (300, 1000, 1000):
+            accepted = await tasks.validate(
+                [SubmitRequest(quantum_circuit=BELL)] * count, limits(), batch=True
+            )
+            sizes.append(len(accepted))
+        return sizes
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(batches()) == [300, 1000, 1000]
 
 
 def test_no_parse_process_outlives_the_pool() -> None:

@@ -12,7 +12,11 @@ request gets a 422 within that budget, and the function's event loop never parse
   worker's simulation processes are), which imports qiskit and the parsers once
   (``zygote.PRELOAD``): a child is warm when forked (~20 ms), and nothing is forked
   from the function's own process, whose threads a fork would not carry.
-* One message each way per job (`Connection.send_bytes`). To the child, the `Job`
+* One message each way per job, framed as `multiprocessing.connection.Connection`
+  frames them (the child uses one); the function process reads and writes its end
+  with the event loop's socket calls, never blocking on it (the loop may make the
+  socket non-blocking: uvloop does, and a blocking read of a big reply then failed
+  half-way with EAGAIN). To the child, the `Job`
   pickled: our own objects, from the process the child trusts (the public models do
   not survive a JSON round trip: a sweep's mapping is stored as names and values).
   Back, JSON: what `tasks.check` made of the requests, their numbers and plans, never
@@ -39,13 +43,13 @@ import os
 import pickle
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from typing import Any
 
 from qmill.server.errors import (
@@ -72,7 +76,8 @@ class _Child:
     pid: int
     # A pidfd: signals reach this process even after its pid was reaped and reused.
     pidfd: int
-    conn: Connection
+    # The function process's end of the child's socket, non-blocking.
+    sock: socket.socket
 
     def kill(self) -> None:
         with contextlib.suppress(OSError):
@@ -80,7 +85,7 @@ class _Child:
         with contextlib.suppress(OSError):
             os.close(self.pidfd)
         with contextlib.suppress(OSError):
-            self.conn.close()
+            self.sock.close()
 
 
 class ParsePool:
@@ -171,11 +176,11 @@ class ParsePool:
         try:
             child = self._idle.pop() if self._idle else await _spawn()
             try:
-                child.conn.send_bytes(data)
+                await _send(child.sock, data)
             except OSError:  # died while idle (the OOM killer): one fresh try
                 child.kill()
                 child = await _spawn()
-                child.conn.send_bytes(data)
+                await _send(child.sock, data)
             reply = await _reply(child, seconds)
             self._idle.append(child)
             child = None
@@ -188,19 +193,9 @@ class ParsePool:
 
 async def _reply(child: _Child, seconds: float) -> dict[str, Any]:
     """The child's answer; it is killed at the deadline, or reported if it died."""
-    loop = asyncio.get_running_loop()
-    readable: asyncio.Future[None] = loop.create_future()
-    fd = child.conn.fileno()
-
-    def ready() -> None:
-        if not readable.done():
-            readable.set_result(None)
-
-    loop.add_reader(fd, ready)
     started = time.monotonic()
     try:
-        await asyncio.wait_for(readable, seconds)
-        data = child.conn.recv_bytes()
+        data = await asyncio.wait_for(_receive(child.sock), seconds)
     except TimeoutError:
         log.warning("parse process killed at the deadline", extra={"pid": child.pid})
         raise LimitExceeded("parse seconds", f"over {seconds:g}", seconds) from None
@@ -210,10 +205,40 @@ async def _reply(child: _Child, seconds: float) -> dict[str, Any]:
         if time.monotonic() - started >= seconds:
             raise LimitExceeded("parse seconds", f"over {seconds:g}", seconds) from None
         raise InvalidCircuit("could not be parsed: the parse process died") from None
-    finally:
-        loop.remove_reader(fd)
     reply: dict[str, Any] = json.loads(data)
     return reply
+
+
+# `multiprocessing.connection.Connection`'s framing: a signed 4-byte big-endian length,
+# or -1 and an 8-byte length for a message over 2 GiB.
+_LENGTH = struct.Struct("!i")
+_LONG_LENGTH = struct.Struct("!Q")
+
+
+async def _send(sock: socket.socket, data: bytes) -> None:
+    loop = asyncio.get_running_loop()
+    await loop.sock_sendall(sock, _LENGTH.pack(len(data)) + data)
+
+
+async def _receive(sock: socket.socket) -> bytes:
+    (length,) = _LENGTH.unpack(await _exactly(sock, _LENGTH.size))
+    if length == -1:
+        (length,) = _LONG_LENGTH.unpack(await _exactly(sock, _LONG_LENGTH.size))
+    return await _exactly(sock, length)
+
+
+async def _exactly(sock: socket.socket, size: int) -> bytes:
+    """``size`` bytes from the socket; EOFError if the other end closed first."""
+    loop = asyncio.get_running_loop()
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        read = await loop.sock_recv_into(sock, view[got:])
+        if read == 0:
+            raise EOFError("the parse process closed its socket")
+        got += read
+    return bytes(buffer)
 
 
 async def _spawn() -> _Child:
@@ -252,11 +277,12 @@ class _Zygote:
                     if attempt == 2:
                         raise
                     continue
-                conn = Connection(fds[0])
-                child = _Child(pid, pidfd, conn)
-                if not conn.poll(SPAWN_SECONDS) or conn.recv_bytes() != zygote.READY:
+                sock = socket.socket(fileno=fds[0])
+                child = _Child(pid, pidfd, sock)
+                if not _ready(sock):
                     child.kill()
                     raise OSError("the parse process did not start")
+                sock.setblocking(False)
                 return child
         raise AssertionError("unreachable")
 
@@ -298,6 +324,23 @@ class _Zygote:
                 self._proc.kill()
                 self._proc.wait()
             self._proc = None
+
+
+def _ready(sock: socket.socket) -> bool:
+    """Whether a new child says it is ready within SPAWN_SECONDS (read blocking, in the
+    spawning thread: the socket is not yet the event loop's)."""
+    sock.settimeout(SPAWN_SECONDS)
+    expected = _LENGTH.pack(len(zygote.READY)) + zygote.READY
+    received = b""
+    try:
+        while len(received) < len(expected):
+            chunk = sock.recv(len(expected) - len(received))
+            if not chunk:
+                return False
+            received += chunk
+    except OSError:
+        return False
+    return received == expected
 
 
 _ZYGOTE = _Zygote()
