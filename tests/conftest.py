@@ -61,6 +61,22 @@ BELL = (
 Servers = Launcher
 
 
+def random_outcomes(bits: int, *, one_bit_registers: bool = False) -> str:
+    """Every qubit in superposition and measured: (nearly) every shot a new outcome, so
+    an answer is as large as its shots and width allow. With ``one_bit_registers``, one
+    register per bit (each outcome spelt with a space between registers)."""
+    if one_bit_registers:
+        declared = " ".join(f"bit[1] c{i};" for i in range(bits))
+        measured = " ".join(f"c{i}[0] = measure q[{i}];" for i in range(bits))
+    else:
+        declared = f"bit[{bits}] c;"
+        measured = " ".join(f"c[{i}] = measure q[{i}];" for i in range(bits))
+    hadamards = " ".join(f"h q[{i}];" for i in range(bits))
+    return (
+        f'OPENQASM 3.0; include "stdgates.inc"; qubit[{bits}] q; {declared} {hadamards} {measured}'
+    )
+
+
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     """nats-server and redis-server for the whole session, from the one launcher."""

@@ -22,6 +22,7 @@ from qmill.server.auth import hash_key
 from qmill.server.config import Settings
 from qmill.server.models import SubmitRequest
 from qmill.server.store.quotas import RECORD_OVERHEAD_BYTES
+from tests.conftest import random_outcomes
 from tests.e2e.system import System, running_system
 
 pytestmark = pytest.mark.e2e
@@ -29,20 +30,6 @@ pytestmark = pytest.mark.e2e
 ALICE = "qm_alice-results-0001"
 QUOTA_MB = 2
 BITS = 20
-
-
-def program(bits: int, *, one_bit_registers: bool = False) -> str:
-    """Every qubit in superposition and measured: (nearly) every shot a new outcome."""
-    if one_bit_registers:
-        declared = " ".join(f"bit[1] c{i};" for i in range(bits))
-        measured = " ".join(f"c{i}[0] = measure q[{i}];" for i in range(bits))
-    else:
-        declared = f"bit[{bits}] c;"
-        measured = " ".join(f"c[{i}] = measure q[{i}];" for i in range(bits))
-    hadamards = " ".join(f"h q[{i}];" for i in range(bits))
-    return (
-        f'OPENQASM 3.0; include "stdgates.inc"; qubit[{bits}] q; {declared} {hadamards} {measured}'
-    )
 
 
 def charge(body: dict[str, object]) -> int:
@@ -64,12 +51,12 @@ def largest_pair_body() -> dict[str, object]:
     low, high = 1, 100_000
     while low < high:
         shots = (low + high + 1) // 2
-        body = {"quantum_circuit": program(BITS), "shots": shots, "memory": True, "seed": 5}
+        body = {"quantum_circuit": random_outcomes(BITS), "shots": shots, "memory": True, "seed": 5}
         if 2 * charge(body) <= quota:
             low = shots
         else:
             high = shots - 1
-    return {"quantum_circuit": program(BITS), "shots": low, "memory": True, "seed": 5}
+    return {"quantum_circuit": random_outcomes(BITS), "shots": low, "memory": True, "seed": 5}
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +103,7 @@ def test_a_big_answer_is_stored_compressed_and_read_by_20_clients_at_once(
     """Over 16 KiB of JSON (here ~110 KB; the issue's was 26 MB), an answer is stored
     compressed and sent as stored to clients that take gzip. Kept small enough that
     checking every response against the OpenAPI document stays quick."""
-    body = {"quantum_circuit": program(BITS), "shots": 2000, "memory": True, "seed": 3}
+    body = {"quantum_circuit": random_outcomes(BITS), "shots": 2000, "memory": True, "seed": 3}
     with client(system) as c:
         batch = c.post("/batches", json={"tasks": [body, {**body, "seed": 4}]}).json()
         task_id, other = batch["task_ids"]

@@ -34,23 +34,9 @@ from qmill_worker.consumer import Worker
 from qmill_worker.errors import FailureReason
 from qmill_worker.outcomes import Completed, TaskContext
 from qmill_worker.simulator import SimJob, SimResult, simulate
-from tests.conftest import BELL, Servers, free_port
+from tests.conftest import BELL, Servers, free_port, random_outcomes
 
 MIB = 1024 * 1024
-
-
-def registers(bits: int, *, one_bit_registers: bool) -> str:
-    """Every qubit in superposition and measured: every shot a random outcome."""
-    if one_bit_registers:
-        declared = " ".join(f"bit[1] c{i};" for i in range(bits))
-        measured = " ".join(f"c{i}[0] = measure q[{i}];" for i in range(bits))
-    else:
-        declared = f"bit[{bits}] c;"
-        measured = " ".join(f"c[{i}] = measure q[{i}];" for i in range(bits))
-    hadamards = " ".join(f"h q[{i}];" for i in range(bits))
-    return (
-        f'OPENQASM 3.0; include "stdgates.inc"; qubit[{bits}] q; {declared} {hadamards} {measured}'
-    )
 
 
 RY = (
@@ -61,9 +47,9 @@ RY_EVS = 'OPENQASM 3.0; include "stdgates.inc"; input float theta; qubit[2] q; r
 
 # One of each answer kind, each as large as its options make it.
 KINDS: dict[str, dict[str, Any]] = {
-    "counts": {"quantum_circuit": registers(12, one_bit_registers=False), "shots": 5000},
+    "counts": {"quantum_circuit": random_outcomes(12, one_bit_registers=False), "shots": 5000},
     "counts and memory, one-bit registers": {
-        "quantum_circuit": registers(10, one_bit_registers=True),
+        "quantum_circuit": random_outcomes(10, one_bit_registers=True),
         "shots": 3000,
         "memory": True,
     },
@@ -112,7 +98,7 @@ def test_the_answer_estimate_is_an_upper_bound_of_the_real_answer(kind: str) -> 
 
 def test_the_example_of_the_issue_is_refused_at_submit() -> None:
     body = {
-        "quantum_circuit": registers(128, one_bit_registers=True),
+        "quantum_circuit": random_outcomes(128, one_bit_registers=True),
         "shots": 100_000,
         "memory": True,
     }
@@ -242,7 +228,7 @@ async def test_a_submit_over_the_quota_is_a_429_and_records_nothing(
     tight = settings.model_copy(
         update={"redis": settings.redis.model_copy(update={"tenant_storage_mb": 1})}
     )
-    body = {"quantum_circuit": registers(20, one_bit_registers=False), "shots": 10_000}
+    body = {"quantum_circuit": random_outcomes(20, one_bit_registers=False), "shots": 10_000}
     first = await tasks.submit(body, tight, stores, bus, owner="carol")  # ~0.3 MB charged
     r = rc
     charged = int(r.hget(constants.quota_bytes_key("carol"), "~total") or 0)
