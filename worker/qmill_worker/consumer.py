@@ -116,7 +116,7 @@ class Worker:
                 # lane): a batch request that returns short stays open on the server,
                 # which then delivers the next task to this worker's queue even if its
                 # slots are full by then (see `Bus.undelivered`).
-                msgs = await self.bus.fetch_next(subs, FETCH_TIMEOUT_SECONDS)
+                msgs = await self._fetch_unless_stopping(subs)
             except TimeoutError:
                 pass  # nothing queued right now
             except _NATS_FAILURES as exc:
@@ -128,6 +128,25 @@ class Worker:
                 self.slots.start(self._handle(msg))
         if subs is not None:
             await self._release_undelivered(subs)
+
+    async def _fetch_unless_stopping(self, subs: Subscriptions) -> list[Msg]:
+        """`Bus.fetch_next`, given up when a stop is asked for: an idle worker stops at
+        once instead of after its fetch's wait. A task the server delivers after that
+        stays in the subscription's queue and is released with the other undelivered
+        ones (`_release_undelivered`)."""
+        fetch = asyncio.ensure_future(self.bus.fetch_next(subs, FETCH_TIMEOUT_SECONDS))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if fetch.done():
+            return fetch.result()
+        fetch.cancel()
+        await asyncio.wait({fetch})  # unlike `await fetch`, never raises its cancellation
+        if fetch.cancelled() or fetch.exception() is not None:
+            return []
+        return fetch.result()  # it had its message just before the cancel
 
     async def _wait_for_slots(self, subs: Subscriptions | None) -> int:
         """Wait until a slot is free (0 once stopping), keeping alive every task the
