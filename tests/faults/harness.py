@@ -222,16 +222,24 @@ class Cluster(Launcher):
                     found.extend(child.children())
         return found
 
-    async def holdings(self, task_ids: list[str]) -> dict[str, list[str]]:
-        """Per worker id, the tasks Redis shows it running (``processing`` with its id)."""
+    async def holdings(self, task_ids: list[str] | None = None) -> dict[str, list[str]]:
+        """Per worker id, the tasks Redis shows it running (``processing`` with its id).
+
+        Of ``task_ids``, or of every task record when None: a worker may start a task
+        before the client that submitted it has read its 201 (so before a checker
+        counts it accepted), and a kill must see what the victim held all the same.
+        """
         held: dict[str, list[str]] = defaultdict(list)
-        async with (
-            aioredis.Redis.from_url(self.redis_url, decode_responses=True) as client,
-            client.pipeline(transaction=False) as pipe,
-        ):
-            for task_id in task_ids:
-                pipe.hmget(constants.task_key(task_id), ["status", "worker_id"])
-            rows = await pipe.execute()
+        async with aioredis.Redis.from_url(self.redis_url, decode_responses=True) as client:
+            if task_ids is None:
+                prefix = constants.TASK_KEY_PREFIX
+                task_ids = [
+                    key.removeprefix(prefix) async for key in client.scan_iter(prefix + "*")
+                ]
+            async with client.pipeline(transaction=False) as pipe:
+                for task_id in task_ids:
+                    pipe.hmget(constants.task_key(task_id), ["status", "worker_id"])
+                rows = await pipe.execute()
         for task_id, (status, worker_id) in zip(task_ids, rows, strict=True):
             if status == "processing" and worker_id:
                 held[worker_id].append(task_id)
