@@ -118,7 +118,12 @@ async def test_redis_kill(cluster: Cluster) -> None:
     assert released, "no result write failed: the outage did not hit a finishing task"
     after_up = [s for s in stats.samples if s.started > up_at]
     assert stats.codes(after_up)[201] > 0, "nothing accepted after redis-server came back"
+    # A write may land with its reply lost as the server dies: the redelivery then
+    # finds the task completed and acks it without running it again.
+    found_done = {str(e["task_id"]) for e in messages(events, "task already completed; acking")}
     for task_id in released:
         view = report.views[task_id]
-        # Released, redelivered, run again: a task that had been acked would be lost.
-        assert view["status"] == "completed" and view["attempts"] >= 2, view
+        # Released, redelivered, and run again or found done: a task that had been acked
+        # without its outcome stored would be lost.
+        assert view["status"] == "completed", view
+        assert view["attempts"] >= 2 or task_id in found_done, (view, "never redelivered")
