@@ -89,7 +89,7 @@ class Stores:
             client=client,
             tasks=tasks,
             waiters=Waiters(client, tasks),
-            batches=Batches(client, tasks, result_ttl_seconds=result_ttl_seconds),
+            batches=Batches(client, tasks),
             idempotency=IdempotencyKeys(client),
             limits=Limits(client),
             heartbeats=Heartbeats(client),

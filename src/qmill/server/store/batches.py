@@ -16,10 +16,9 @@ from qmill.server.store.tasks import TaskStore
 class Batches:
     """Read a batch's tasks back at once."""
 
-    def __init__(self, client: RedisClient, tasks: TaskStore, *, result_ttl_seconds: int) -> None:
+    def __init__(self, client: RedisClient, tasks: TaskStore) -> None:
         self._redis = client.redis
         self._tasks = tasks
-        self._ttl = result_ttl_seconds
 
     async def get(self, batch_id: str, *, packed: bool = False) -> list[TaskView]:
         """Every task of a batch, in submission order (expired ones left out);
