@@ -124,6 +124,8 @@ class Task:
     evs_method: str | None = None
     precision: str | float | None = None
     noise: dict[str, Any] | None = None
+    # The batch it was submitted in (None: submitted alone).
+    batch_id: str | None = None
     # The whole JSON answer, so fields this client does not know yet stay reachable.
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 

@@ -278,6 +278,9 @@ class TaskView(_Answer):
     worker_id: str | None = None
     attempts: int = Field(default=0, json_schema_extra={"minimum": 0})
     seed: int | None = None
+    batch_id: Uuid | None = Field(
+        default=None, description="The batch it was submitted in; null if submitted alone."
+    )
     # The tenant (API key) that submitted it; never sent to clients.
     owner: str | None = Field(default=None, exclude=True)
     memory: list[str] | None = Field(

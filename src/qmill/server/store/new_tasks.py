@@ -69,6 +69,8 @@ class NewTask:
     owner: str | None = None
     # The admitted options, `qmill.server.workload.Plan` as JSON.
     plan: str | None = None
+    # The batch it was submitted in (None: submitted alone).
+    batch_id: str | None = None
 
     def fields(self, created: datetime) -> dict[str, Field]:
         return {
@@ -84,4 +86,5 @@ class NewTask:
             "memory": "1" if self.memory else None,
             "owner": self.owner,
             "plan": self.plan,
+            "batch_id": self.batch_id,
         }

@@ -117,6 +117,7 @@ def record_view(raw: Mapping[str, str]) -> TaskView:
         evs=_loads(opt("evs")),
         stds=_loads(opt("stds")),
         evs_method=opt("evs_method"),
+        batch_id=opt("batch_id"),
         **_plan_fields(opt("plan")),
     )
 

@@ -10,6 +10,7 @@ wins. Every terminal transition also PUBLISHes on the task's channel (what
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -142,6 +143,8 @@ class TaskStore:
         keys = [constants.task_key(r.task_id) for r in records]
         args: list[Value] = [provisional_ttl or self._ttl, len(records)]
         for record in records:
+            if batch_id is not None and record.batch_id is None:
+                record = dataclasses.replace(record, batch_id=batch_id)
             pairs = hset_pairs(record.fields(created))
             args += [len(pairs), *pairs]
         if batch_id is not None:
