@@ -622,6 +622,8 @@ def headers_ids_and_paths() -> Iterator[Hostile]:
             f"id/delete {task_id[:20]}", None, "DELETE", f"/tasks/{task_id}", expect=(404,)
         )
         yield Hostile(f"id/batch {task_id[:20]}", None, "GET", f"/batches/{task_id}", expect=(404,))
+        drawing = f"/tasks/{task_id}/diagram.txt"
+        yield Hostile(f"id/diagram {task_id[:20]}", None, "GET", drawing, expect=(404,))
     missing = "/tasks/5b8e3f4e-0000-4000-8000-000000000000"
     for wait in ("nan", "inf", "-inf", "-1", "1e999", "abc", "", "0x10", "1_0000000000", "%00"):
         yield Hostile(f"wait={wait}", None, "GET", f"{missing}?wait={wait}", expect=(404, 422))
@@ -654,6 +656,11 @@ def headers_ids_and_paths() -> Iterator[Hostile]:
         "query/include-unknown", None, "GET", f"{missing}?include=everything", expect=(422,)
     )
     yield Hostile("query/health", None, "GET", "/health?verbose=1", expect=(422,))
+    diagram = f"{missing}/diagram.txt"
+    yield Hostile("query/diagram", None, "GET", f"{diagram}?wait=5", expect=(422,))
+    yield Hostile("method/POST diagram", b"{}", "POST", diagram, expect=(405,))
+    yield Hostile("method/DELETE diagram", None, "DELETE", diagram, expect=(405,))
+    yield Hostile("path/diagram.txt/x", None, "GET", f"{diagram}/x", expect=(404,))
     yield Hostile("query/backend", None, "GET", "/backend?x=1", expect=(422,))
     yield from cross_site()
 

@@ -72,6 +72,8 @@ def test_a_task_is_visible_only_to_its_key(system: System) -> None:
         assert (theirs.status_code, theirs.json()) == (404, {"detail": "Task not found"})
         assert bob.get(f"/tasks/{task_id}", params={"wait": 1}).status_code == 404
         assert bob.delete(f"/tasks/{task_id}").status_code == 404
+        drawing = bob.get(f"/tasks/{task_id}/diagram.txt")
+        assert (drawing.status_code, drawing.json()) == (404, {"detail": "Task not found"})
         assert "owner" not in mine.json()
 
 

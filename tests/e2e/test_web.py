@@ -9,6 +9,7 @@ with the reason at the end of the run (`require_binary`); in CI they fail.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,6 +124,30 @@ def test_the_page_is_served_at_the_root(system: System) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert "<title>qmill</title>" in response.text
+
+
+Q3 = 'OPENQASM 3.0; include "stdgates.inc"; '
+
+
+def test_the_circuit_is_drawn_as_text(system: System) -> None:
+    """GET /tasks/{id}/diagram.txt: the submitted program drawn by Qiskit's text drawer,
+    parsed and drawn in one of the result function's parse processes."""
+    with httpx.Client(base_url=system.url, timeout=30) as http:
+        task_id = http.post("/tasks", json={"quantum_circuit": BELL}).json()["task_id"]
+        drawn = http.get(f"/tasks/{task_id}/diagram.txt")
+        assert drawn.status_code == 200, drawn.text
+        assert drawn.headers["content-type"] == "text/plain; charset=utf-8"
+        assert "q_0: ┤ H ├──■──" in drawn.text and "c: 2/═" in drawn.text
+        # Too wide: refused before drawing (1000 qubits x 100 operations took 292 s).
+        wide = Q3 + "qubit[200] q; bit c; h q[0]; c = measure q[0];"
+        task_id = http.post("/tasks", json={"quantum_circuit": wide}).json()["task_id"]
+        started = time.monotonic()
+        refused = http.get(f"/tasks/{task_id}/diagram.txt")
+        assert time.monotonic() - started < 5
+        assert refused.status_code == 422
+        assert refused.json()["detail"].startswith("the circuit is too large to draw: 201 wires")
+        missing = http.get("/tasks/5b8e3f4e-0000-4000-8000-000000000000/diagram.txt")
+        assert (missing.status_code, missing.json()) == (404, {"detail": "Task not found"})
 
 
 def test_submit_a_bell_circuit_and_see_its_histogram(page: Page, tmp_path: Path) -> None:

@@ -18,7 +18,12 @@ import uvloop
 
 from qmill.server import tasks
 from qmill.server.config import Settings
-from qmill.server.errors import DependencyUnavailable, LimitExceeded, RateLimited
+from qmill.server.errors import (
+    DependencyUnavailable,
+    LimitExceeded,
+    RateLimited,
+    TooLargeToDraw,
+)
 from qmill.server.models import SubmitRequest
 from qmill.server.qasm import pool, zygote
 from qmill.server.store import Stores
@@ -133,6 +138,29 @@ async def test_parse_time_is_charged_to_the_tenants_rate_limit(stores: Stores) -
     assert limited.value.retry_after >= 8
     # Another tenant's bucket is untouched.
     await stores.limits.take_tokens("u", 0.5, 5, 5)
+
+
+async def test_a_drawing_is_made_out_of_line_within_the_deadline() -> None:
+    """GET /tasks/{id}/diagram.txt parses and draws in a parse process: a program that
+    would parse for minutes is killed at the deadline, a Bell drawing meanwhile is
+    answered, and a circuit too wide to draw is refused without drawing it."""
+    deadline = 1.0
+    settings = limits(parse_processes=2, max_parse_seconds=deadline)
+
+    def job(program: str) -> pool.DrawJob:
+        return pool.DrawJob(settings, program, deadline)
+
+    started = time.monotonic()
+    slow = asyncio.ensure_future(tasks.parse_out_of_line(job(SLOW), settings))
+    await asyncio.sleep(0.05)
+    bell = await tasks.parse_out_of_line(job(BELL), settings)
+    assert "q_0: ┤ H ├──■──" in bell["diagram"] and not slow.done()
+    with pytest.raises(TooLargeToDraw):
+        await tasks.parse_out_of_line(job(Q3 + "qubit[1000] q; h q;"), settings)
+    with pytest.raises(LimitExceeded) as info:
+        await slow
+    assert info.value.limit == "parse seconds"
+    assert time.monotonic() - started < deadline + 2
 
 
 def test_big_replies_from_a_reused_child_under_the_functions_event_loop() -> None:

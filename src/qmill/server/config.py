@@ -257,6 +257,14 @@ class LimitsSettings(_Section):
     # per this many seconds of a parse out of line, so at the default 50 tokens/s a
     # tenant can keep about one core parsing (one parse costs at most [auth] burst).
     parse_seconds_per_token: float = Field(0.02, gt=0, le=60)
+    # What GET /tasks/{id}/diagram.txt draws (else a 422 before drawing): Qiskit's text
+    # drawer's time grows with wires x operations and has no deadline of its own. At
+    # 128 wires (qubits plus classical bits) x 500 operations it took ~1.1 s for 0.9 MB
+    # of text on one core; 1000 qubits x 100 operations (a Clifford circuit that
+    # admission accepts) took 292 s. Past a few hundred operations a drawing is no
+    # longer read anyway. The parse process's deadline bounds the rest.
+    max_diagram_wires: int = Field(128, ge=1, le=1024)
+    max_diagram_operations: int = Field(500, ge=1, le=20_000)
 
 
 class AuthSettings(_Section):

@@ -6,6 +6,7 @@
      │    ├── InvalidRequest        malformed body, bad field              -> 422
      │    ├── InvalidCircuit        QASM that does not parse (line, col)   -> 400
      │    ├── LimitExceeded         valid, but over a configured limit     -> 422
+     │    │    └── TooLargeToDraw   a circuit over the diagram's bounds    -> 422
      │    ├── PayloadTooLarge       body over [limits] max_body_bytes      -> 413
      │    ├── UnsupportedMediaType  a body that is not application/json    -> 415
      │    ├── MisdirectedRequest    Host not in [server] allowed_hosts     -> 421
@@ -121,6 +122,19 @@ class LimitExceeded(RequestError):
         self.limit = limit
         self.value = value
         self.allowed = allowed
+
+
+class TooLargeToDraw(LimitExceeded):
+    """A task's circuit has more wires or operations than ``GET /tasks/{id}/diagram.txt``
+    draws (``[limits] max_diagram_wires``, ``max_diagram_operations``)."""
+
+    def __init__(self, limit: str, value: int, allowed: int) -> None:
+        super().__init__(limit, value, allowed)
+        self.message = (
+            f"the circuit is too large to draw: {value} {limit}, at most {allowed} are drawn"
+        )
+        self.detail = self.message
+        self.args = (self.message,)
 
 
 class PayloadTooLarge(RequestError):

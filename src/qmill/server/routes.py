@@ -89,9 +89,10 @@ class Route:
 
 
 # In match order. The result function owns the task resource: it reads (GET) and cancels
-# (DELETE) it, draws its counts, and serves the page that uses all of this. The health
-# function serves the OpenAPI document and the backend's description because it is the
-# one function open without a key: both say what the deployment is, before any task.
+# (DELETE) it, draws its counts and its circuit, and serves the page that uses all of
+# this. The health function serves the OpenAPI document and the backend's description
+# because it is the one function open without a key: both say what the deployment is,
+# before any task.
 ROUTES: Final = (
     Route("POST", "/tasks", "submit", "submitTask"),
     Route("GET", "/tasks/{task_id}", "result", "getTask", ("wait", "include")),
@@ -102,6 +103,7 @@ ROUTES: Final = (
     Route("GET", "/openapi.json", "health", "openapi"),
     Route("GET", "/backend", "health", "getBackend"),
     Route("GET", "/tasks/{task_id}/histogram.svg", "result", "getHistogram", ("wait",)),
+    Route("GET", "/tasks/{task_id}/diagram.txt", "result", "getDiagram"),
     Route("GET", "/", "result", "page"),
 )
 

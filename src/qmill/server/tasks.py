@@ -14,7 +14,7 @@ import typing
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -188,8 +188,28 @@ async def validate(
             return check_all(requests, settings, batch, inline=True)
         except qasm.NotInline:
             pass
+    job = pool.Job(settings, requests, batch, settings.limits.max_parse_seconds)
+    reply = await parse_out_of_line(job, settings, owner, rate)
+    return [
+        Accepted(
+            request,
+            qasm.ProgramShape(*item["shape"]),
+            workload.Plan.model_validate_json(item["plan"]),
+        )
+        for request, item in zip(requests, reply["accepted"], strict=True)
+    ]
+
+
+async def parse_out_of_line(
+    job: pool.Job | pool.DrawJob,
+    settings: Settings,
+    owner: str | None = None,
+    rate: RateLimits | None = None,
+) -> dict[str, Any]:
+    """Run ``job`` in a parse process (``[limits]``: its slots, wait, tenant share and
+    deadline) and charge its time to the owner's rate limit; the child's answer, or the
+    RequestError it raised, raised here."""
     limits = settings.limits
-    job = pool.Job(settings, requests, batch, limits.max_parse_seconds)
     slots = limits.parse_processes or max(2, len(os.sched_getaffinity(0)))
     started = time.monotonic()
     try:
@@ -209,14 +229,7 @@ async def validate(
         raise pool.decode_error(reply["error"])
     if "bug" in reply:
         raise RuntimeError(f"parse process: {reply['bug']}")
-    return [
-        Accepted(
-            request,
-            qasm.ProgramShape(*item["shape"]),
-            workload.Plan.model_validate_json(item["plan"]),
-        )
-        for request, item in zip(requests, reply["accepted"], strict=True)
-    ]
+    return reply
 
 
 async def _charge_parse(

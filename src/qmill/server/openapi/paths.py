@@ -285,6 +285,21 @@ def _operations() -> dict[str, dict[str, Any]]:
                 **error_refs("Unprocessable", *_GUARDED),
             },
         },
+        "getDiagram": {
+            "summary": "A task's circuit drawn as text (Qiskit's text drawer)",
+            "description": "The submitted program, parsed and drawn in a parse process under "
+            "`[limits] max_parse_seconds` (its time charged to the key's rate limit, like a "
+            "submit's). A circuit with more wires (qubits and classical bits) than `[limits] "
+            "max_diagram_wires` (128) or more operations than `max_diagram_operations` (500) "
+            "is a 422 that says it is too large to draw.",
+            "responses": {
+                "200": {
+                    "description": "The drawing, folded at 100 columns.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                **error_refs("InvalidCircuit", "NotFound", "Unprocessable", *_GUARDED),
+            },
+        },
         "page": {
             "summary": "The web page (submit a program, watch it, see its counts)",
             "security": [],

@@ -7,6 +7,9 @@ help when one call runs for minutes: ``ctrl(7) @ pow(0.5) @ x`` made qiskit synt
 program `qasm.parse` will not take inline (`qasm.NotInline`) is checked here, in a
 child process that is SIGKILLed at ``[limits] max_parse_seconds`` and replaced; the
 request gets a 422 within that budget, and the function's event loop never parses it.
+The result function draws a task's circuit here too (`DrawJob`, for
+``GET /tasks/{id}/diagram.txt``): parsing and drawing under the same deadline, and
+qiskit never imported into the result function's own process.
 
 * Children are forked by a zygote (``python -m qmill.server.qasm.zygote``, as the
   worker's simulation processes are), which imports qiskit and the parsers once
@@ -16,11 +19,11 @@ request gets a 422 within that budget, and the function's event loop never parse
   frames them (the child uses one); the function process reads and writes its end
   with the event loop's socket calls, never blocking on it (the loop may make the
   socket non-blocking: uvloop does, and a blocking read of a big reply then failed
-  half-way with EAGAIN). To the child, the `Job`
-  pickled: our own objects, from the process the child trusts (the public models do
-  not survive a JSON round trip: a sweep's mapping is stored as names and values).
-  Back, JSON: what `tasks.check` made of the requests, their numbers and plans, never
-  a pickle or a circuit, so that a program that compromised a parser cannot get code
+  half-way with EAGAIN). To the child, the `Job` (or `DrawJob`) pickled: our own
+  objects, from the process the child trusts (the public models do not survive a JSON
+  round trip: a sweep's mapping is stored as names and values). Back, JSON: what
+  `tasks.check` made of the requests, their numbers and plans (or a drawing's text),
+  never a pickle or a circuit, so that a program that compromised a parser cannot get code
   run in the function by what it sends back.
 * Lifetime: the zygote exits when the function process closes its control socket or
   dies, after killing its children and waiting for them; a child also dies with the
@@ -60,9 +63,9 @@ from qmill.server.errors import (
     RequestError,
 )
 from qmill.server.qasm import zygote
-from qmill.server.qasm.zygote import CHILD_NAME, Job
+from qmill.server.qasm.zygote import CHILD_NAME, DrawJob, Job
 
-__all__ = ["CHILD_NAME", "Job", "ParsePool", "decode_error", "pool", "shutdown"]
+__all__ = ["CHILD_NAME", "DrawJob", "Job", "ParsePool", "decode_error", "pool", "shutdown"]
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +103,7 @@ class ParsePool:
 
     async def run(
         self,
-        job: Job,
+        job: Job | DrawJob,
         *,
         seconds: float,
         slots: int,
@@ -170,7 +173,7 @@ class ParsePool:
             self._by_tenant.clear()
         return self._changed
 
-    async def _run(self, job: Job, seconds: float, tenant: str | None) -> dict[str, Any]:
+    async def _run(self, job: Job | DrawJob, seconds: float, tenant: str | None) -> dict[str, Any]:
         child: _Child | None = None
         data = pickle.dumps(job)
         try:

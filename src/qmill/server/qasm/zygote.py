@@ -1,10 +1,12 @@
 """The zygote of the parse processes, and the parse processes it forks.
 
 ``python -m qmill.server.qasm.zygote FD`` imports qiskit and the parsers once
-(`PRELOAD`) and parses a program of each kind, then forks a child for every byte it
+(`PRELOAD`) and parses (and draws) a program of each kind, then forks a child for every byte it
 reads on its control socket FD, and sends back the child's pid and the function's end
 of a new socket pair (SCM_RIGHTS). A child, warm from the start, checks `Job`s until
-EOF. See `qmill.server.qasm.pool` for the side of the function process.
+EOF: a `Job` (the submit function: check programs) or a `DrawJob` (the result
+function: draw one, `qmill.server.qasm.diagram`). See `qmill.server.qasm.pool` for the
+side of the function process.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 # What the zygote imports before it forks anything: the parsers and what they use.
 PRELOAD = [
     "qmill.server.tasks",
+    "qmill.server.qasm.diagram",
     "qiskit.qasm2",
     "qiskit.qasm3",
     "qiskit_qasm3_import",
@@ -57,6 +60,16 @@ class Job:
     requests: list[SubmitRequest]
     batch: bool
     # The parse deadline (the process is killed past it).
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class DrawJob:
+    """What a parse process draws: ``diagram.draw(program, settings)``, a task's circuit."""
+
+    settings: Settings
+    program: str
+    # The parse deadline (the process is killed past it): parsing and drawing in all.
     seconds: float
 
 
@@ -162,11 +175,15 @@ class _Handler:
             'OPENQASM 2.0; include "qelib1.inc"; qreg q[1]; creg c[1]; measure q -> c;',
         )
         requests = [SubmitRequest(quantum_circuit=p) for p in programs]
-        self.handle(Job(Settings.model_validate({}), requests, True, 60.0))
+        settings = Settings.model_validate({})
+        self.handle(Job(settings, requests, True, 60.0))
+        self.handle(DrawJob(settings, programs[1], 60.0))  # the drawer's own imports
 
-    def handle(self, job: Job) -> dict[str, Any]:
+    def handle(self, job: Job | DrawJob) -> dict[str, Any]:
         from qmill.server import tasks
 
+        if isinstance(job, DrawJob):
+            return self.draw(job)
         try:
             accepted = tasks.check_all(job.requests, job.settings, job.batch)
         except RequestError as exc:
@@ -190,6 +207,17 @@ class _Handler:
             ]
         }
 
+    def draw(self, job: DrawJob) -> dict[str, Any]:
+        """The drawing as text (JSON, like every reply: never a pickle)."""
+        from qmill.server.qasm import diagram
+
+        try:
+            return {"diagram": diagram.draw(job.program, job.settings)}
+        except RequestError as exc:
+            return {"error": encode_error(exc)}
+        except Exception as exc:  # a bug: reported as one (500), the child lives on
+            return {"bug": f"{type(exc).__name__}: {exc}"}
+
 
 def encode_error(exc: RequestError) -> dict[str, Any]:
     """A RequestError as JSON: its class (by name), its message and its attributes."""
@@ -198,4 +226,8 @@ def encode_error(exc: RequestError) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    zygote(socket.socket(fileno=int(sys.argv[1])))
+    # Run as the module by its own name, not as __main__: a job unpickled in a child is a
+    # qmill.server.qasm.zygote class, and `_Handler.handle` tells them apart by class.
+    from qmill.server.qasm import zygote as module
+
+    module.zygote(socket.socket(fileno=int(sys.argv[1])))
