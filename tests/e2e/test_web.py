@@ -9,8 +9,11 @@ with the reason at the end of the run (`require_binary`); in CI they fail.
 from __future__ import annotations
 
 import os
+import re
 import time
+import uuid
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 import httpx
@@ -89,6 +92,41 @@ def page(browser: Browser, system: System) -> Iterator[Page]:
         context.close()
 
 
+@cache
+def runaway() -> str:
+    """A program that simulates for minutes: it stays unfinished until cancelled."""
+    return runaway_circuit()
+
+
+def api(system: System) -> httpx.Client:
+    """Another client of the same tenant (auth is off: everyone is one tenant)."""
+    return httpx.Client(base_url=system.url, timeout=30)
+
+
+def as_before_listing_and_events(page: Page) -> list[str]:
+    """The page against a server without GET /tasks (405: only POST is routed there) and
+    GET /events (404), as before issue 14: reloaded so that it starts that way. Returns
+    the URLs the page requests from then on."""
+    not_found = '{"detail": "Not Found"}'
+    page.route(
+        re.compile(r"/events\?"),
+        lambda route: route.fulfill(status=404, content_type="application/json", body=not_found),
+    )
+    page.route(
+        re.compile(r"/tasks\?"),
+        lambda route: route.fulfill(
+            status=405,
+            headers={"Allow": "POST"},
+            content_type="application/json",
+            body='{"detail": "method GET not allowed here; use POST", "allowed": ["POST"]}',
+        ),
+    )
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.reload()
+    return requests
+
+
 def record_statuses(page: Page) -> None:
     """Keep every status the page shows, so a test can tell it changed live."""
     page.evaluate(
@@ -161,6 +199,8 @@ def test_submit_a_bell_circuit_and_see_its_histogram(page: Page, tmp_path: Path)
     # The same chart as the histogram.svg endpoint, with the outcomes as visible text.
     labels = page.locator("#histogram svg g.bar text").all_text_contents()
     assert "00" in labels and "11" in labels
+    # The circuit as the server drew it, beside the histogram.
+    expect(page.locator("#diagram")).to_contain_text("q_0: ┤ H ├──■──")
     seen = page.evaluate("window.seen")
     assert seen[0] == "pending" and seen[-1] == "completed", seen  # updated without reload
     task_id = page.locator("#task-id").text_content() or ""
@@ -193,6 +233,9 @@ def test_a_program_that_does_not_parse_points_at_its_line(page: Page) -> None:
 
 
 def test_upload_a_file(page: Page, tmp_path: Path) -> None:
+    """Against a server without the listing and the events (as before issue 14): the
+    list is this browser's history and the task is long-polled."""
+    requests = as_before_listing_and_events(page)
     ghz = tmp_path / "ghz3.qasm"
     ghz.write_text(
         'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[3] q;\nbit[3] c;\n'
@@ -207,13 +250,99 @@ def test_upload_a_file(page: Page, tmp_path: Path) -> None:
     counts = bars(page)
     assert set(counts) <= {"000", "111"} and sum(counts.values()) == 200
     expect(page.locator("#recent tbody tr").first).to_contain_text("ghz3.qasm")
+    expect(page.locator("#recent-source")).to_have_text("(submitted from this browser)")
+    assert sum("/tasks?" in url for url in requests) == 1, requests  # asked once, on load
 
 
 def test_cancel_a_running_task(page: Page) -> None:
-    run(page, runaway_circuit(), 10)  # minutes of simulation
+    """Against a server without events (as before issue 14): long-polled instead."""
+    requests = as_before_listing_and_events(page)
+    run(page, runaway(), 10)  # minutes of simulation
     cancel = page.locator("#cancel")
     expect(cancel).to_be_visible()
+    deadline = time.monotonic() + 10
+    while not any("?wait=" in url for url in requests):
+        assert time.monotonic() < deadline, requests
+        page.wait_for_timeout(50)
+    assert any("/events?task=" in url for url in requests)  # tried first
     cancel.click()
     expect(page.locator("#task-status")).to_have_attribute("data-status", "cancelled")
     expect(cancel).to_be_hidden()
     expect(page.locator("#histogram svg")).to_have_count(0)
+
+
+def test_the_list_shows_the_tenants_tasks_and_follows_one_live(page: Page, system: System) -> None:
+    """Tasks another client submitted (never in this browser's localStorage) are listed,
+    newest first, a page at a time, filtered by tag and status on the server; the task
+    on show is followed by its event stream: another client's cancel reaches the page
+    and its row, with no GET /tasks/{id} after the first and no long-poll."""
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    run = uuid.uuid4().hex[:12]
+    with api(system) as http:
+        many = [{"quantum_circuit": BELL, "shots": 10}] * 21
+        batch = http.post("/batches", json={"tasks": many, "tags": {"run": run}}).json()
+        body = {"quantum_circuit": runaway(), "shots": 10, "tags": {"run": run, "kind": "lone"}}
+        lone = http.post("/tasks", json=body).json()["task_id"]
+        page.fill("#filter-tag", f"run:{run}")
+        page.press("#filter-tag", "Enter")
+        rows = page.locator("#recent tbody tr")
+        expect(rows).to_have_count(20)  # one page
+        expect(page.locator("#recent-source")).to_contain_text("from the server")
+        expect(rows.first).to_have_attribute("data-task-id", lone)  # newest first
+        expect(rows.first).to_contain_text("kind:lone")
+        page.click("#load-more")
+        expect(rows).to_have_count(22)
+        expect(page.locator("#load-more")).to_be_hidden()
+        expect(page.locator(f'#recent a[href="#batch={batch["batch_id"]}"]')).to_have_count(21)
+
+        rows.first.locator("a").click()
+        status = page.locator("#task-status")
+        expect(status).to_have_attribute("data-status", re.compile("^(pending|processing)$"))
+        deadline = time.monotonic() + 10
+        while not any(f"/events?task={lone}" in url for url in requests):
+            assert time.monotonic() < deadline, requests
+            page.wait_for_timeout(50)
+        assert http.delete(f"/tasks/{lone}").status_code == 200
+    expect(status).to_have_attribute("data-status", "cancelled")
+    expect(rows.first.locator(".status")).to_have_text("cancelled")
+    reads = [url for url in requests if re.search(rf"/tasks/{lone}(\?|$)", url)]
+    assert len(reads) == 1 and "wait=" not in reads[0], reads
+
+    page.check('#filters input[value="cancelled"]')
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-task-id", lone)
+    page.fill("#filter-tag", f"run:{run}, kind:other")
+    page.press("#filter-tag", "Enter")
+    expect(rows).to_have_count(0)
+    expect(page.locator("#recent-empty")).to_be_visible()
+    assert page.evaluate("localStorage.getItem('qmill.recent')") is None
+
+
+def test_a_batch_is_shown_with_its_progress_and_cancelled(page: Page, system: System) -> None:
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    with api(system) as http:
+        tasks = [{"quantum_circuit": BELL, "shots": 10}] * 2 + [{"quantum_circuit": runaway()}]
+        batch_id = http.post("/batches", json={"tasks": tasks}).json()["batch_id"]
+    page.goto(f"{system.url}/#batch={batch_id}")
+    expect(page.locator("#batch-id")).to_have_text(batch_id)
+    expect(page.locator("#batch-tasks tbody tr")).to_have_count(3)
+    completed = page.locator('#batch-counts span[data-status="completed"]')
+    expect(completed).to_have_attribute("data-count", "2", timeout=DONE)
+    expect(page.locator("#batch-done")).to_have_text("2 of 3 finished")
+    progress = page.locator("#batch-progress")
+    assert (progress.get_attribute("max"), progress.get_attribute("value")) == ("3", "2")
+    # Followed by the batch's event stream, not by reading the batch again and again.
+    assert any(f"/events?batch={batch_id}" in url for url in requests), requests
+    assert sum(f"/batches/{batch_id}" in url for url in requests) == 1, requests
+    page.click("#batch-cancel")
+    cancelled = page.locator('#batch-counts span[data-status="cancelled"]')
+    expect(cancelled).to_have_attribute("data-count", "1")
+    expect(page.locator("#batch-done")).to_have_text("3 of 3 finished")
+    expect(page.locator("#batch-cancel")).to_be_hidden()
+    # One click from a task of the batch to the task, and back.
+    page.locator("#batch-tasks tbody tr a").first.click()
+    expect(page.locator("#task-status")).to_have_attribute("data-status", "completed")
+    page.click("#link-batch")
+    expect(page.locator("#batch-id")).to_have_text(batch_id)
