@@ -238,7 +238,8 @@ class LimitsSettings(_Section):
     # covers a program at max_gates while a hostile 1 MiB program (40-70 s) is cut off.
     max_parse_seconds: float = Field(15.0, gt=0, le=600)
     # Parse processes per submit-function process, for every program too big or too
-    # complex to parse inline (qmill.server.qasm.pool); 0 = one per core this process
+    # complex to parse inline (qmill.server.qasm.pool), and per result-function process
+    # for the circuits it draws (diagram.txt); 0 = one per core this process
     # may run on, since a parse is CPU-bound, and at least two, so that one tenant's
     # share leaves one for the others. Set it where a container's CPU quota is below
     # the cores it sees. Each is a warm fork, started when first needed (a few MB of its
