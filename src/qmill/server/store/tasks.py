@@ -350,6 +350,24 @@ class TaskStore:
             await self._settle(owner, task_id, 0)
         return outcome
 
+    async def cancel_many(self, task_ids: Sequence[str], owner: str | None) -> list[Outcome]:
+        """`cancel` each task, in one round trip (a pipeline of the finish script): a
+        1000-task batch is cancelled in one call, not a thousand."""
+        pipe = self._redis.pipeline(transaction=False)
+        fields: dict[str, Field] = {"error": "cancelled by request"}
+        for task_id in task_ids:
+            keys, args = self._finish_call(task_id, TaskStatus.CANCELLED, owner, fields, None, True)
+            await self._finish(keys=keys, args=args, client=pipe)
+        async with guard():
+            outcomes = [Outcome(str(reply)) for reply in await pipe.execute()]
+        if owner is not None and self._quotas is not None:
+            applied = [t for t, o in zip(task_ids, outcomes, strict=True) if o is Outcome.APPLIED]
+            try:
+                await self._quotas.settle_many(owner, applied, 0)
+            except DependencyUnavailable as exc:  # as `_settle`: the estimate stays, and lapses
+                log.warning("quotas not settled", extra={"tasks": len(applied), "error": str(exc)})
+        return outcomes
+
     async def _finish_task(
         self,
         task_id: str,
@@ -362,6 +380,20 @@ class TaskStore:
     ) -> Outcome:
         """The terminal transition; ``full_ok`` for the few bytes of a failure or a
         cancel, which are written even into a full Redis (see `_FINISH`)."""
+        keys, args = self._finish_call(task_id, status, owner, fields, answer, full_ok)
+        async with guard():
+            return Outcome(str(await self._finish(keys=keys, args=args)))
+
+    def _finish_call(
+        self,
+        task_id: str,
+        status: TaskStatus,
+        owner: str | None,
+        fields: Mapping[str, Field],
+        answer: bytes | None,
+        full_ok: bool,
+    ) -> tuple[list[str], list[Value]]:
+        """The finish script's keys and arguments."""
         args: list[Value] = [status.value, self._ttl, answer or "", "1" if full_ok else "0"]
         args += ["completed_at", utcnow().isoformat(), *hset_pairs(fields)]
         keys = [
@@ -370,5 +402,4 @@ class TaskStore:
             constants.inflight_key(owner or "-"),
             constants.answer_key(task_id),
         ]
-        async with guard():
-            return Outcome(str(await self._finish(keys=keys, args=args)))
+        return keys, args
