@@ -14,6 +14,7 @@ Why it is built this way:
   exactly: the server knows better than a formula when it will have room again.
 * ``result`` long-polls (``GET /tasks/{id}?wait=``): one request per 30 s while a task
   runs, and the answer arrives the moment the worker finishes, with no poll loop.
+  ``wait_batch`` does the same for a whole batch (``qmill.client_batches``).
 * Errors are typed after the API's answers, so callers catch what they can act on
   (`InvalidCircuitError` has the line and column; `TaskFailedError` has the task).
 * Building requests and reading answers is shared by both clients
@@ -26,22 +27,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, Unpack
 
 import httpx
 
 # The error tree and the shared core live in their own modules; everything a user
 # needs is importable from here (and `Client`/`AsyncClient` from `qmill` itself).
+from qmill.client_batches import AsyncBatches, Batch, SyncBatches
 from qmill.client_body import Circuit, TaskOptions, to_qasm
 from qmill.client_core import (
     LONG_POLL_SECONDS,
     Call,
-    ClientBase,
     RetryPolicy,
     Task,
     Waiter,
-    batch_unsupported,
     checked,
     raise_for_task,
     read_json,
@@ -52,6 +52,7 @@ from qmill.client_core import (
 from qmill.client_errors import (
     APIError,
     AuthenticationError,
+    BatchTimeoutError,
     ConflictError,
     InvalidCircuitError,
     InvalidRequestError,
@@ -73,6 +74,8 @@ __all__ = [
     "APIError",
     "AsyncClient",
     "AuthenticationError",
+    "Batch",
+    "BatchTimeoutError",
     "Client",
     "ConflictError",
     "InvalidCircuitError",
@@ -98,7 +101,7 @@ __all__ = [
 # --- The clients -----------------------------------------------------------------------------
 
 
-class Client(ClientBase):
+class Client(SyncBatches):
     """A blocking qmill client. Use it as a context manager, or call `close`.
 
     ``url`` defaults to $QMILL_URL, then http://127.0.0.1:8000; ``api_key`` to
@@ -165,29 +168,6 @@ class Client(ClientBase):
         """
         call = self._submit_call(circuit, shots, options, idempotency_key)
         return str(checked(self._send(call))["task_id"])
-
-    def submit_batch(
-        self, circuits: Iterable[Circuit], shots: int = 1024, **options: Unpack[TaskOptions]
-    ) -> list[str]:
-        """Queue several circuits (all or nothing with ``POST /batches``); their task ids.
-
-        A server without the batch endpoint gets one submit per circuit instead; if one
-        of those fails, the error carries a note with the ids already queued.
-        """
-        items = list(circuits)
-        if not items:
-            return []
-        response = self._send(self._batch_call(items, shots, options))
-        if not batch_unsupported(response):
-            return [str(t) for t in checked(response)["task_ids"]]
-        task_ids: list[str] = []
-        try:
-            for circuit in items:
-                task_ids.append(self.submit(circuit, shots, **options))
-        except QmillClientError as exc:
-            exc.add_note(f"already queued by this batch: {task_ids}")
-            raise
-        return task_ids
 
     def get(self, task_id: str) -> Task:
         """The task's current state, without waiting."""
@@ -259,7 +239,7 @@ class Client(ClientBase):
         raise response_error(response)
 
 
-class AsyncClient(ClientBase):
+class AsyncClient(AsyncBatches):
     """The asyncio twin of `Client`: the same methods, awaited.
 
     ``async with AsyncClient() as qm: task = await qm.run(circuit)``
@@ -320,25 +300,6 @@ class AsyncClient(ClientBase):
         """See `Client.submit`."""
         call = self._submit_call(circuit, shots, options, idempotency_key)
         return str(checked(await self._send(call))["task_id"])
-
-    async def submit_batch(
-        self, circuits: Iterable[Circuit], shots: int = 1024, **options: Unpack[TaskOptions]
-    ) -> list[str]:
-        """See `Client.submit_batch`."""
-        items = list(circuits)
-        if not items:
-            return []
-        response = await self._send(self._batch_call(items, shots, options))
-        if not batch_unsupported(response):
-            return [str(t) for t in checked(response)["task_ids"]]
-        task_ids: list[str] = []
-        try:
-            for circuit in items:
-                task_ids.append(await self.submit(circuit, shots, **options))
-        except QmillClientError as exc:
-            exc.add_note(f"already queued by this batch: {task_ids}")
-            raise
-        return task_ids
 
     async def get(self, task_id: str) -> Task:
         """See `Client.get`."""
