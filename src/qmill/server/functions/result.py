@@ -1,6 +1,7 @@
 """The task resource: GET /tasks/{id} (status and counts), DELETE /tasks/{id} (cancel),
 GET /batches/{id} (every task of a batch), GET /tasks/{id}/histogram.svg (the counts as a
-picture) and GET / (the web page, a static file that uses the endpoints above).
+picture), GET /events (changes as Server-Sent Events) and GET / (the web page, a static
+file that uses the endpoints above).
 
 ``?wait=SECONDS`` long-polls until the task is terminal (capped by
 ``[server] max_wait_seconds``); ``?include=circuit`` echoes the program.
@@ -25,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from qmill import pictures
-from qmill.server import connections, constants, tasks
+from qmill.server import connections, constants, events, tasks
 from qmill.server.errors import InvalidRequest
 from qmill.server.http import Router, serve
 from qmill.server.models import BatchView, NoCounts, TaskStatus, TaskView
@@ -164,6 +165,18 @@ async def _get_batch(request: Request) -> Response:
     return _spliced_response(request, _joined(pieces))
 
 
+async def _stream_events(request: Request) -> Response:
+    """``GET /events``: the changes of a task or a batch as Server-Sent Events (see
+    `qmill.server.events`)."""
+    owner = await connections.tenant(request.headers)
+    target = events.Target.of(
+        {name: request.query_params.getlist(name) for name in ("task", "batch")}
+    )
+    last_seen = events.last_event_id(request.headers.get("last-event-id"))
+    settings = connections.settings().server
+    return await events.open_stream(connections.stores(), settings, target, owner, last_seen)
+
+
 @cache
 def _page() -> bytes:
     return (resources.files("qmill.server") / "static" / "index.html").read_bytes()
@@ -247,6 +260,7 @@ _ROUTER = Router(
         "cancelTask": _delete,
         "getBatch": _get_batch,
         "getHistogram": _get_histogram,
+        "streamEvents": _stream_events,
         "page": _get_page,
     },
 )
