@@ -14,7 +14,8 @@ never changes, so the batch channels, there for other listeners, are not needed 
 
 It also hears the task-done channel: a transition made by a worker of the previous
 version (a rolling upgrade) publishes no change event and leaves the record's seq as
-it was, and its done message tells the stream to read the record again. A record without seq (written before versions existed) reads as 0.
+it was, and its done message tells the stream to read the record again. A record
+without seq (written before versions existed) reads as 0.
 """
 
 from __future__ import annotations
