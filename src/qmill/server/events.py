@@ -220,6 +220,8 @@ class EventResponse(Response):
             },
             media_type=MEDIA_TYPE,
         )
+        # Sent chunked as it comes: no Content-Length (Response gives an empty body one).
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self._body = body
         self._stack = stack
         self._write_timeout = write_timeout
