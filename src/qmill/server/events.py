@@ -64,7 +64,9 @@ class Target:
     @classmethod
     def of(cls, query: Mapping[str, list[str]]) -> Target:
         """From the query (``task`` or ``batch``, exactly one, once); 422 otherwise."""
-        given = {name: values for name, values in query.items() if values}
+        # An empty value (``?task=``) is no value: "give one" says more than "not found".
+        given = {name: [v for v in values if v] for name, values in query.items()}
+        given = {name: values for name, values in given.items() if values}
         if len(given) != 1 or any(len(values) > 1 for values in given.values()):
             raise InvalidRequest(
                 "give exactly one of task=ID or batch=ID, once",
