@@ -12,9 +12,11 @@ Why it is built this way:
   retries (503, 429, a dropped connection) can never queue the same circuit twice.
 * Retries back off exponentially, but a ``Retry-After`` the server sends is honoured
   exactly: the server knows better than a formula when it will have room again.
-* ``result`` long-polls (``GET /tasks/{id}?wait=``): one request per 30 s while a task
-  runs, and the answer arrives the moment the worker finishes, with no poll loop.
-  ``wait_batch`` does the same for a whole batch (``qmill.client_batches``).
+* ``result`` reads the task's event stream (``GET /events?task=``, `qmill.client_events`),
+  resumed with ``Last-Event-ID`` if the connection drops; the result arrives the moment
+  the worker finishes. Where there is no stream (an older server, or it fails) it
+  long-polls (``GET /tasks/{id}?wait=``): one request per 30 s while a task runs.
+  ``wait_batch`` long-polls a whole batch (``qmill.client_batches``).
 * Errors are typed after the API's answers, so callers catch what they can act on
   (`InvalidCircuitError` has the line and column; `TaskFailedError` has the task).
 * Building requests and reading answers is shared by both clients
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Unpack
 
 import httpx
@@ -69,6 +71,7 @@ from qmill.client_errors import (
     error_from_response,
     parse_retry_after,
 )
+from qmill.client_events import Event, aiter_events, iter_events, status_task
 
 __all__ = [
     "APIError",
@@ -78,6 +81,7 @@ __all__ = [
     "BatchTimeoutError",
     "Client",
     "ConflictError",
+    "Event",
     "InvalidCircuitError",
     "InvalidRequestError",
     "LimitExceededError",
@@ -180,14 +184,21 @@ class Client(SyncBatches):
         timeout: float | None = 300.0,
         long_poll: float = LONG_POLL_SECONDS,
         on_update: Callable[[Task], None] | None = None,
+        stream: bool = True,
     ) -> Task:
         """Wait until the task is terminal and return it, whatever its status.
 
         ``timeout=None`` waits for ever; otherwise `ResultTimeoutError` after it (the task
-        keeps running). ``on_update`` sees each answer; a shorter ``long_poll`` shows
+        keeps running). ``on_update`` sees each change (from the event stream: status
+        only, until the last, which is the whole task) or each long-poll answer.
+        ``stream=False`` long-polls only; a shorter ``long_poll`` then shows
         intermediate states (pending -> processing) sooner.
         """
         waiter = Waiter(timeout, long_poll)
+        if stream:
+            found = self._wait_streaming(task_id, waiter, on_update)
+            if found is not None:
+                return found
         while True:
             call = self._get_call(task_id, waiter.next_wait())
             task = Task.from_json(checked(self._send(call, waiter.deadline)))
@@ -198,6 +209,38 @@ class Client(SyncBatches):
             if waiter.expired():
                 raise waiter.timed_out(task)
             time.sleep(waiter.pause_before_next())
+
+    def _wait_streaming(
+        self, task_id: str, waiter: Waiter, on_update: Callable[[Task], None] | None
+    ) -> Task | None:
+        """The terminal task from its event stream; None to long-poll instead (an older
+        server answers 404 or 405, the stream failed, or the deadline passed)."""
+        try:
+            for event in iter_events(self._http, task_id, None, until=waiter.deadline):
+                if event.event == "result":
+                    task = Task.from_json(event.data)
+                    if on_update is not None:
+                        on_update(task)
+                    return task
+                if event.event == "status" and on_update is not None:
+                    on_update(status_task(event.data))
+        except QmillClientError:
+            pass
+        return None
+
+    def events(
+        self,
+        task: str | None = None,
+        batch: str | None = None,
+        *,
+        last_event_id: str | None = None,
+    ) -> Iterator[Event]:
+        """Each change of a task (or of every task of a batch) as it happens: ``status``
+        events, a ``result`` (the task, as `get` has it) for each that finishes, and an
+        ``end`` once all are terminal. A dropped stream is resumed (``Last-Event-ID``),
+        missing nothing and repeating nothing; pass ``last_event_id`` (an event's
+        ``id``) to resume one yourself."""
+        yield from iter_events(self._http, task, batch, last_event_id)
 
     def result(self, task_id: str, *, timeout: float | None = 300.0) -> Task:
         """Wait for the task and return it completed (``.counts``), or raise
@@ -312,9 +355,14 @@ class AsyncClient(AsyncBatches):
         timeout: float | None = 300.0,
         long_poll: float = LONG_POLL_SECONDS,
         on_update: Callable[[Task], None] | None = None,
+        stream: bool = True,
     ) -> Task:
         """See `Client.wait`."""
         waiter = Waiter(timeout, long_poll)
+        if stream:
+            found = await self._wait_streaming(task_id, waiter, on_update)
+            if found is not None:
+                return found
         while True:
             call = self._get_call(task_id, waiter.next_wait())
             task = Task.from_json(checked(await self._send(call, waiter.deadline)))
@@ -325,6 +373,34 @@ class AsyncClient(AsyncBatches):
             if waiter.expired():
                 raise waiter.timed_out(task)
             await asyncio.sleep(waiter.pause_before_next())
+
+    async def _wait_streaming(
+        self, task_id: str, waiter: Waiter, on_update: Callable[[Task], None] | None
+    ) -> Task | None:
+        """See `Client._wait_streaming`."""
+        try:
+            async for event in aiter_events(self._http, task_id, None, until=waiter.deadline):
+                if event.event == "result":
+                    task = Task.from_json(event.data)
+                    if on_update is not None:
+                        on_update(task)
+                    return task
+                if event.event == "status" and on_update is not None:
+                    on_update(status_task(event.data))
+        except QmillClientError:
+            pass
+        return None
+
+    async def events(
+        self,
+        task: str | None = None,
+        batch: str | None = None,
+        *,
+        last_event_id: str | None = None,
+    ) -> AsyncIterator[Event]:
+        """See `Client.events`."""
+        async for event in aiter_events(self._http, task, batch, last_event_id):
+            yield event
 
     async def result(self, task_id: str, *, timeout: float | None = 300.0) -> Task:
         """See `Client.result`."""

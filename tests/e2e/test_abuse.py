@@ -622,7 +622,23 @@ def headers_ids_and_paths() -> Iterator[Hostile]:
             f"id/delete {task_id[:20]}", None, "DELETE", f"/tasks/{task_id}", expect=(404,)
         )
         yield Hostile(f"id/batch {task_id[:20]}", None, "GET", f"/batches/{task_id}", expect=(404,))
+        for kind in ("task", "batch"):  # an event stream of nobody's id ends at once
+            events = f"/events?{kind}={task_id}"
+            yield Hostile(f"id/events-{kind} {task_id[:20]}", None, "GET", events, expect=(404,))
     missing = "/tasks/5b8e3f4e-0000-4000-8000-000000000000"
+    nobody = "5b8e3f4e-0000-4000-8000-000000000000"
+    for name, query in {
+        "none": "",
+        "both": f"?task={nobody}&batch={nobody}",
+        "twice": f"?task={nobody}&task={nobody}",
+        "empty": "?task=",
+        "unknown": f"?task={nobody}&since=0",
+    }.items():
+        yield Hostile(f"events/query-{name}", None, "GET", f"/events{query}", expect=(422,))
+    for name, value in {"text": "x", "negative": "-1", "huge": "9" * 40, "float": "1.5"}.items():
+        header: dict[str, str | bytes] = {"Last-Event-ID": value}
+        path = f"/events?task={nobody}"
+        yield Hostile(f"events/last-event-id-{name}", None, "GET", path, header, (422,))
     for wait in ("nan", "inf", "-inf", "-1", "1e999", "abc", "", "0x10", "1_0000000000", "%00"):
         yield Hostile(f"wait={wait}", None, "GET", f"{missing}?wait={wait}", expect=(404, 422))
     yield Hostile(

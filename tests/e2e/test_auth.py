@@ -73,6 +73,9 @@ def test_a_task_is_visible_only_to_its_key(system: System) -> None:
         assert bob.get(f"/tasks/{task_id}", params={"wait": 1}).status_code == 404
         assert bob.delete(f"/tasks/{task_id}").status_code == 404
         assert "owner" not in mine.json()
+        # Its event stream likewise: another key's stream is refused exactly like a read.
+        stream = bob.get("/events", params={"task": task_id})
+        assert (stream.status_code, stream.json()) == (404, {"detail": "Task not found"})
 
 
 def test_a_batch_is_visible_only_to_its_key(system: System) -> None:

@@ -57,20 +57,29 @@ Handler = Callable[[httpx.Request], httpx.Response]
 
 
 class Recorder:
-    """A mock server: answers from a list (the last repeats) and keeps every request."""
+    """A mock server: answers from a list (the last repeats) and keeps every request.
 
-    def __init__(self, *answers: httpx.Response | Handler | Exception) -> None:
+    Without ``streams`` it is a server without event streams (``GET /events`` is a 404).
+    """
+
+    def __init__(
+        self, *answers: httpx.Response | Handler | Exception, streams: bool = False
+    ) -> None:
         self.answers = list(answers)
         self.requests: list[httpx.Request] = []
+        self.streams = streams
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/events" and not self.streams:
+            # A server without event streams: the client long-polls (the fallback).
+            return answer(404, {"detail": "Not Found"})
         self.requests.append(request)
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, Exception):
-            raise answer
-        if callable(answer):
-            return answer(request)
-        return answer
+        reply = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(reply, Exception):
+            raise reply
+        if callable(reply):
+            return reply(request)
+        return reply
 
     def client(self, **kwargs: Any) -> Client:
         kwargs.setdefault("retry", FAST)

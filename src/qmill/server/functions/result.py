@@ -1,7 +1,8 @@
 """The task resource: GET /tasks/{id} (status and counts), DELETE /tasks/{id} (cancel),
 GET /batches/{id} (every task of a batch; ?wait= until all are terminal), DELETE
 /batches/{id} (cancel what has not finished), GET /tasks/{id}/histogram.svg (the counts as a
-picture) and GET / (the web page, a static file that uses the endpoints above).
+picture), GET /events (changes as Server-Sent Events) and GET / (the web page, a static
+file that uses the endpoints above).
 
 ``?wait=SECONDS`` long-polls until the task is terminal (capped by
 ``[server] max_wait_seconds``); ``?include=circuit`` echoes the program.
@@ -26,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from qmill import pictures
-from qmill.server import batches, connections, constants, tasks
+from qmill.server import batches, connections, constants, events, tasks
 from qmill.server.errors import InvalidRequest
 from qmill.server.http import Router, serve
 from qmill.server.models import BatchView, NoCounts, TaskStatus, TaskView
@@ -183,6 +184,18 @@ def _batch_response(request: Request, batch: BatchView) -> Response:
     return _spliced_response(request, _joined(pieces))
 
 
+async def _stream_events(request: Request) -> Response:
+    """``GET /events``: the changes of a task or a batch as Server-Sent Events (see
+    `qmill.server.events`)."""
+    owner = await connections.tenant(request.headers)
+    target = events.Target.of(
+        {name: request.query_params.getlist(name) for name in ("task", "batch")}
+    )
+    last_seen = events.last_event_id(request.headers.get("last-event-id"))
+    settings = connections.settings().server
+    return await events.open_stream(connections.stores(), settings, target, owner, last_seen)
+
+
 @cache
 def _page() -> bytes:
     return (resources.files("qmill.server") / "static" / "index.html").read_bytes()
@@ -267,6 +280,7 @@ _ROUTER = Router(
         "getBatch": _get_batch,
         "cancelBatch": _delete_batch,
         "getHistogram": _get_histogram,
+        "streamEvents": _stream_events,
         "page": _get_page,
     },
 )

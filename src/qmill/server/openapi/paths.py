@@ -323,6 +323,52 @@ def _operations() -> dict[str, dict[str, Any]]:
                 **error_refs("Unprocessable", *_GUARDED),
             },
         },
+        "streamEvents": {
+            "summary": "A task's or a batch's changes, live (Server-Sent Events)",
+            "description": (
+                "Give exactly one of `task` or `batch`. The stream sends `retry:` once, then "
+                "`event: status` (data: `task_id`, `status`, `batch_id`, `seq`; `id:` the "
+                "seq) for each task's state and each change after it; when a task becomes "
+                "terminal, its `status` (without `id:`) and `event: result` (data: the task "
+                "as `GET /tasks/{task_id}` sends it; `id:` the seq); `event: end` once every "
+                "task is terminal, and then it closes. Idle streams get `: ping` comments "
+                "every `[server] event_heartbeat_seconds` (15). A stream closes after "
+                "`[server] max_event_stream_seconds` (300); reconnect with `Last-Event-ID` "
+                "to get only what changed since (each task's current state, in seq order, "
+                "never a change twice). An API key may hold `[server] "
+                "max_event_streams_per_tenant` (20) streams at once; over it, 429 with "
+                "`Retry-After`."
+            ),
+            "parameters": [
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": False,
+                    "description": f"The {name} to watch (an id from `POST /{name}s`, or "
+                    f"`POST /batches`). Any other id is a 404.",
+                    "schema": {"type": "string", "format": "uuid"},
+                }
+                for name in ("task", "batch")
+            ]
+            + [
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "required": False,
+                    "description": "Resume: the last `id:` received (browsers send it "
+                    "themselves). Anything else is a 422.",
+                    "schema": {"type": "string", "pattern": "^[0-9]{0,19}$"},
+                }
+            ],
+            "responses": {
+                "200": {
+                    "description": "The stream, until every task is terminal (or its time "
+                    "is up: reconnect with `Last-Event-ID`).",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                **error_refs("NotFound", "Unprocessable", *_GUARDED),
+            },
+        },
         "page": {
             "summary": "The web page (submit a program, watch it, see its counts)",
             "security": [],
