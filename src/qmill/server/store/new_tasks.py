@@ -21,22 +21,29 @@ Field = Value | None
 
 # Every record of a submit (one task, or a whole batch) and the batch's id list, in one
 # atomic step: either all of them exist or none (nothing to undo after a Redis error
-# mid-write). KEYS: task keys..., then the batch list if any. ARGV: ttl, task count,
-# then per task: its number of field/value args and those args; then the task ids.
-# Returns 0 (nothing written) if a task key already exists.
+# mid-write). KEYS: task keys..., then the batch list if any, then the event counter
+# (`constants.EVENTS_SEQ_KEY`, always last). ARGV: ttl, task count, then per task: its
+# number of field/value args and those args; then the task ids. Returns 0 (nothing
+# written) if a task key already exists.
+#
+# Each record gets its first version (``seq``, `qmill.server.store.events`) from one
+# INCRBY for the whole submit. Creation is not PUBLISHed: nobody can be listening yet
+# (an event stream is opened for an id this script is about to return), and a stream
+# reads the `pending` state from the record itself.
 CREATE = """
 local ttl, count = ARGV[1], tonumber(ARGV[2])
 for i = 1, count do
   if redis.call('EXISTS', KEYS[i]) == 1 then return 0 end
 end
+local seq = redis.call('INCRBY', KEYS[#KEYS], count) - count
 local a = 3
 for i = 1, count do
   local n = tonumber(ARGV[a])
-  redis.call('HSET', KEYS[i], unpack(ARGV, a + 1, a + n))
+  redis.call('HSET', KEYS[i], 'seq', seq + i, unpack(ARGV, a + 1, a + n))
   redis.call('EXPIRE', KEYS[i], ttl)
   a = a + n + 1
 end
-if #KEYS > count then
+if #KEYS > count + 1 then
   local batch = KEYS[count + 1]
   for i = a, #ARGV, 500 do
     redis.call('RPUSH', batch, unpack(ARGV, i, math.min(i + 499, #ARGV)))
