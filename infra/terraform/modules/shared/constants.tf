@@ -22,6 +22,7 @@ locals {
     { method = "DELETE", path = "/tasks/", function = "result" },
     { method = "POST", path = "/batches", function = "submit" },
     { method = "GET", path = "/batches/", function = "result" },
+    { method = "DELETE", path = "/batches/", function = "result" },
     { method = "GET", path = "/health", function = "health" },
     { method = "GET", path = "/openapi.json", function = "health" },
     { method = "GET", path = "/backend", function = "health" },
