@@ -152,4 +152,5 @@ def test_schemathesis_auth_on_without_a_key(auth_system: System, tmp_path: Path)
         "POST /batches",
         "GET /batches/{batch_id}",
         "GET /tasks/{task_id}/histogram.svg",
+        "GET /tasks",
     }
