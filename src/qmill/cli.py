@@ -59,6 +59,7 @@ def main() -> None:
     qmill up                          start the whole system (what `make run` does)
     qmill submit bell.qasm --wait     run a circuit, show its counts
     qmill get ID | cancel ID | health
+    qmill ls --status failed          your tasks, newest first (--tag, --batch, --since)
     qmill COMMAND --help              the options of one command
     """
 
@@ -313,6 +314,9 @@ def _read_program(source: str) -> str:
     "--set 'parameters={\"theta\": [0, 1.57]}' --set 'noise={\"readout\": 0.01}'. "
     "Repeatable. GET /backend lists the fields.",
 )
+@click.option(
+    "--tag", "tags", multiple=True, metavar="KEY:VALUE", help="Label it (repeatable); see qmill ls."
+)
 @click.option("--wait", "-w", is_flag=True, help="Wait for the counts and print them.")
 @wait_options
 @client_options
@@ -322,6 +326,7 @@ def submit(
     seed: int | None,
     method: str | None,
     fields: tuple[str, ...],
+    tags: tuple[str, ...],
     wait: bool,
     timeout: float,
     quiet: bool,
@@ -344,6 +349,10 @@ def submit(
         options["seed"] = seed
     if method is not None:
         options["method"] = method
+    if tags:
+        from qmill.cli_listing import tag_pairs
+
+        options["tags"] = tag_pairs(tags)
 
     async def go() -> tuple[str, Task | None]:
         async with _client(url, api_key, retries) as client:
@@ -431,3 +440,12 @@ def _add_operator_commands() -> None:
 
 
 _add_operator_commands()
+
+
+def _add_listing_command() -> None:
+    from qmill.cli_listing import ls
+
+    main.add_command(ls)
+
+
+_add_listing_command()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from typing import Any, Unpack
 
 import httpx
@@ -411,7 +411,7 @@ class AsyncClient(ClientBase):
         """See `Client.list_tasks`."""
         return TaskPage.from_json(checked(await self._send(list_call(**filters))))
 
-    async def iter_tasks(self, **filters: Unpack[ListFilters]) -> AsyncIterator[TaskSummary]:
+    async def iter_tasks(self, **filters: Unpack[ListFilters]) -> AsyncGenerator[TaskSummary, None]:
         """See `Client.iter_tasks`."""
         while True:
             page = await self.list_tasks(**filters)

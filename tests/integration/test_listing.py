@@ -177,4 +177,3 @@ async def test_the_undo_leaves_no_index_entry(stores: Stores, raw: aioredis.Redi
     assert len(names) == 1  # the emptied tag indexes are gone; k:v still lists `kept`
     assert await raw.zcard(constants.listing_key(ALICE)) == 1
     assert not await raw.exists(constants.batch_key(batch_id), *map(constants.task_key, ids))
-

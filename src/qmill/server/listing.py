@@ -10,7 +10,7 @@ indexes (`qmill.server.store.listing`). Filters: ``status`` (repeatable: any of)
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from starlette.datastructures import QueryParams
 
@@ -48,17 +48,20 @@ def parse_since(raw: str) -> datetime:
             f"(a '+' offset is sent as %2B), got {raw[:64]!r}"
         )
     year, month, day, hour, minute, second = (int(g) for g in found.groups()[:6])
-    fraction, zulu, sign, zone_hours, zone_minutes = found.groups()[6:]
+    fraction, _zulu, sign, zone_hours, zone_minutes = found.groups()[6:]
     micros = int((fraction or ".0")[1:7].ljust(6, "0"))
+    offset = timedelta(hours=int(zone_hours or 0), minutes=int(zone_minutes or 0))
     try:
-        zone = UTC
-        if not zulu:
-            offset = timedelta(hours=int(zone_hours), minutes=int(zone_minutes))
-            zone = timezone(-offset if sign == "-" else offset)
-        when = datetime(year, month, day, hour, minute, min(second, 59), micros, zone)
-        return when.astimezone(UTC)
-    except (ValueError, OverflowError):
+        local = datetime(year, month, day, hour, minute, min(second, 59), micros)
+    except ValueError:
         raise InvalidRequest(f"since: not a valid date-time: {raw[:64]!r}") from None
+    if offset >= timedelta(hours=24):
+        raise InvalidRequest(f"since: not a valid zone offset: {raw[:64]!r}")
+    try:
+        utc = local - offset if sign != "-" else local + offset
+    except OverflowError:  # within a day of year 1 or 9999: as early or late as it gets
+        utc = datetime.max if sign == "-" else datetime.min
+    return utc.replace(tzinfo=UTC)
 
 
 def parse_limit(raw: str | None, cap: int) -> int:
