@@ -51,7 +51,8 @@ _CURSOR = re.compile(CURSOR_PATTERN)
 # Index entries one page examines at most (read in chunks, each chunk's records read in
 # one pipelined round trip of HMGETs). A filter that matches little (a status, a second
 # tag) would otherwise read a tenant's whole history for one page: past this the page
-# ends short, or empty, with a next_cursor to carry on from. Measured: ~10 ms here.
+# ends short, or empty, with a next_cursor to carry on from. Measured here: a page of a
+# status that 10 of 10^4 tasks have, 19 ms (`_SCAN` judges the records in Redis).
 SCAN_ENTRIES = 1000
 # The longest a record may live before its result TTL starts: the provisional TTL of an
 # unconfirmed submit (`enqueue.PROVISIONAL_TTL_SECONDS`, 300 s), with room to spare.
@@ -122,10 +123,11 @@ def positions(
 
 
 def index_bytes(task_tags: Mapping[str, str]) -> int:
-    """What a task's index entries take in Redis, for its storage quota: ~100 bytes an
-    entry in a big index (measured with MEMORY USAGE), and a small tag index of its own
-    costs a key (~150 bytes with its name and TTL)."""
-    return 100 + 250 * len(task_tags)
+    """What a task's index entries (and its `listed` field) take in Redis, for its
+    storage quota. Measured with MEMORY USAGE: 161 bytes an entry in a large index, the
+    `listed` field 72; a tag used by this task alone costs a small index key of its own
+    (~220 bytes). Rounded up: 250 an entry."""
+    return 250 * (1 + len(task_tags)) + sum(len(k) + len(v) + 8 for k, v in task_tags.items())
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,11 +204,46 @@ def _summary(row: Sequence[str | None]) -> TaskSummary | None:
     )
 
 
+# One chunk of a page, judged where the records are: reads up to ARGV[3] members of the
+# index KEYS[1] between ARGV[1] and ARGV[2] (ZRANGE BYLEX REV bounds) and answers
+# {members, verdicts}: per member 'm' (its record matches), 'n' (it does not) or 'g'
+# (its record is gone). ARGV[4]: the task key prefix; ARGV[5]: the owner a record must
+# have ('' for none); ARGV[6]: the statuses wanted, as ',a,b,' ('' for any); then tag
+# key/value pairs the record must all have. One round trip for a thousand entries
+# (~1 ms of Redis), where reading each record back was ~360 ms of reply parsing.
+# The records it reads are named by the index, not declared in KEYS: like the rest of
+# qmill it needs one Redis, not a Redis Cluster.
+_SCAN = """
+local members = redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2], 'BYLEX', 'REV', 'LIMIT', 0,
+  tonumber(ARGV[3]))
+local statuses, verdicts = ARGV[6], {}
+for i, member in ipairs(members) do
+  local f = redis.call('HMGET', ARGV[4] .. string.sub(member, 21), 'status', 'owner', 'tags')
+  local verdict = 'm'
+  if not f[1] then
+    verdict = 'g'
+  elseif (f[2] or '') ~= ARGV[5] then
+    verdict = 'n'
+  elseif statuses ~= '' and not string.find(statuses, ',' .. f[1] .. ',', 1, true) then
+    verdict = 'n'
+  elseif #ARGV > 6 then
+    local tags = f[3] and cjson.decode(f[3]) or {}
+    for a = 7, #ARGV, 2 do
+      if tags[ARGV[a]] ~= ARGV[a + 1] then verdict = 'n' end
+    end
+  end
+  verdicts[i] = verdict
+end
+return {members, table.concat(verdicts)}
+"""
+
+
 class Listing:
     """Pages of one tenant's tasks, read from its indexes and checked on its records."""
 
     def __init__(self, client: RedisClient) -> None:
         self._redis = client.redis
+        self._scan = client.script(_SCAN)
 
     async def page(self, owner: str | None, query: Query, scan: int = SCAN_ENTRIES) -> Page:
         """The tasks of ``owner`` (None: auth off) that ``query`` asks for, newest first.
@@ -221,41 +258,41 @@ class Listing:
         # A tag's index holds only tasks with that tag: the smallest set to walk.
         drive = index_keys(owner, query.tags[:1])[-1]
         lowest = "[" + time_prefix(query.since) if query.since is not None else "-"
-        position = query.cursor
-        chunk = query.limit + 1 if not (query.statuses or query.tags[1:]) else 200
-        page, examined, stale = Page(), 0, []
-        while True:
+        statuses = "".join(f",{s.value}" for s in sorted(query.statuses))
+        filters = [constants.TASK_KEY_PREFIX, owner or "", statuses + "," if statuses else ""]
+        filters += [part for pair in query.tags[1:] for part in pair]
+        # Unfiltered, a page needs one entry more than it shows (is there a next page?).
+        chunk = query.limit + 1 if not (query.statuses or query.tags[1:]) else scan
+        position, examined, next_cursor = query.cursor, 0, None
+        matched: list[str] = []
+        stale: list[str] = []
+        while len(matched) <= query.limit:
             want = min(chunk, scan - examined)
             if want <= 0:
-                page.next_cursor = position
+                next_cursor = position
                 break
+            top = "(" + position if position else "+"
             async with guard():
-                members = await self._redis.zrange(
-                    drive,
-                    "(" + position if position else "+",
-                    lowest,
-                    desc=True,
-                    bylex=True,
-                    offset=0,
-                    num=want,
+                members, verdicts = await self._scan(
+                    keys=[drive], args=[top, lowest, want, *filters]
                 )
-            rows = await self._rows(constants.task_key(str(m)[PREFIX_CHARS:]) for m in members)
-            for member, row in zip(members, rows, strict=True):
-                summary = _summary(row)
-                if summary is None:
+            for member, verdict in zip(members, str(verdicts), strict=True):
+                if verdict == "m" and len(matched) == query.limit:
+                    next_cursor = position  # one more match: there is a next page
+                    break
+                if verdict == "m":
+                    matched.append(str(member))
+                elif verdict == "g":
                     stale.append(str(member))
-                elif summary_owner(row) == owner and query.matches(summary):
-                    if len(page.tasks) == query.limit:  # one more: there is a next page
-                        page.next_cursor = position
-                        await self._drop(tenant, drive, stale)
-                        return page
-                    page.tasks.append(summary)
                 position = str(member)
                 examined += 1
-            if len(members) < want:  # the end of the index
+            if next_cursor is not None or len(members) < want:  # the end of the index
                 break
         await self._drop(tenant, drive, stale)
-        return page
+        rows = await self._rows(constants.task_key(m[PREFIX_CHARS:]) for m in matched)
+        # A record that expired since the scan read it is left out, not shown half.
+        tasks = [summary for row in rows if (summary := _summary(row)) is not None]
+        return Page(tasks, next_cursor)
 
     async def _rows(self, keys: Iterable[str]) -> list[list[str | None]]:
         pipe = self._redis.pipeline(transaction=False)
