@@ -443,9 +443,9 @@ _add_operator_commands()
 
 
 def _add_listing_command() -> None:
-    from qmill.cli_listing import ls
+    from qmill import cli_listing
 
-    main.add_command(ls)
+    cli_listing.add_to(main)
 
 
 _add_listing_command()

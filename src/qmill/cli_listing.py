@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from qmill.cli import EXIT_CODES, _client, _run, client_options
-
 if TYPE_CHECKING:
     from qmill.client_listing import TaskSummary
 
@@ -67,12 +65,9 @@ def tasks_table(tasks: list[TaskSummary], now: datetime | None = None) -> list[s
                 ",".join(f"{k}:{v}" for k, v in sorted(task.tags.items())) or "-",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
-        + "  "
-        + row[-1]
-        for row in rows
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
     ]
 
 
@@ -94,57 +89,71 @@ def _plain(task: TaskSummary) -> dict[str, Any]:
     return out
 
 
-@click.command("ls", epilog=EXIT_CODES, short_help="List your tasks, newest first.")
-@click.option(
-    "--status", "statuses", multiple=True, type=click.Choice(STATUSES), help="Repeatable: any of."
-)
-@click.option("--tag", "tags", multiple=True, metavar="KEY:VALUE", help="Repeatable: all of.")
-@click.option("--batch", metavar="ID", help="Only the tasks of this batch.")
-@click.option("--since", metavar="WHEN", help="Created at or after: RFC 3339, or an age (2h, 7d).")
-@click.option(
-    "--limit",
-    type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="Show at most this many (the newest).",
-)
-@client_options
-def ls(
-    statuses: tuple[str, ...],
-    tags: tuple[str, ...],
-    batch: str | None,
-    since: str | None,
-    limit: int,
-    url: str,
-    api_key: str | None,
-    retries: int,
-    as_json: bool,
-) -> None:
-    """List the tasks of this API key (all tasks when the server has auth off), newest
-    first, with their status, age, shots, qubits, batch and tags. --json prints
-    {"tasks": [...]} with every field of each."""
-    wanted = tag_pairs(tags)
+def add_to(group: click.Group) -> None:
+    """Register ``qmill ls`` on the CLI; called by `qmill.cli` once the options and
+    helpers every client command shares exist (so neither module imports the other
+    at import time)."""
+    from qmill.cli import EXIT_CODES, _client, _run, client_options
 
-    async def go() -> list[TaskSummary]:
-        found: list[TaskSummary] = []
-        async with _client(url, api_key, retries) as client:
-            pages = client.iter_tasks(
-                status=list(statuses),
-                tags=wanted,
-                batch=batch,
-                since=since_value(since),
-                limit=min(limit, PAGE),
-            )
-            async with aclosing(pages):
-                async for task in pages:
-                    found.append(task)
-                    if len(found) == limit:
-                        break
-        return found
+    @click.command("ls", epilog=EXIT_CODES, short_help="List your tasks, newest first.")
+    @click.option(
+        "--status",
+        "statuses",
+        multiple=True,
+        type=click.Choice(STATUSES),
+        help="Repeatable: any of.",
+    )
+    @click.option("--tag", "tags", multiple=True, metavar="KEY:VALUE", help="Repeatable: all of.")
+    @click.option("--batch", metavar="ID", help="Only the tasks of this batch.")
+    @click.option(
+        "--since", metavar="WHEN", help="Created at or after: RFC 3339, or an age (2h, 7d)."
+    )
+    @click.option(
+        "--limit",
+        type=click.IntRange(min=1),
+        default=20,
+        show_default=True,
+        help="Show at most this many (the newest).",
+    )
+    @client_options
+    def ls(
+        statuses: tuple[str, ...],
+        tags: tuple[str, ...],
+        batch: str | None,
+        since: str | None,
+        limit: int,
+        url: str,
+        api_key: str | None,
+        retries: int,
+        as_json: bool,
+    ) -> None:
+        """List the tasks of this API key (all tasks when the server has auth off), newest
+        first, with their status, age, shots, qubits, batch and tags. --json prints
+        {"tasks": [...]} with every field of each."""
+        wanted = tag_pairs(tags)
 
-    found = _run(go(), as_json)
-    if as_json:
-        click.echo(json.dumps({"tasks": [_plain(t) for t in found]}))
-        return
-    for line in tasks_table(found):
-        click.echo(line)
+        async def go() -> list[TaskSummary]:
+            found: list[TaskSummary] = []
+            async with _client(url, api_key, retries) as client:
+                pages = client.iter_tasks(
+                    status=list(statuses),
+                    tags=wanted,
+                    batch=batch,
+                    since=since_value(since),
+                    limit=min(limit, PAGE),
+                )
+                async with aclosing(pages):
+                    async for task in pages:
+                        found.append(task)
+                        if len(found) == limit:
+                            break
+            return found
+
+        found = _run(go(), as_json)
+        if as_json:
+            click.echo(json.dumps({"tasks": [_plain(t) for t in found]}))
+            return
+        for line in tasks_table(found):
+            click.echo(line)
+
+    group.add_command(ls)

@@ -163,3 +163,25 @@ def test_the_client_sends_filters_as_the_server_reads_them() -> None:
     assert q.since == datetime(2026, 12, 3, tzinfo=UTC)
     with pytest.raises(ValueError, match="time zone"):
         list_call(since=datetime(2026, 12, 3))
+
+
+def test_qmill_ls_table_and_ages() -> None:
+    from datetime import timedelta
+
+    from qmill.cli_listing import since_value, tasks_table
+
+    now = datetime(2026, 12, 3, 12, tzinfo=UTC)
+    rows = tasks_table(
+        [
+            TaskSummary(TASK, "completed", now - timedelta(hours=3), shots=5, tags={"p": "b"}),
+            TaskSummary(TASK, "pending", now, shots=10, qubits=2, batch_id=TASK),
+        ],
+        now,
+    )
+    assert rows[0].split() == ["TASK", "STATUS", "CREATED", "SHOTS", "QUBITS", "BATCH", "TAGS"]
+    assert rows[1].split() == [TASK, "completed", "3h", "ago", "5", "-", "-", "p:b"]
+    assert rows[2].split() == [TASK, "pending", "0s", "ago", "10", "2", TASK[:8], "-"]
+    assert tasks_table([]) == ["(no tasks)"]
+    recent = since_value("2h")
+    assert recent is not None and parse_since(recent) < datetime.now(UTC) - timedelta(minutes=119)
+    assert since_value("2026-12-03T10:00:00Z") == "2026-12-03T10:00:00Z"
