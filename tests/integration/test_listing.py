@@ -135,6 +135,19 @@ async def test_tenants_see_only_their_own_tasks_and_batches(stores: Stores) -> N
     assert await listed(stores, ALICE, cursor=cursor) == mine[1:]
 
 
+async def test_a_batch_pages_in_submission_order_with_filters(stores: Stores) -> None:
+    await submit(stores)
+    ids = await submit(stores, 5, tags={"k": "v"}, batch=True)
+    await submit(stores)
+    batch_id = (await stores.tasks.get(ids[0])).batch_id
+    assert await listed(stores, batch_id=batch_id, limit=2) == ids
+    await stores.tasks.cancel(ids[3])
+    cancelled = frozenset({TaskStatus.CANCELLED})
+    assert await listed(stores, batch_id=batch_id, statuses=cancelled) == ids[3:4]
+    assert await listed(stores, batch_id=batch_id, tags=(("k", "v"),), limit=3) == ids
+    assert await listed(stores, batch_id=batch_id, tags=(("k", "w"),)) == []
+
+
 async def test_a_gone_record_is_not_listed_and_its_entry_goes(
     stores: Stores, raw: aioredis.Redis
 ) -> None:

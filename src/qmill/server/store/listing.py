@@ -205,36 +205,44 @@ def _summary(row: Sequence[str | None]) -> TaskSummary | None:
 
 
 # One chunk of a page, judged where the records are: reads up to ARGV[3] members of the
-# index KEYS[1] between ARGV[1] and ARGV[2] (ZRANGE BYLEX REV bounds) and answers
-# {members, verdicts}: per member 'm' (its record matches), 'n' (it does not) or 'g'
-# (its record is gone). ARGV[4]: the task key prefix; ARGV[5]: the owner a record must
-# have ('' for none); ARGV[6]: the statuses wanted, as ',a,b,' ('' for any); then tag
-# key/value pairs the record must all have. One round trip for a thousand entries
-# (~1 ms of Redis), where reading each record back was ~360 ms of reply parsing.
-# The records it reads are named by the index, not declared in KEYS: like the rest of
-# qmill it needs one Redis, not a Redis Cluster.
+# index KEYS[1] between ARGV[1] and ARGV[2] (ZRANGE BYLEX REV bounds), stops after the
+# ARGV[4]th match, and answers {members examined, verdicts}: per member 'm' (its record
+# matches), 'n' (it does not) or 'g' (its record is gone). ARGV[5]: the task key
+# prefix; ARGV[6]: the owner a record must have ('' for none); ARGV[7]: its batch (''
+# for any); ARGV[8]: the statuses wanted, as ',a,b,' ('' for any); then tag key/value
+# pairs the record must all have. One round trip for a thousand entries (~1 ms of
+# Redis), where reading each record back was ~360 ms of reply parsing. The records it
+# reads are named by the index, not declared in KEYS: like the rest of qmill it needs
+# one Redis, not a Redis Cluster.
 _SCAN = """
 local members = redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2], 'BYLEX', 'REV', 'LIMIT', 0,
   tonumber(ARGV[3]))
-local statuses, verdicts = ARGV[6], {}
+local need, statuses, batch = tonumber(ARGV[4]), ARGV[8], ARGV[7]
+local seen, verdicts, found = {}, {}, 0
 for i, member in ipairs(members) do
-  local f = redis.call('HMGET', ARGV[4] .. string.sub(member, 21), 'status', 'owner', 'tags')
+  local f = redis.call('HMGET', ARGV[5] .. string.sub(member, 21), 'status', 'owner', 'tags',
+    'batch_id')
   local verdict = 'm'
   if not f[1] then
     verdict = 'g'
-  elseif (f[2] or '') ~= ARGV[5] then
+  elseif (f[2] or '') ~= ARGV[6] or (batch ~= '' and f[4] ~= batch) then
     verdict = 'n'
   elseif statuses ~= '' and not string.find(statuses, ',' .. f[1] .. ',', 1, true) then
     verdict = 'n'
-  elseif #ARGV > 6 then
+  elseif #ARGV > 8 then
     local tags = f[3] and cjson.decode(f[3]) or {}
-    for a = 7, #ARGV, 2 do
+    for a = 9, #ARGV, 2 do
       if tags[ARGV[a]] ~= ARGV[a + 1] then verdict = 'n' end
     end
   end
+  seen[i] = member
   verdicts[i] = verdict
+  if verdict == 'm' then
+    found = found + 1
+    if found == need then break end
+  end
 end
-return {members, table.concat(verdicts)}
+return {seen, table.concat(verdicts)}
 """
 
 
@@ -249,44 +257,52 @@ class Listing:
         """The tasks of ``owner`` (None: auth off) that ``query`` asks for, newest first.
 
         Examines at most ``scan`` index entries: a page may then be short, even empty,
-        with a next_cursor; a batch is read whole (it has at most `[limits]
-        max_batch_tasks`).
+        with a next_cursor. A batch's page walks only its batch's slice of the index.
         """
-        if query.batch_id is not None:
-            return await self._batch_page(owner, query)
         tenant = tenant_of(owner)
         # A tag's index holds only tasks with that tag: the smallest set to walk.
         drive = index_keys(owner, query.tags[:1])[-1]
+        top = "(" + query.cursor if query.cursor else "+"
         lowest = "[" + time_prefix(query.since) if query.since is not None else "-"
+        if query.batch_id is not None:
+            # A batch's tasks share one creation time: its slice of the caller's index
+            # (another tenant's batch is in no index of the caller's: nothing).
+            created = await self._batch_time(query.batch_id)
+            if created is None:
+                return Page()
+            top = min(top, "(" + created + "g") if query.cursor else "(" + created + "g"
+            lowest = max(lowest, "[" + created) if lowest != "-" else "[" + created
         statuses = "".join(f",{s.value}" for s in sorted(query.statuses))
-        filters = [constants.TASK_KEY_PREFIX, owner or "", statuses + "," if statuses else ""]
+        filters = [constants.TASK_KEY_PREFIX, owner or "", query.batch_id or ""]
+        filters += [statuses + "," if statuses else ""]
         filters += [part for pair in query.tags[1:] for part in pair]
         # Unfiltered, a page needs one entry more than it shows (is there a next page?).
-        chunk = query.limit + 1 if not (query.statuses or query.tags[1:]) else scan
-        position, examined, next_cursor = query.cursor, 0, None
+        filtered = query.statuses or query.tags[1:] or query.batch_id
+        chunk = scan if filtered else query.limit + 1
+        examined, next_cursor = 0, None
         matched: list[str] = []
         stale: list[str] = []
-        while len(matched) <= query.limit:
+        while True:
             want = min(chunk, scan - examined)
             if want <= 0:
-                next_cursor = position
+                next_cursor = top[1:]
                 break
-            top = "(" + position if position else "+"
+            need = query.limit + 1 - len(matched)
             async with guard():
                 members, verdicts = await self._scan(
-                    keys=[drive], args=[top, lowest, want, *filters]
+                    keys=[drive], args=[top, lowest, want, need, *filters]
                 )
             for member, verdict in zip(members, str(verdicts), strict=True):
                 if verdict == "m" and len(matched) == query.limit:
-                    next_cursor = position  # one more match: there is a next page
+                    next_cursor = top[1:]  # one more match: there is a next page
                     break
                 if verdict == "m":
                     matched.append(str(member))
                 elif verdict == "g":
                     stale.append(str(member))
-                position = str(member)
+                top = "(" + str(member)
                 examined += 1
-            if next_cursor is not None or len(members) < want:  # the end of the index
+            if next_cursor is not None or len(members) < want:  # the end of the range
                 break
         await self._drop(tenant, drive, stale)
         rows = await self._rows(constants.task_key(m[PREFIX_CHARS:]) for m in matched)
@@ -294,40 +310,21 @@ class Listing:
         tasks = [summary for row in rows if (summary := _summary(row)) is not None]
         return Page(tasks, next_cursor)
 
+    async def _batch_time(self, batch_id: str) -> str | None:
+        """The creation-time prefix its batch's members share (None: no such batch)."""
+        async with guard():
+            first = await self._redis.lindex(constants.batch_key(batch_id), 0)
+            if first is None:
+                return None
+            listed = await self._redis.hget(constants.task_key(str(first)), "listed")
+        return str(listed)[:TIME_DIGITS] if listed else None
+
     async def _rows(self, keys: Iterable[str]) -> list[list[str | None]]:
         pipe = self._redis.pipeline(transaction=False)
         for key in keys:
             pipe.hmget(key, SUMMARY_FIELDS)
         async with guard():
             return list(await pipe.execute())
-
-    async def _batch_page(self, owner: str | None, query: Query) -> Page:
-        """A batch's tasks (another tenant's batch lists nothing, like an unknown one)."""
-        assert query.batch_id is not None
-        async with guard():
-            ids = await self._redis.lrange(constants.batch_key(query.batch_id), 0, -1)
-        rows = await self._rows(constants.task_key(str(i)) for i in ids)
-        found: list[tuple[str, TaskSummary]] = []
-        for position, row in enumerate(rows):
-            summary = _summary(row)
-            if summary is None or (owner is not None and summary_owner(row) != owner):
-                continue
-            listed = row[SUMMARY_FIELDS.index("listed")] or prefix(summary.created_at, position)
-            found.append((listed + summary.task_id, summary))
-        found.sort(key=lambda item: item[0], reverse=True)
-        lowest = time_prefix(query.since) if query.since is not None else ""
-        page, last = Page(), None
-        for member, summary in found:
-            if (query.cursor and member >= query.cursor) or member < lowest:
-                continue
-            if not query.matches(summary):
-                continue
-            if len(page.tasks) == query.limit:  # one more: there is a next page
-                page.next_cursor = last
-                break
-            page.tasks.append(summary)
-            last = member
-        return page
 
     async def _drop(self, tenant: str, drive: str, stale: list[str]) -> None:
         """Remove entries whose record has expired (best effort: the trim on the next
@@ -341,7 +338,3 @@ class Listing:
                     await self._redis.zrem(constants.listing_key(tenant), *stale)
         except DependencyUnavailable as exc:
             log.warning("stale index entries kept", extra={"error": str(exc)})
-
-
-def summary_owner(row: Sequence[str | None]) -> str | None:
-    return row[SUMMARY_FIELDS.index("owner")] or None
