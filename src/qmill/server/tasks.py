@@ -269,7 +269,9 @@ async def submit(
         request = accepted.request
         # Keys are per tenant: two tenants may pick the same key.
         digest = hashlib.sha256(f"{owner or ''}\n{idempotency_key}".encode()).hexdigest()
-        body_hash = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+        # No tags hashes as before tags existed: a retry across the upgrade still matches.
+        untagged = {"tags"} if not request.tags else None
+        body_hash = hashlib.sha256(request.model_dump_json(exclude=untagged).encode()).hexdigest()
         first = await stores.idempotency.claim(
             digest, claim_id, body_hash, IDEMPOTENCY_PENDING_SECONDS
         )
