@@ -19,15 +19,22 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
 
-from qmill.cli_output import bar_chars, counts_table, describe, task_fields
+from qmill.cli_output import (
+    bar_chars,
+    counts_table,
+    describe,
+    describe_batch,
+    tag_pairs,
+    task_fields,
+)
 from qmill.urls import redact_url
 
 if TYPE_CHECKING:
-    from qmill.client import AsyncClient, QmillClientError, Task
+    from qmill.client import AsyncClient, Batch, QmillClientError, Task
 
 EXIT_OK = 0  # done: the task completed, the cancel happened, the system is healthy
 EXIT_TASK_FAILED = 1  # the task failed or was cancelled; cancel: it had already finished
@@ -58,7 +65,7 @@ def main() -> None:
     \b
     qmill up                          start the whole system (what `make run` does)
     qmill submit bell.qasm --wait     run a circuit, show its counts
-    qmill get ID | cancel ID | health
+    qmill get ID | wait ID | cancel ID | health
     qmill ls --status failed          your tasks, newest first (--tag, --batch, --since)
     qmill COMMAND --help              the options of one command
     """
@@ -169,7 +176,7 @@ def exit_code(exc: QmillClientError) -> int:
     """The documented exit code for a client error (see `EXIT_CODES`)."""
     from qmill import client as c
 
-    if isinstance(exc, c.ResultTimeoutError):
+    if isinstance(exc, c.ResultTimeoutError | c.BatchTimeoutError):
         return EXIT_TIMEOUT
     if isinstance(exc, c.TaskFailedError | c.ConflictError):
         return EXIT_TASK_FAILED
@@ -195,9 +202,10 @@ def _fail(exc: QmillClientError, as_json: bool) -> NoReturn:
             out["status"] = exc.status
             if isinstance(exc.body, dict):
                 out.update({k: v for k, v in exc.body.items() if k not in out})
-        task = getattr(exc, "task", None)
-        if task is not None:
-            out["task"] = task.raw
+        for name in ("task", "batch"):
+            item = getattr(exc, name, None)
+            if item is not None:
+                out[name] = item.raw
         click.echo(json.dumps(out))
     sys.exit(exit_code(exc))
 
@@ -315,7 +323,11 @@ def _read_program(source: str) -> str:
     "Repeatable. GET /backend lists the fields.",
 )
 @click.option(
-    "--tag", "tags", multiple=True, metavar="KEY:VALUE", help="Label it (repeatable); see qmill ls."
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="KEY:VALUE",
+    help="Tag the task (repeatable): find it again with `qmill ls --tag KEY:VALUE`.",
 )
 @click.option("--wait", "-w", is_flag=True, help="Wait for the counts and print them.")
 @wait_options
@@ -350,9 +362,7 @@ def submit(
     if method is not None:
         options["method"] = method
     if tags:
-        from qmill.cli_listing import tag_pairs
-
-        options["tags"] = tag_pairs(tags)
+        cast(dict[str, Any], options)["tags"] = tag_pairs(tags)
 
     async def go() -> tuple[str, Task | None]:
         async with _client(url, api_key, retries) as client:
@@ -396,6 +406,71 @@ def get(
             return await client.get(task_id)
 
     _show_task(_run(go(), as_json, task_id if wait else None), as_json, top, sort)
+
+
+@main.command("wait", epilog=EXIT_CODES, short_help="Wait until a task or a batch has finished.")
+@click.argument("item_id", metavar="ID")
+@wait_options
+@client_options
+def wait_command(
+    item_id: str,
+    timeout: float,
+    quiet: bool,
+    top: int,
+    sort: str,
+    url: str,
+    api_key: str | None,
+    retries: int,
+    as_json: bool,
+) -> None:
+    """Wait until the task ID, or every task of the batch ID, has finished; show it as
+    `qmill get` does (a batch: a line per task).
+
+    Exits 0 when every task completed, 1 when one failed or was cancelled, 5 when
+    --timeout ran out first (the tasks keep running).
+    """
+    from qmill.client import Batch, TaskNotFoundError
+
+    async def go() -> Task | Batch:
+        async with _client(url, api_key, retries) as client:
+            try:
+                await client.get(item_id)
+            except TaskNotFoundError:  # not a task: a batch? (else its 404, exit 4)
+                return await _wait_batch(client, item_id, timeout, not quiet)
+            return await _wait(client, item_id, timeout, not quiet)
+
+    done = _run(go(), as_json, item_id)
+    if isinstance(done, Batch):
+        _show_batch(done, as_json)
+    _show_task(done, as_json, top, sort)
+
+
+async def _wait_batch(
+    client: AsyncClient, batch_id: str, timeout: float, show_progress: bool
+) -> Batch:
+    """`AsyncClient.wait_batch`, with a line on stderr each time more tasks finished."""
+    finished = -1
+
+    def update(batch: Batch) -> None:
+        nonlocal finished
+        now = sum(1 for task in batch.tasks if task.done)
+        if show_progress and now != finished:
+            click.echo(f"qmill: batch {batch_id} {now}/{len(batch.tasks)} finished", err=True)
+        finished = now
+
+    long_poll = 2.0 if show_progress else 30.0
+    return await client.wait_batch(batch_id, timeout=timeout, long_poll=long_poll, on_update=update)
+
+
+def _show_batch(batch: Batch, as_json: bool) -> NoReturn:
+    """Print a finished batch and exit 0 if every task completed, else 1."""
+    if as_json:
+        click.echo(json.dumps(batch.raw))
+    else:
+        for line in describe_batch(batch):
+            click.echo(line)
+    failed = any(task.status in ("failed", "cancelled") for task in batch.tasks)
+    sys.exit(EXIT_TASK_FAILED if failed else EXIT_OK)
 
 
 @main.command(epilog=EXIT_CODES, short_help="Cancel a pending or running task.")

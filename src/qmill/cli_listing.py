@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
 from contextlib import aclosing
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from qmill.cli_output import tag_pairs
 
 if TYPE_CHECKING:
     from qmill.client_listing import TaskSummary
@@ -35,16 +36,6 @@ def since_value(raw: str | None) -> str | None:
         return raw  # the server checks it (a 422 says what it wants)
     delta = timedelta(**{_UNITS[ago.group(2)]: int(ago.group(1))})
     return (datetime.now(UTC) - delta).isoformat()
-
-
-def tag_pairs(raw: Iterable[str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for item in raw:
-        key, sep, value = item.partition(":")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not key:value", param_hint="--tag")
-        found[key] = value
-    return found
 
 
 def tasks_table(tasks: list[TaskSummary], now: datetime | None = None) -> list[str]:

@@ -1,5 +1,5 @@
-"""What the CLI prints for a task (its counts as a text bar chart and a few human lines),
-and how it reads the task fields given on the command line.
+"""What the CLI prints for a task (its counts as a text bar chart and a few human lines)
+or a batch, and how it reads the task fields and tags given on the command line.
 
 Pure functions of a task or a counts dict, so tests compare their output directly.
 """
@@ -16,7 +16,7 @@ import click
 from qmill.pictures import top_outcomes
 
 if TYPE_CHECKING:
-    from qmill.client import Task
+    from qmill.client import Batch, Task
     from qmill.client_body import TaskOptions
 
 
@@ -115,3 +115,30 @@ def task_fields(pairs: Iterable[str]) -> TaskOptions:
         except ValueError:
             fields[name.strip()] = raw
     return cast("TaskOptions", fields)
+
+
+def tag_pairs(pairs: Iterable[str]) -> dict[str, str]:
+    """``KEY:VALUE`` pairs (``--tag``) as a task's tags; the server checks their limits."""
+    tags: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition(":")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY:VALUE", param_hint="--tag")
+        tags[key] = value
+    return tags
+
+
+def describe_batch(batch: Batch) -> list[str]:
+    """A batch in human lines: how many tasks in each status, then one line per task
+    (the most frequent outcome of a completed one, the error of one that failed)."""
+    counts = ", ".join(f"{n} {status}" for status, n in batch.counts.items() if n)
+    lines = [f"batch {batch.batch_id}  {len(batch.tasks)} tasks  ({counts})"]
+    for task in batch.tasks:
+        line = f"{task.task_id}  {task.status:<10}  {task.shots} shots"
+        if task.counts:
+            outcome, count = max(task.counts.items(), key=lambda item: item[1])
+            line += f"  most frequent {outcome} ({count})"
+        elif task.error:
+            line += f"  {task.error}"
+        lines.append(line)
+    return lines

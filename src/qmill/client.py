@@ -12,8 +12,11 @@ Why it is built this way:
   retries (503, 429, a dropped connection) can never queue the same circuit twice.
 * Retries back off exponentially, but a ``Retry-After`` the server sends is honoured
   exactly: the server knows better than a formula when it will have room again.
-* ``result`` long-polls (``GET /tasks/{id}?wait=``): one request per 30 s while a task
-  runs, and the answer arrives the moment the worker finishes, with no poll loop.
+* ``result`` reads the task's event stream (``GET /events?task=``, `qmill.client_events`),
+  resumed with ``Last-Event-ID`` if the connection drops; the result arrives the moment
+  the worker finishes. Where there is no stream (an older server, or it fails) it
+  long-polls (``GET /tasks/{id}?wait=``): one request per 30 s while a task runs.
+  ``wait_batch`` long-polls a whole batch (``qmill.client_batches``).
 * Errors are typed after the API's answers, so callers catch what they can act on
   (`InvalidCircuitError` has the line and column; `TaskFailedError` has the task).
 * Building requests and reading answers is shared by both clients
@@ -26,22 +29,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any, Unpack
 
 import httpx
 
 # The error tree and the shared core live in their own modules; everything a user
 # needs is importable from here (and `Client`/`AsyncClient` from `qmill` itself).
+from qmill.client_batches import AsyncBatches, Batch, SyncBatches
 from qmill.client_body import Circuit, TaskOptions, to_qasm
 from qmill.client_core import (
     LONG_POLL_SECONDS,
     Call,
-    ClientBase,
     RetryPolicy,
     Task,
     Waiter,
-    batch_unsupported,
     checked,
     raise_for_task,
     read_json,
@@ -52,6 +54,7 @@ from qmill.client_core import (
 from qmill.client_errors import (
     APIError,
     AuthenticationError,
+    BatchTimeoutError,
     ConflictError,
     InvalidCircuitError,
     InvalidRequestError,
@@ -68,14 +71,18 @@ from qmill.client_errors import (
     error_from_response,
     parse_retry_after,
 )
+from qmill.client_events import Event, aiter_events, iter_events, status_task
 from qmill.client_listing import ListFilters, TaskPage, TaskSummary, list_call
 
 __all__ = [
     "APIError",
     "AsyncClient",
     "AuthenticationError",
+    "Batch",
+    "BatchTimeoutError",
     "Client",
     "ConflictError",
+    "Event",
     "InvalidCircuitError",
     "InvalidRequestError",
     "LimitExceededError",
@@ -101,7 +108,7 @@ __all__ = [
 # --- The clients -----------------------------------------------------------------------------
 
 
-class Client(ClientBase):
+class Client(SyncBatches):
     """A blocking qmill client. Use it as a context manager, or call `close`.
 
     ``url`` defaults to $QMILL_URL, then http://127.0.0.1:8000; ``api_key`` to
@@ -169,29 +176,6 @@ class Client(ClientBase):
         call = self._submit_call(circuit, shots, options, idempotency_key)
         return str(checked(self._send(call))["task_id"])
 
-    def submit_batch(
-        self, circuits: Iterable[Circuit], shots: int = 1024, **options: Unpack[TaskOptions]
-    ) -> list[str]:
-        """Queue several circuits (all or nothing with ``POST /batches``); their task ids.
-
-        A server without the batch endpoint gets one submit per circuit instead; if one
-        of those fails, the error carries a note with the ids already queued.
-        """
-        items = list(circuits)
-        if not items:
-            return []
-        response = self._send(self._batch_call(items, shots, options))
-        if not batch_unsupported(response):
-            return [str(t) for t in checked(response)["task_ids"]]
-        task_ids: list[str] = []
-        try:
-            for circuit in items:
-                task_ids.append(self.submit(circuit, shots, **options))
-        except QmillClientError as exc:
-            exc.add_note(f"already queued by this batch: {task_ids}")
-            raise
-        return task_ids
-
     def get(self, task_id: str) -> Task:
         """The task's current state, without waiting."""
         return Task.from_json(checked(self._send(self._get_call(task_id))))
@@ -203,14 +187,21 @@ class Client(ClientBase):
         timeout: float | None = 300.0,
         long_poll: float = LONG_POLL_SECONDS,
         on_update: Callable[[Task], None] | None = None,
+        stream: bool = True,
     ) -> Task:
         """Wait until the task is terminal and return it, whatever its status.
 
         ``timeout=None`` waits for ever; otherwise `ResultTimeoutError` after it (the task
-        keeps running). ``on_update`` sees each answer; a shorter ``long_poll`` shows
+        keeps running). ``on_update`` sees each change (from the event stream: status
+        only, until the last, which is the whole task) or each long-poll answer.
+        ``stream=False`` long-polls only; a shorter ``long_poll`` then shows
         intermediate states (pending -> processing) sooner.
         """
         waiter = Waiter(timeout, long_poll)
+        if stream:
+            found = self._wait_streaming(task_id, waiter, on_update)
+            if found is not None:
+                return found
         while True:
             call = self._get_call(task_id, waiter.next_wait())
             task = Task.from_json(checked(self._send(call, waiter.deadline)))
@@ -221,6 +212,38 @@ class Client(ClientBase):
             if waiter.expired():
                 raise waiter.timed_out(task)
             time.sleep(waiter.pause_before_next())
+
+    def _wait_streaming(
+        self, task_id: str, waiter: Waiter, on_update: Callable[[Task], None] | None
+    ) -> Task | None:
+        """The terminal task from its event stream; None to long-poll instead (an older
+        server answers 404 or 405, the stream failed, or the deadline passed)."""
+        try:
+            for event in iter_events(self._http, task_id, None, until=waiter.deadline):
+                if event.event == "result":
+                    task = Task.from_json(event.data)
+                    if on_update is not None:
+                        on_update(task)
+                    return task
+                if event.event == "status" and on_update is not None:
+                    on_update(status_task(event.data))
+        except QmillClientError:
+            pass
+        return None
+
+    def events(
+        self,
+        task: str | None = None,
+        batch: str | None = None,
+        *,
+        last_event_id: str | None = None,
+    ) -> Iterator[Event]:
+        """Each change of a task (or of every task of a batch) as it happens: ``status``
+        events, a ``result`` (the task, as `get` has it) for each that finishes, and an
+        ``end`` once all are terminal. A dropped stream is resumed (``Last-Event-ID``),
+        missing nothing and repeating nothing; pass ``last_event_id`` (an event's
+        ``id``) to resume one yourself."""
+        yield from iter_events(self._http, task, batch, last_event_id)
 
     def result(self, task_id: str, *, timeout: float | None = 300.0) -> Task:
         """Wait for the task and return it completed (``.counts``), or raise
@@ -280,7 +303,7 @@ class Client(ClientBase):
         raise response_error(response)
 
 
-class AsyncClient(ClientBase):
+class AsyncClient(AsyncBatches):
     """The asyncio twin of `Client`: the same methods, awaited.
 
     ``async with AsyncClient() as qm: task = await qm.run(circuit)``
@@ -342,25 +365,6 @@ class AsyncClient(ClientBase):
         call = self._submit_call(circuit, shots, options, idempotency_key)
         return str(checked(await self._send(call))["task_id"])
 
-    async def submit_batch(
-        self, circuits: Iterable[Circuit], shots: int = 1024, **options: Unpack[TaskOptions]
-    ) -> list[str]:
-        """See `Client.submit_batch`."""
-        items = list(circuits)
-        if not items:
-            return []
-        response = await self._send(self._batch_call(items, shots, options))
-        if not batch_unsupported(response):
-            return [str(t) for t in checked(response)["task_ids"]]
-        task_ids: list[str] = []
-        try:
-            for circuit in items:
-                task_ids.append(await self.submit(circuit, shots, **options))
-        except QmillClientError as exc:
-            exc.add_note(f"already queued by this batch: {task_ids}")
-            raise
-        return task_ids
-
     async def get(self, task_id: str) -> Task:
         """See `Client.get`."""
         return Task.from_json(checked(await self._send(self._get_call(task_id))))
@@ -372,9 +376,14 @@ class AsyncClient(ClientBase):
         timeout: float | None = 300.0,
         long_poll: float = LONG_POLL_SECONDS,
         on_update: Callable[[Task], None] | None = None,
+        stream: bool = True,
     ) -> Task:
         """See `Client.wait`."""
         waiter = Waiter(timeout, long_poll)
+        if stream:
+            found = await self._wait_streaming(task_id, waiter, on_update)
+            if found is not None:
+                return found
         while True:
             call = self._get_call(task_id, waiter.next_wait())
             task = Task.from_json(checked(await self._send(call, waiter.deadline)))
@@ -385,6 +394,34 @@ class AsyncClient(ClientBase):
             if waiter.expired():
                 raise waiter.timed_out(task)
             await asyncio.sleep(waiter.pause_before_next())
+
+    async def _wait_streaming(
+        self, task_id: str, waiter: Waiter, on_update: Callable[[Task], None] | None
+    ) -> Task | None:
+        """See `Client._wait_streaming`."""
+        try:
+            async for event in aiter_events(self._http, task_id, None, until=waiter.deadline):
+                if event.event == "result":
+                    task = Task.from_json(event.data)
+                    if on_update is not None:
+                        on_update(task)
+                    return task
+                if event.event == "status" and on_update is not None:
+                    on_update(status_task(event.data))
+        except QmillClientError:
+            pass
+        return None
+
+    async def events(
+        self,
+        task: str | None = None,
+        batch: str | None = None,
+        *,
+        last_event_id: str | None = None,
+    ) -> AsyncIterator[Event]:
+        """See `Client.events`."""
+        async for event in aiter_events(self._http, task, batch, last_event_id):
+            yield event
 
     async def result(self, task_id: str, *, timeout: float | None = 300.0) -> Task:
         """See `Client.result`."""

@@ -15,14 +15,18 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
 
+if TYPE_CHECKING:
+    from qmill.client_batches import Batch
+
 from qmill.client_body import Circuit, TaskOptions, task_body
 from qmill.client_errors import (
     APIError,
+    BatchTimeoutError,
     QmillClientError,
     ResultTimeoutError,
     ServerUnreachableError,
@@ -236,13 +240,6 @@ class ClientBase:
         )
 
     @staticmethod
-    def _batch_call(circuits: list[Circuit], shots: int, options: TaskOptions) -> Call:
-        # No idempotency on the batch endpoint: a broken connection is not retried
-        # (a 503 is: the server queues a batch all or nothing and says 503 for nothing).
-        tasks = [task_body(c, shots, options) for c in circuits]
-        return Call("POST", "/batches", json={"tasks": tasks}, replayable=False)
-
-    @staticmethod
     def _get_call(task_id: str, wait: float = 0.0) -> Call:
         params = {"wait": f"{wait:g}"} if wait > 0 else None
         return Call("GET", task_path(task_id), params=params, hold=wait)
@@ -342,3 +339,6 @@ class Waiter:
 
     def timed_out(self, task: Task) -> ResultTimeoutError:
         return ResultTimeoutError(task, time.monotonic() - self.started)
+
+    def batch_timed_out(self, batch: Batch) -> BatchTimeoutError:
+        return BatchTimeoutError(batch, time.monotonic() - self.started)

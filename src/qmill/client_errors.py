@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from qmill.client_batches import Batch
     from qmill.client_core import Task
 
 # --- Errors ----------------------------------------------------------------------------------
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
 #    ├── ServerUnreachableError       no HTTP answer at all (refused, reset, timed out)
 #    ├── TaskFailedError              the task ended failed (.task)
 #    │    └── TaskCancelledError      ... or cancelled
-#    └── ResultTimeoutError           still running when the caller's timeout ran out
+#    ├── ResultTimeoutError           still running when the caller's timeout ran out
+#    └── BatchTimeoutError            a batch not finished when the caller's timeout ran out
 
 
 class QmillClientError(Exception):
@@ -141,6 +143,19 @@ class ResultTimeoutError(QmillClientError, TimeoutError):
             "it keeps running, ask again later"
         )
         self.task = task
+
+
+class BatchTimeoutError(QmillClientError, TimeoutError):
+    """The caller's timeout ran out before every task of the batch finished (they keep
+    running); ``batch`` is the batch as last read."""
+
+    def __init__(self, batch: Batch, waited: float) -> None:
+        finished = sum(1 for task in batch.tasks if task.done)
+        super().__init__(
+            f"batch {batch.batch_id}: {finished} of {len(batch.tasks)} tasks finished after "
+            f"{waited:.1f} s; the others keep running, ask again later"
+        )
+        self.batch = batch
 
 
 def _int_or_none(body: Any, key: str) -> int | None:

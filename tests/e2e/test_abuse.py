@@ -622,7 +622,23 @@ def headers_ids_and_paths() -> Iterator[Hostile]:
             f"id/delete {task_id[:20]}", None, "DELETE", f"/tasks/{task_id}", expect=(404,)
         )
         yield Hostile(f"id/batch {task_id[:20]}", None, "GET", f"/batches/{task_id}", expect=(404,))
+        for kind in ("task", "batch"):  # an event stream of nobody's id ends at once
+            events = f"/events?{kind}={task_id}"
+            yield Hostile(f"id/events-{kind} {task_id[:20]}", None, "GET", events, expect=(404,))
     missing = "/tasks/5b8e3f4e-0000-4000-8000-000000000000"
+    nobody = "5b8e3f4e-0000-4000-8000-000000000000"
+    for name, query in {
+        "none": "",
+        "both": f"?task={nobody}&batch={nobody}",
+        "twice": f"?task={nobody}&task={nobody}",
+        "empty": "?task=",
+        "unknown": f"?task={nobody}&since=0",
+    }.items():
+        yield Hostile(f"events/query-{name}", None, "GET", f"/events{query}", expect=(422,))
+    for name, value in {"text": "x", "negative": "-1", "huge": "9" * 40, "float": "1.5"}.items():
+        header: dict[str, str | bytes] = {"Last-Event-ID": value}
+        path = f"/events?task={nobody}"
+        yield Hostile(f"events/last-event-id-{name}", None, "GET", path, header, (422,))
     for wait in ("nan", "inf", "-inf", "-1", "1e999", "abc", "", "0x10", "1_0000000000", "%00"):
         yield Hostile(f"wait={wait}", None, "GET", f"{missing}?wait={wait}", expect=(404, 422))
     yield Hostile(
@@ -855,6 +871,46 @@ def mutations(count: int, seed: int = 6) -> Iterator[Hostile]:
             yield Hostile.program(f"mutant-{made}", program)
 
 
+def whole_batches() -> Iterator[Hostile]:
+    """Issue 14's batch operations: ids and waits that name no batch, seeds and tags out
+    of bounds, hostile Idempotency-Keys. (Another tenant's batch: tests/e2e/test_auth.py.)"""
+    missing = "/batches/5b8e3f4e-0000-4000-8000-000000000000"
+    for batch_id in ("5b8e3f4e-0000-4000-8000-000000000000", "not-a-uuid", "%2e%2e", "x" * 5000):
+        path = f"/batches/{batch_id}"
+        yield Hostile(f"batch/delete {batch_id[:20]}", None, "DELETE", path, expect=(404,))
+        # Answered at once, not after the wait: there is nothing to wait on.
+        yield Hostile(f"batch/wait {batch_id[:20]}", None, "GET", f"{path}?wait=300", expect=(404,))
+    for wait in ("nan", "inf", "-1", "1e999", "abc"):
+        yield Hostile(f"batch/wait={wait}", None, "GET", f"{missing}?wait={wait}", expect=(422,))
+    yield Hostile("batch/query-unknown", None, "GET", f"{missing}?status=x", expect=(422,))
+    yield Hostile("batch/delete-query", None, "DELETE", f"{missing}?wait=1", expect=(422,))
+    one = [{"quantum_circuit": BELL3}]
+    many = [{"quantum_circuit": BELL3}] * 3
+    for name, extra in {
+        "seed-overflow": {"tasks": many, "seed": 2**63 - 2},
+        "seed-over-max": {"tasks": one, "seed": 2**63},
+        "seed-negative": {"tasks": one, "seed": -1},
+        "seed-string": {"tasks": one, "seed": "5"},
+        "seed-float": {"tasks": one, "seed": 1.5},
+        "tags-list": {"tasks": one, "tags": ["a"]},
+        "tags-colon-key": {"tasks": one, "tags": {"a:b": "c"}},
+        "tags-empty-key": {"tasks": one, "tags": {"": "c"}},
+        "tags-control": {"tasks": one, "tags": {"a": "x\u0000y"}},
+        "tags-number": {"tasks": one, "tags": {"a": 1}},
+        "tags-17": {"tasks": one, "tags": {f"k{i}": "v" for i in range(17)}},
+        "tags-50k": {"tasks": one, "tags": {f"k{i}": "" for i in range(50_000)}},
+        "tags-long-value": {"tasks": one, "tags": {"k": "v" * 100_000}},
+        "tags-long-key": {"tasks": one, "tags": {"k" * 10_000: "v"}},
+    }.items():
+        body = json.dumps(extra).encode()
+        yield Hostile(f"batch/{name}", body, path="/batches", expect=(422,))
+    bad = json.dumps({"tasks": [{"quantum_circuit": "nope"}]}).encode()
+    for name, value in {"idem-non-ascii": b"\xff\xfe", "idem-8k": b"k" * 8000}.items():
+        yield Hostile(
+            f"batch/{name}", bad, path="/batches", headers={"Idempotency-Key": value}, expect=(400,)
+        )
+
+
 @cache  # built once (its mutations are each checked locally: seconds) for both tests
 def corpus() -> list[Hostile]:
     return [
@@ -862,6 +918,7 @@ def corpus() -> list[Hostile]:
         *bodies(),
         *workloads(),
         *headers_ids_and_paths(),
+        *whole_batches(),
         *gateway_limits(),
         *listing(),
         *mutations(60),

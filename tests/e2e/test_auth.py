@@ -75,6 +75,27 @@ def test_a_task_is_visible_only_to_its_key(system: System) -> None:
         assert bob.get(f"/tasks/{task_id}", params={"wait": 1}).status_code == 404
         assert bob.delete(f"/tasks/{task_id}").status_code == 404
         assert "owner" not in mine.json()
+        # Its event stream likewise: another key's stream is refused exactly like a read.
+        stream = bob.get("/events", params={"task": task_id})
+        assert (stream.status_code, stream.json()) == (404, {"detail": "Task not found"})
+
+
+def test_a_batch_is_visible_only_to_its_key(system: System) -> None:
+    """Another key's batch is a 404 exactly like an unknown one, for a wait and a
+    cancel alike, and answered at once (never waited on)."""
+    body = {"tasks": [{"quantum_circuit": BELL}] * 2}
+    with client(system, ALICE) as alice, client(system, BOB) as bob:
+        created = alice.post("/batches", json=body, headers={"Idempotency-Key": "b1"})
+        assert created.status_code == 201, created.text
+        path = f"/batches/{created.json()['batch_id']}"
+        mine = alice.get(path, params={"wait": 20}).json()
+        assert mine["done"] and mine["counts"]["completed"] == 2
+        started = time.monotonic()
+        waited = bob.get(path, params={"wait": 20})
+        assert (waited.status_code, waited.json()) == (404, {"detail": "Batch not found"})
+        assert time.monotonic() - started < 5  # not held for the 20 s
+        cancelled = bob.delete(path)
+        assert (cancelled.status_code, cancelled.json()) == (404, {"detail": "Batch not found"})
 
 
 def test_a_listing_shows_only_the_keys_own_tasks(system: System) -> None:
@@ -82,9 +103,8 @@ def test_a_listing_shows_only_the_keys_own_tasks(system: System) -> None:
     (Through `qmill.Client`, whose retries wait out this system's tight rate limit.)"""
     tag = {"run": uuid.uuid4().hex[:12]}
     with Client(system.url, api_key=ALICE) as alice, Client(system.url, api_key=BOB) as bob:
-        task_ids = alice.submit_batch([BELL, BELL], shots=10, tags=tag)
-        batch_id = alice.get(task_ids[0]).batch_id
-        assert batch_id is not None
+        batch = alice.submit_batch([BELL, BELL], shots=10, tags=tag)
+        task_ids, batch_id = list(batch.task_ids), batch.batch_id
         mine = alice.list_tasks(tags=tag)
         assert [t.task_id for t in mine.tasks] == task_ids
         assert [t.task_id for t in alice.list_tasks(batch=batch_id).tasks] == task_ids

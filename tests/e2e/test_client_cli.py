@@ -103,6 +103,35 @@ def test_batch_then_results(qm: Client) -> None:
     assert set(counts[1]) <= {"000", "111"}
 
 
+# Three qubits in superposition: 8 outcomes, so two seeds practically never agree.
+SPREAD = 'OPENQASM 3.0; include "stdgates.inc"; qubit[3] q; bit[3] c; h q; c = measure q;'
+
+
+def test_a_batch_waited_on_has_a_seed_per_circuit(qm: Client) -> None:
+    batch = qm.submit_batch([SPREAD, SPREAD], shots=200, seed=11)
+    done = qm.wait_batch(batch, timeout=60)
+    assert done.done and done.counts["completed"] == 2 and done.task_ids == batch.task_ids
+    first, second = done.tasks
+    assert (first.seed, second.seed) == (11, 12)
+    assert first.counts != second.counts  # identical circuits, their own seeds
+    again = qm.wait_batch(qm.submit_batch([SPREAD, SPREAD], shots=200, seed=11), timeout=60)
+    assert [t.counts for t in again.tasks] == [first.counts, second.counts]
+    assert qm.get_batch(batch.batch_id or "").done
+
+
+def test_cancel_a_batch_and_read_it_back(qm: Client) -> None:
+    batch = qm.submit_batch([BELL, runaway_circuit()], shots=10)
+    qm.wait(batch[0], timeout=60)
+    with pytest.raises(qc.BatchTimeoutError) as waited:
+        qm.wait_batch(batch, timeout=0.5)
+    assert not waited.value.batch.done
+    cancelled = qm.cancel_batch(batch)
+    assert [t.status for t in cancelled.tasks] == ["completed", "cancelled"]
+    assert cancelled.done and cancelled.counts["cancelled"] == 1
+    with pytest.raises(qc.TaskNotFoundError):
+        qm.cancel_batch(UNKNOWN)
+
+
 async def test_async_client_runs_tasks_concurrently(system: System) -> None:
     async with AsyncClient(system.url, api_key=KEY) as qm:
         tasks = await asyncio.gather(*(qm.run(BELL, shots=100, seed=42) for _ in range(4)))
@@ -213,6 +242,20 @@ def test_cli_exit_codes_for_errors(system: System, tmp_path: Path) -> None:
         system, "submit", "-", "--url", f"http://127.0.0.1:{free_port()}", "--retries", "1"
     )
     assert unreachable.code == 3, unreachable
+
+
+def test_cli_wait_for_a_task_or_a_batch(system: System, qm: Client) -> None:
+    batch = qm.submit_batch([BELL, BELL], shots=16)
+    waited = qmill(system, "wait", batch.batch_id or "", "--quiet")
+    assert waited.code == 0, waited
+    lines = waited.out.splitlines()
+    assert lines[0].startswith(f"batch {batch.batch_id}  2 tasks  (2 completed)")
+    assert [line.split()[:2] for line in lines[1:]] == [[t, "completed"] for t in batch]
+    task = qmill(system, "wait", batch[0], "--json")
+    assert task.code == 0 and json.loads(task.out)["status"] == "completed", task
+    assert qmill(system, "wait", UNKNOWN).code == 4
+    bad_tag = qmill(system, "submit", "-", "--tag", "no-colon", stdin=BELL)
+    assert bad_tag.code == 2 and "KEY:VALUE" in bad_tag.err, bad_tag
 
 
 def test_cli_cancel_and_wait_timeout(system: System) -> None:

@@ -4,7 +4,8 @@ is what a long-poll waits on).
 
 One system for the module, with a 1 s client timeout so stalled clients are seen to be
 cut off quickly, and a long-poll cap of 300, which is more than the 256 upstream
-connections the gateway once shared between long-polls and everything else.
+connections the gateway once shared between long-polls and everything else; event
+streams capped at 5 per tenant, with a heartbeat every 0.5 s and a 4 s lifetime.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -32,6 +33,10 @@ POLL_CAP = 300
 HOST = b"Host: 127.0.0.1\r\n"
 HEALTH = b"GET /health HTTP/1.1\r\n" + HOST
 CLIENT_TIMEOUT = 1.0
+# Event streams (GET /events) on pending tasks: few, short-lived, with quick heartbeats.
+STREAM_CAP = 5
+HEARTBEAT = 0.5
+STREAM_SECONDS = 4.0
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +45,9 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
         "server": {
             "max_long_polls_per_tenant": POLL_CAP,
             "client_timeout_seconds": CLIENT_TIMEOUT,
+            "max_event_streams_per_tenant": STREAM_CAP,
+            "event_heartbeat_seconds": HEARTBEAT,
+            "max_event_stream_seconds": STREAM_SECONDS,
         }
     }
     launcher = Launcher(tmp_path_factory.mktemp("gateway"), config)
@@ -193,3 +201,50 @@ def test_an_ordinary_request_after_all_that(system: Launcher, tmp_path: Path) ->
         system.url + "/tasks", json={"quantum_circuit": BELL, "shots": 10}, timeout=10
     )
     assert response.status_code == 201
+
+
+def _open_stream(system: Launcher, task_id: str) -> socket.socket:
+    """``GET /events?task=`` on a raw connection that the test may never read."""
+    sock = socket.create_connection(("127.0.0.1", system.port), timeout=10)
+    sock.sendall(f"GET /events?task={task_id} HTTP/1.1\r\n".encode() + HOST + b"\r\n")
+    return sock
+
+
+def test_event_streams_are_bounded_and_one_that_is_never_read_is_closed(
+    system: Launcher,
+) -> None:
+    """A tenant's streams beyond the cap get 429 at once; clients that never read leave
+    the gateway answering others, hold their slots no longer than a stream's lifetime,
+    and every stream, read or not, gets heartbeats meanwhile."""
+    key = constants.event_streams_key(constants.ANONYMOUS_TENANT)
+    store = redis.Redis.from_url(system.redis_url)
+    with httpx.Client(base_url=system.url, timeout=30) as client:
+        task_id = client.post("/tasks", json={"quantum_circuit": BELL, "shots": 10}).json()
+        task_id = task_id["task_id"]
+        started = time.monotonic()
+        silent = [_open_stream(system, task_id) for _ in range(STREAM_CAP)]  # never read
+        try:
+            wait_for_sync(lambda: store.zcard(key) == STREAM_CAP, 10)
+            refused = client.get("/events", params={"task": task_id})
+            assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+            assert "max_event_streams_per_tenant" in refused.json()["detail"]
+            health_started = time.monotonic()
+            assert client.get("/health").status_code == 200
+            assert time.monotonic() - health_started < 5
+            # The server closes each at the end of its lifetime (the client would resume).
+            wait_for_sync(lambda: store.zcard(key) == 0, STREAM_SECONDS + 10)
+            assert time.monotonic() - started < STREAM_SECONDS + 10
+            received = silent[0].recv(1 << 20)
+        finally:
+            for sock in silent:
+                sock.close()
+        assert b"text/event-stream" in received and b": ping" in received
+        assert b"status" in received and b"event: end" not in received  # still pending
+    store.close()
+
+
+def wait_for_sync(predicate: Callable[[], object], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)

@@ -151,6 +151,7 @@ def test_schemathesis_auth_on_without_a_key(auth_system: System, tmp_path: Path)
         "DELETE /tasks/{task_id}",
         "POST /batches",
         "GET /batches/{batch_id}",
+        "DELETE /batches/{batch_id}",
         "GET /tasks/{task_id}/histogram.svg",
         "GET /tasks",
     }

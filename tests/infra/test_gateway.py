@@ -20,7 +20,7 @@ import crossplane  # type: ignore[import-untyped]
 import gunicorn.config  # type: ignore[import-untyped]
 import pytest
 
-from qmill.server import constants, gateway, http
+from qmill.server import constants, gateway, http, routes
 from qmill.server.config import Settings
 from tests.infra.conftest import NGINX_CONF, SettingsFrom, sample_path, seconds
 
@@ -238,6 +238,21 @@ def test_long_polls_end_at_the_function(
 ) -> None:
     read_timeout = seconds(one(public, "proxy_read_timeout")["args"][0])
     assert read_timeout > function_settings.server.max_wait_seconds
+
+
+def test_event_streams_are_passed_on_unbuffered_and_outlive_their_heartbeats(
+    public: list[Directive], function_settings: Settings
+) -> None:
+    server = function_settings.server
+    for _method, pattern, _function in constants.ROUTES:
+        if not routes.streaming(pattern):
+            continue
+        location = select(locations(public), pattern)
+        assert location is not None and location.function == "result"
+        assert one(location.block, "proxy_buffering")["args"] == ["off"]
+        read_timeout = seconds(one(location.block, "proxy_read_timeout")["args"][0])
+        assert read_timeout > server.max_event_stream_seconds
+        assert read_timeout > 2 * server.event_heartbeat_seconds
 
 
 def test_unavailable_function_is_a_json_503(public: list[Directive]) -> None:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import redis.asyncio as aioredis
 
-from qmill.server import constants, tasks
+from qmill.server import batches, constants, tasks
 from qmill.server.bus import Bus, Lane
 from qmill.server.config import Settings
 from qmill.server.errors import DependencyUnavailable, RateLimited
@@ -71,7 +71,7 @@ async def test_a_1000_task_batch_is_accepted_and_split_into_lanes(
     """Was: 503 'Too many connections' past ~100 tasks. Now one script writes every record
     and the batch list; the tenant's first tenant_priority_tasks go to the normal lane."""
     started = time.monotonic()
-    accepted = await tasks.submit_batch(batch(1000), settings, stores, bus, owner=TENANT)
+    accepted = await batches.submit_batch(batch(1000), settings, stores, bus, owner=TENANT)
     assert time.monotonic() - started < 30  # generous: ~1-2 s here
     assert len(accepted.task_ids) == 1000
     views = await stores.batches.get(accepted.batch_id)
@@ -87,7 +87,7 @@ async def test_a_1000_task_batch_is_accepted_and_split_into_lanes(
 async def test_auth_off_queues_everything_on_the_normal_lane(
     settings: Settings, stores: Stores, bus: Bus
 ) -> None:
-    await tasks.submit_batch(batch(50), settings, stores, bus, owner=None)
+    await batches.submit_batch(batch(50), settings, stores, bus, owner=None)
     assert await queued(bus) == {Lane.NORMAL: 50, Lane.BULK: 0}
 
 
@@ -115,7 +115,7 @@ async def test_nats_stalled_mid_batch_leaves_nothing(
     started = time.monotonic()
     try:
         with pytest.raises(DependencyUnavailable):
-            await tasks.submit_batch(batch(1000), settings, stores, bus, owner=TENANT)
+            await batches.submit_batch(batch(1000), settings, stores, bus, owner=TENANT)
     finally:
         servers.nats.resume()
     assert time.monotonic() - started < 15  # 32 publish timeouts at once, not 900 in turn
@@ -131,7 +131,7 @@ async def test_a_redis_error_mid_write_leaves_nothing(
     await raw.config_set("maxmemory", str(used // 2))
     try:
         with pytest.raises(DependencyUnavailable):
-            await tasks.submit_batch(batch(300), settings, stores, bus, owner=None)
+            await batches.submit_batch(batch(300), settings, stores, bus, owner=None)
     finally:
         await raw.config_set("maxmemory", "0")
     assert await damage(raw) == NOTHING
@@ -143,13 +143,13 @@ async def test_a_full_in_flight_cap_refuses_the_whole_batch_and_holds_nothing(
     capped = settings.model_copy(
         update={"auth": settings.auth.model_copy(update={"max_in_flight": 10})}
     )
-    first = await tasks.submit_batch(batch(6), capped, stores, bus, owner=TENANT)
+    first = await batches.submit_batch(batch(6), capped, stores, bus, owner=TENANT)
     with pytest.raises(RateLimited):
-        await tasks.submit_batch(batch(5), capped, stores, bus, owner=TENANT)
+        await batches.submit_batch(batch(5), capped, stores, bus, owner=TENANT)
     left = await damage(raw)
     assert left == {"records": 6, "batches": 1, "idempotency": 0, "listing": 6, "in_flight": 6}
     # The refused batch held nothing: 4 more still fit.
-    await tasks.submit_batch(batch(4), capped, stores, bus, owner=TENANT)
+    await batches.submit_batch(batch(4), capped, stores, bus, owner=TENANT)
     assert len(first.task_ids) == 6
 
 
@@ -183,7 +183,7 @@ async def test_a_batch_costs_one_token_per_task(
     )
     auth = slow.auth
     await stores.limits.take_tokens(TENANT, auth.rate_per_second, auth.burst, 1)  # the request
-    await tasks.submit_batch(batch(100), slow, stores, bus, owner=TENANT)
+    await batches.submit_batch(batch(100), slow, stores, bus, owner=TENANT)
     with pytest.raises(RateLimited) as refused:
         await stores.limits.take_tokens(TENANT, auth.rate_per_second, auth.burst, 1)
     assert refused.value.retry_after >= 8

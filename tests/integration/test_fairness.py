@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from qmill.server import tasks
+from qmill.server import batches, tasks
 from qmill.server.bus import Bus, Lane
 from qmill.server.config import Settings
 from qmill.server.models import TaskStatus
@@ -91,7 +91,7 @@ async def test_one_tenants_backlog_does_not_starve_another_tenant(
     fair: Settings, stores: Stores, bus: Bus, worker: tuple[SlowExecutor, asyncio.Event]
 ) -> None:
     executor, go = worker
-    backlog = await tasks.submit_batch(batch(40), fair, stores, bus, owner="tenant-a")
+    backlog = await batches.submit_batch(batch(40), fair, stores, bus, owner="tenant-a")
     other = await tasks.submit(
         {"quantum_circuit": BELL, "shots": 10}, fair, stores, bus, owner="tenant-b"
     )
@@ -122,7 +122,7 @@ async def test_the_bulk_lane_redelivers_what_a_worker_gave_back(
     """A bulk delivery a worker released (as a stopping worker does) comes back from the
     bulk consumer and runs once; every delivery of both lanes is acked in the end."""
     executor, go = worker
-    backlog = await tasks.submit_batch(batch(10), fair, stores, bus, owner="tenant-a")
+    backlog = await batches.submit_batch(batch(10), fair, stores, bus, owner="tenant-a")
     bulk_ids = backlog.task_ids[fair.nats.tenant_priority_tasks :]
     subs = await bus.pull_subscriptions()
     released = await subs[Lane.BULK].fetch(batch=1, timeout=5)

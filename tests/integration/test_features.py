@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qmill.server import tasks
+from qmill.server import batches, tasks
 from qmill.server.bus import Bus
 from qmill.server.config import Settings
 from qmill.server.errors import InvalidCircuit, RateLimited, TaskConflict, TaskNotFound
@@ -57,11 +57,11 @@ async def test_batch_runs_every_task_in_order(
 ) -> None:
     procs.worker()
     body = {"tasks": [{"quantum_circuit": BELL, "shots": s} for s in (10, 20, 30)]}
-    batch = await tasks.submit_batch(body, settings, stores, bus)
+    batch = await batches.submit_batch(body, settings, stores, bus)
     assert len(batch.task_ids) == 3
     for task_id in batch.task_ids:
         await until(stores, task_id, TaskStatus.COMPLETED, 60)
-    views = await tasks.get_batch(stores, batch.batch_id)
+    views = (await batches.get_batch(stores, batch.batch_id)).tasks
     assert [v.task_id for v in views] == batch.task_ids
     assert [sum((v.result or {}).values()) for v in views] == [10, 20, 30]
 
@@ -69,7 +69,7 @@ async def test_batch_runs_every_task_in_order(
 async def test_batch_is_all_or_nothing(settings: Settings, stores: Stores, bus: Bus) -> None:
     body = {"tasks": [{"quantum_circuit": BELL}, {"quantum_circuit": "OPENQASM 3.0;\nfoo;"}]}
     with pytest.raises(InvalidCircuit) as info:
-        await tasks.submit_batch(body, settings, stores, bus)
+        await batches.submit_batch(body, settings, stores, bus)
     assert "tasks[1]" in info.value.message and info.value.line == 2
     js = await bus.connect()
     assert (await js.stream_info("QMILL_TASKS")).state.messages == 0
@@ -80,11 +80,11 @@ async def test_largest_batch_is_accepted(settings: Settings, stores: Stores, bus
     connections: written all at once, more than the pool's 100 answered 503."""
     size = settings.limits.max_batch_tasks
     body = {"tasks": [{"quantum_circuit": BELL, "shots": 1}] * size}
-    batch = await tasks.submit_batch(body, settings, stores, bus)
+    batch = await batches.submit_batch(body, settings, stores, bus)
     assert len(set(batch.task_ids)) == size
     js = await bus.connect()
     assert (await js.stream_info("QMILL_TASKS")).state.messages == size
-    views = await tasks.get_batch(stores, batch.batch_id)
+    views = (await batches.get_batch(stores, batch.batch_id)).tasks
     assert [v.task_id for v in views] == batch.task_ids
 
 

@@ -11,7 +11,8 @@ from datetime import timedelta
 import pytest
 import redis.asyncio as aioredis
 
-from qmill.server import constants
+from qmill.server import batches, constants
+from qmill.server.bus import Bus
 from qmill.server.config import Settings
 from qmill.server.models import TaskStatus
 from qmill.server.store import Stores
@@ -146,6 +147,17 @@ async def test_a_batch_pages_in_submission_order_with_filters(stores: Stores) ->
     assert await listed(stores, batch_id=batch_id, statuses=cancelled) == ids[3:4]
     assert await listed(stores, batch_id=batch_id, tags=(("k", "v"),), limit=3) == ids
     assert await listed(stores, batch_id=batch_id, tags=(("k", "w"),)) == []
+
+
+async def test_a_batchs_tags_reach_its_tasks_a_tasks_own_win(
+    settings: Settings, stores: Stores, bus: Bus
+) -> None:
+    own = {"quantum_circuit": BELL, "shots": 10, "tags": {"run": "mine"}}
+    body = {"tasks": [own, {"quantum_circuit": BELL, "shots": 10}], "tags": {"run": "b", "p": "x"}}
+    batch = await batches.submit_batch(body, settings, stores, bus)
+    assert await listed(stores, tags=(("p", "x"),)) == batch.task_ids
+    assert await listed(stores, tags=(("run", "mine"),)) == batch.task_ids[:1]
+    assert await listed(stores, tags=(("p", "x"), ("run", "b"))) == batch.task_ids[1:]
 
 
 async def test_a_gone_record_is_not_listed_and_its_entry_goes(

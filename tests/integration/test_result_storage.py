@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis
 
-from qmill.server import constants, tasks
+from qmill.server import batches, constants, tasks
 from qmill.server.bus import QUEUE_FULL_RETRY_AFTER_SECONDS, Bus
 from qmill.server.config import Settings
 from qmill.server.errors import (
@@ -243,7 +243,7 @@ async def test_a_submit_over_the_quota_is_a_429_and_records_nothing(
     # A batch that could never fit is a 422 naming the quota.
     batch = {"tasks": [body] * 4}
     with pytest.raises(LimitExceeded, match="tenant_storage_mb"):
-        await tasks.submit_batch(batch, tight, stores, bus, owner="dave")
+        await batches.submit_batch(batch, tight, stores, bus, owner="dave")
     assert r.hget(constants.quota_bytes_key("dave"), "~total") is None
 
 

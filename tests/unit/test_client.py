@@ -57,20 +57,29 @@ Handler = Callable[[httpx.Request], httpx.Response]
 
 
 class Recorder:
-    """A mock server: answers from a list (the last repeats) and keeps every request."""
+    """A mock server: answers from a list (the last repeats) and keeps every request.
 
-    def __init__(self, *answers: httpx.Response | Handler | Exception) -> None:
+    Without ``streams`` it is a server without event streams (``GET /events`` is a 404).
+    """
+
+    def __init__(
+        self, *answers: httpx.Response | Handler | Exception, streams: bool = False
+    ) -> None:
         self.answers = list(answers)
         self.requests: list[httpx.Request] = []
+        self.streams = streams
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/events" and not self.streams:
+            # A server without event streams: the client long-polls (the fallback).
+            return answer(404, {"detail": "Not Found"})
         self.requests.append(request)
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, Exception):
-            raise answer
-        if callable(answer):
-            return answer(request)
-        return answer
+        reply = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(reply, Exception):
+            raise reply
+        if callable(reply):
+            return reply(request)
+        return reply
 
     def client(self, **kwargs: Any) -> Client:
         kwargs.setdefault("retry", FAST)
@@ -183,12 +192,17 @@ def test_connection_refused_is_retried_then_unreachable() -> None:
     assert "http://qmill.test" in str(caught.value)
 
 
-def test_an_unkeyed_post_is_not_resent_after_the_connection_broke() -> None:
-    # The server may have queued the batch before the connection dropped.
-    server = Recorder(httpx.ReadError("connection reset"))
-    with server.client() as qm, pytest.raises(client.ServerUnreachableError):
-        qm.submit_batch([BELL, BELL])
-    assert len(server.requests) == 1
+def test_a_batch_is_resent_with_its_key_after_the_connection_broke() -> None:
+    # Was: not resent (the server may have queued it). Now keyed: a resend is a replay.
+    created = answer(201, {"batch_id": "b", "task_ids": ["a"]})
+    server = Recorder(httpx.ReadError("connection reset"), created)
+    with server.client() as qm:
+        assert qm.submit_batch([BELL]).batch_id == "b"
+    keys = {r.headers["Idempotency-Key"] for r in server.requests}
+    assert len(server.requests) == 2 and len(keys) == 1
+    with server.client() as qm:  # a new call, a new key
+        qm.submit_batch([BELL])
+    assert server.requests[-1].headers["Idempotency-Key"] not in keys
 
 
 def test_api_key_is_sent_as_bearer_only_when_given(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -321,15 +335,52 @@ def test_batch_falls_back_to_single_submits_without_the_endpoint() -> None:
 
     server = Recorder(handler)
     with server.client() as qm:
-        assert qm.submit_batch([BELL, BELL, BELL], shots=10) == ["task-1", "task-2", "task-3"]
+        batch = qm.submit_batch([BELL, BELL, BELL], shots=10, seed=5)
+    assert (batch.batch_id, list(batch)) == (None, ["task-1", "task-2", "task-3"])
+    sent = [json.loads(r.content)["seed"] for r in server.requests if r.url.path == "/tasks"]
+    assert sent == [5, 6, 7]  # each circuit its own seed, as the batch would give it
 
 
 def test_batch_uses_the_endpoint_when_there_is_one() -> None:
     server = Recorder(answer(201, {"batch_id": "b", "task_ids": ["a", "b"]}))
     with server.client() as qm:
-        assert qm.submit_batch([BELL, BELL], shots=10) == ["a", "b"]
+        batch = qm.submit_batch([BELL, BELL], shots=10, seed=3, memory=True)
+    # Still usable as the list of task ids it used to be.
+    assert (batch.batch_id, batch.task_ids, list(batch), batch[1], len(batch)) == (
+        "b",
+        ["a", "b"],
+        ["a", "b"],
+        "b",
+        2,
+    )
     sent = json.loads(server.requests[0].content)
-    assert sent == {"tasks": [{"quantum_circuit": BELL, "shots": 10}] * 2}
+    task = {"quantum_circuit": BELL, "shots": 10, "memory": True}
+    assert sent == {"tasks": [task] * 2, "seed": 3}  # the batch's seed, once
+
+
+def test_wait_batch_long_polls_the_batch_until_it_is_done() -> None:
+    task = view("completed")
+    running = {"batch_id": "b", "counts": {"processing": 1}, "done": False, "tasks": [task]}
+    finished = {**running, "counts": {"completed": 1}, "done": True}
+    server = Recorder(answer(200, running), answer(200, finished))
+    seen: list[bool] = []
+    with server.client() as qm:
+        batch = qm.wait_batch("b", timeout=60, on_update=lambda b: seen.append(b.done))
+    assert batch.done and batch.counts == {"completed": 1} and batch.task_ids == [TASK_ID]
+    assert seen == [False, True]
+    assert [r.url.params["wait"] for r in server.requests] == ["30", "30"]
+    still = Recorder(answer(200, running))
+    with still.client() as qm, pytest.raises(client.BatchTimeoutError) as caught:
+        qm.wait_batch("b", timeout=0.3)
+    assert isinstance(caught.value, TimeoutError) and not caught.value.batch.done
+
+
+def test_batch_ids_cannot_escape_their_path_segment() -> None:
+    server = Recorder(answer(404, {"detail": "Batch not found"}))
+    with server.client() as qm, pytest.raises(client.TaskNotFoundError):
+        qm.cancel_batch("../tasks")
+    assert server.requests[0].url.raw_path == b"/batches/..%2Ftasks"
+    assert server.requests[0].method == "DELETE"
 
 
 def test_a_batch_error_says_which_circuit() -> None:

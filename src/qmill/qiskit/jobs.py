@@ -10,8 +10,9 @@ client. Why this shape:
   moment the last task finishes, with one request per task and no poll loop; a task
   that failed raises at once, naming its position.
 * ``status()`` reads the whole batch with one ``GET /batches/{id}``.
-* ``cancel()`` cancels every task still pending or running; the server stops a
-  running simulation. A task that finished meanwhile keeps its result.
+* ``cancel()`` cancels every task still pending or running with one
+  ``DELETE /batches/{id}``; the server stops a running simulation. A task that
+  finished meanwhile keeps its result.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from qiskit.providers import JobStatus, JobV1
 from qiskit.providers.exceptions import JobError
 from qiskit.result import Result
 
-from qmill.client import Client, ConflictError, QmillClientError
+from qmill.client import Client, QmillClientError
 from qmill.client_core import Call, checked, raise_for_task
 
 ResultT = TypeVar("ResultT")
@@ -69,12 +70,13 @@ class TaskBatch:
         Each body carries its own options (a PUB's parameters and observables), which
         ``Client.submit_batch`` (one set of options for every circuit) cannot send, so
         the request is made here through the client's transport: the same retries,
-        authentication and errors. Like ``submit_batch``, a broken connection is not
-        retried (the batch may have been queued); a 503 is (nothing was).
+        authentication and errors. Like ``submit_batch``, it sends an Idempotency-Key,
+        so a retry after a broken connection returns the batch if it was queued.
         """
         if not bodies:
             return cls(client, str(uuid.uuid4()), [])
-        call = Call("POST", "/batches", json={"tasks": list(bodies)}, replayable=False)
+        key = {"Idempotency-Key": str(uuid.uuid4())}  # every retry is safe, as submit_batch's
+        call = Call("POST", "/batches", json={"tasks": list(bodies)}, headers=key)
         answer = checked(client._send(call))
         return cls(client, str(answer["batch_id"]), [str(t) for t in answer["task_ids"]])
 
@@ -108,15 +110,15 @@ class TaskBatch:
         return views
 
     def cancel(self) -> bool:
-        """Cancel every unfinished task; True if at least one was cancelled."""
-        cancelled = False
-        for task_id in self.task_ids:
-            try:
-                self.client.cancel(task_id)
-                cancelled = True
-            except ConflictError:
-                continue  # it finished (or was cancelled) before we got to it
-        return cancelled
+        """Cancel every unfinished task (one ``DELETE /batches/{id}``); True if at least
+        one was cancelled by this call."""
+        if not self.task_ids:
+            return False
+        before = self.views()
+        if all(view["status"] in _FINAL for view in before):
+            return False
+        was: int = sum(view["status"] == "cancelled" for view in before)
+        return self.client.cancel_batch(self.batch_id).counts.get("cancelled", 0) > was
 
 
 class QmillJob(JobV1):  # type: ignore[misc]

@@ -80,6 +80,23 @@ class ServerSettings(_Section):
     # HMGET of a few short fields, pipelined; 100 summaries are ~30 KB of JSON, and a
     # client wanting more follows ``next_cursor``.
     max_list_limit: int = Field(100, ge=1, le=1000)
+    # Event streams (GET /events) one tenant may have open at once, counted in Redis like
+    # long-polls. Each holds a client and an upstream connection for up to
+    # max_event_stream_seconds; a client needs one per task or batch it watches at once,
+    # and 20 leave room for a page and a script while 10^4 from one key stay refused.
+    max_event_streams_per_tenant: int = Field(20, ge=1, le=100_000)
+    # A comment line (": ping") is sent on an idle event stream this often, so proxies and
+    # load balancers that close idle connections (nginx's proxy_read_timeout, 45 s here;
+    # 60 s on many balancers) keep it open, and a dead client is found by the write.
+    event_heartbeat_seconds: float = Field(15.0, gt=0, le=300)
+    # An event stream is closed after this long (the client resumes with Last-Event-ID,
+    # missing nothing), so a stream's slot and connections are never held for ever, and a
+    # deploy drains within it. 300 s is Cloud Run's default request timeout.
+    max_event_stream_seconds: float = Field(300.0, ge=1, le=3600)
+    # An event stream whose client takes longer than this to accept one write (it stopped
+    # reading and the socket buffers are full) is closed: a client that never reads holds
+    # no more than those buffers and the stream's bounded queue.
+    event_write_timeout_seconds: float = Field(10.0, gt=0, le=300)
 
 
 class NatsSettings(_Section):

@@ -108,6 +108,29 @@ def listing_tag_key(tenant: str, tag_digest: str) -> str:
     return f"{LISTING_TAG_KEY_PREFIX}{tenant}:{tag_digest}"
 
 
+# Change events (`qmill.server.store.events`): one global counter gives every status
+# transition its version (the record's ``seq``, the SSE ``id``), and each transition is
+# PUBLISHed on its task's channel and, for a task of a batch, on its batch's.
+EVENTS_SEQ_KEY: Final = REDIS_PREFIX + "events:seq"
+EVENT_CHANNEL_PREFIX: Final = REDIS_PREFIX + "events:"
+TASK_EVENTS_CHANNEL_PREFIX: Final = EVENT_CHANNEL_PREFIX + "task:"
+BATCH_EVENTS_CHANNEL_PREFIX: Final = EVENT_CHANNEL_PREFIX + "batch:"
+# Per tenant: the event streams (GET /events) it has open, scored like LONG_POLLS_KEY_PREFIX.
+EVENT_STREAMS_KEY_PREFIX: Final = REDIS_PREFIX + "streams:"
+
+
+def task_events_channel(task_id: str) -> str:
+    return TASK_EVENTS_CHANNEL_PREFIX + task_id
+
+
+def batch_events_channel(batch_id: str) -> str:
+    return BATCH_EVENTS_CHANNEL_PREFIX + batch_id
+
+
+def event_streams_key(tenant: str) -> str:
+    return EVENT_STREAMS_KEY_PREFIX + tenant
+
+
 # --- NATS JetStream -----------------------------------------------------------------------
 STREAM_NAME: Final = "QMILL_TASKS"
 TASK_SUBJECT: Final = "qmill.server.tasks.run"

@@ -205,7 +205,8 @@ async def _publish_all(
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """An Idempotency-Key claimed (pending) for task ``task_id``."""
+    """An Idempotency-Key claimed (pending) for task ``task_id`` (for a batch: the
+    batch's id, whose list gives its tasks to a replay)."""
 
     digest: str
     task_id: str
@@ -215,16 +216,24 @@ class Claim:
 
 async def queue_claimed(
     claim: Claim,
-    accepted: Accepted,
+    accepted: Accepted | list[Accepted],
     settings: Settings,
     stores: Stores,
     bus: Bus,
     owner: str | None,
-) -> None:
-    """`record_and_queue` the claim's task, then commit the claim; any refusal (429 for
-    the in-flight cap, 503) releases it, so the retry is a fresh attempt, not a 409."""
+) -> list[str]:
+    """`record_and_queue` the claim's task (or, given a list, the claim's batch), then
+    commit the claim; any refusal (429 for the in-flight cap, 503) releases it, so the
+    retry is a fresh attempt, not a 409. The ids of the tasks queued."""
     try:
-        await record_and_queue([accepted], settings, stores, bus, owner, [claim.task_id])
+        if isinstance(accepted, list):
+            task_ids = await record_and_queue(
+                accepted, settings, stores, bus, owner, batch_id=claim.task_id
+            )
+        else:
+            task_ids = await record_and_queue(
+                [accepted], settings, stores, bus, owner, [claim.task_id]
+            )
     except BaseException:
         await forget(stores.idempotency.release(claim.digest), claim.task_id)
         raise
@@ -238,6 +247,7 @@ async def queue_claimed(
         # The task is queued, so it is accepted; only replays of this key suffer:
         # 409 until the pending claim expires, then a new task.
         log.warning("idempotency key not committed", extra={"task_id": claim.task_id})
+    return task_ids
 
 
 async def forget(cleanup: Awaitable[None], task_id: str) -> None:

@@ -9,8 +9,12 @@ Upstream connections are pooled per function, and long-polls (``?wait=``) have a
 of their own: with one shared pool of 256, 300 long-polls on a pending task held every
 connection and ``/health`` waited 29 s behind them. A long-poll pool is not capped here:
 the result function caps each tenant's open long-polls (``[server]
-max_long_polls_per_tenant``) and refuses the rest at once. The client side of each
-connection (header size and time limits, lingering close) is `gateway_protocol`'s.
+max_long_polls_per_tenant``) and refuses the rest at once. Event streams (``GET
+/events``, `routes.Route.streams`) have a pool of their own too, capped per tenant the
+same way, and are passed on chunk by chunk as they come, not buffered: their read
+timeout is a few heartbeats, so a stream is never cut while its function is alive.
+The client side of each connection (header size and time limits, lingering close) is
+`gateway_protocol`'s.
 """
 
 from __future__ import annotations
@@ -59,6 +63,10 @@ _POOL_IDLE_CONNECTIONS = 64
 _POOL_IDLE_SECONDS = 1.0
 
 
+# What an event stream is sent as (`qmill.server.events`).
+_STREAM_TYPE = "text/event-stream"
+
+
 # Host is passed on, as nginx's `proxy_set_header Host $host` does: the functions check
 # it against [server] allowed_hosts (qmill.server.hosts), so DNS rebinding is refused.
 _NOT_FORWARDED = _HOP_BY_HOP - {"host"}
@@ -102,6 +110,12 @@ class Gateway:
             keepalive_expiry=_POOL_IDLE_SECONDS,
         )
         self._long_polls = httpx.AsyncClient(timeout=timeout, limits=unbounded)
+        server = settings.server
+        # Between two chunks of a stream at most a heartbeat passes; three missed
+        # heartbeats mean the function is stuck.
+        idle = httpx.Timeout(3 * server.event_heartbeat_seconds + 10.0, connect=2.0)
+        self._streams = httpx.AsyncClient(timeout=idle, limits=unbounded)
+        self._write_timeout = server.event_write_timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -150,7 +164,13 @@ class Gateway:
             for k, v in scope["headers"]
             if k.decode("latin-1").lower() not in _NOT_FORWARDED
         ]
-        client = self._long_polls if _is_long_poll(scope) else self._clients[function]
+        streams = routes.streaming(scope["path"])
+        if streams:
+            client = self._streams
+        elif _is_long_poll(scope):
+            client = self._long_polls
+        else:
+            client = self._clients[function]
         # The caller's Accept-Encoding, or none: without one httpx would add its own, and
         # a function could then compress an answer the caller cannot read.
         if not any(k.lower() == b"accept-encoding" for k, _ in forward):
@@ -158,6 +178,9 @@ class Gateway:
         try:
             request = client.build_request(scope["method"], url, headers=forward, content=content)
             upstream = await client.send(request, stream=True)
+            if streams and upstream.headers.get("content-type", "").startswith(_STREAM_TYPE):
+                await self._pass_stream(upstream, receive, send)
+                return
             # The bytes as the function sent them (aiter_raw): a gzip body stays gzip,
             # under the Content-Encoding the function gave it.
             raw = b"".join([chunk async for chunk in upstream.aiter_raw()])
@@ -178,13 +201,50 @@ class Gateway:
         await send({"type": "http.response.start", "status": upstream.status_code, "headers": out})
         await send({"type": "http.response.body", "body": raw})
 
+    async def _pass_stream(self, upstream: httpx.Response, receive: Receive, send: Send) -> None:
+        """An event stream, chunk by chunk, until it ends, its client leaves, or a write
+        is not taken within ``[server] event_write_timeout_seconds`` (a client that does
+        not read: the connection is closed, and the upstream stream with it)."""
+        out = [
+            (k.encode("latin-1"), v.encode("latin-1"))
+            for k, v in upstream.headers.items()
+            if k.lower() not in _HOP_BY_HOP and k.lower() not in _OWN
+        ]
+
+        async def write(message: dict[str, Any]) -> None:
+            async with asyncio.timeout(self._write_timeout):
+                await send(message)
+
+        async def pump() -> None:
+            await write(
+                {"type": "http.response.start", "status": upstream.status_code, "headers": out}
+            )
+            async for chunk in upstream.aiter_raw():
+                await write({"type": "http.response.body", "body": chunk, "more_body": True})
+            await write({"type": "http.response.body", "body": b""})
+
+        async def left() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        tasks = [asyncio.create_task(pump()), asyncio.create_task(left())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            # A broken upstream or a write timeout ends the answer incomplete: uvicorn
+            # closes the connection, and the client resumes with Last-Event-ID.
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await upstream.aclose()
+
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                for client in (*self._clients.values(), self._long_polls):
+                for client in (*self._clients.values(), self._long_polls, self._streams):
                     await client.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -13,6 +13,8 @@ only (`WithJsonSchema`, ``json_schema_extra``), so a stored record is never refu
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -29,6 +31,7 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from qmill.server.batch_tags import TAG_KEY, batch_tags
 from qmill.server.workload.spec import (
     OBSERVABLES_SCHEMA,
     PARAMETERS_SCHEMA,
@@ -206,6 +209,21 @@ class BatchRequest(_Forbid):
     tasks: list[SubmitRequest] = Field(
         min_length=1, description="At most `[limits] max_batch_tasks` (1000 by default)."
     )
+    # Checked against 2**63 - 1 with each task's index where it is used (a 422 naming
+    # the task): the schema states the floor and ceiling of the seed itself.
+    seed: Annotated[int | None, BeforeValidator(_json_integer)] = Field(
+        default=None,
+        ge=0,
+        le=2**63 - 1,
+        description="Task `i` gets seed `seed + i` unless it has its own `seed`: every "
+        "circuit its own reproducible stream (the same batch again gives the same counts).",
+    )
+    tags: Annotated[dict[str, str] | None, BeforeValidator(batch_tags)] = Field(
+        default=None,
+        description="Tags for every task of the batch; a task's own `tags` win per key. "
+        "The merged set obeys the limits of a task's `tags`.",
+        json_schema_extra={"propertyNames": {"pattern": TAG_KEY.pattern}},
+    )
 
 
 class BatchResponse(_Answer):
@@ -213,6 +231,8 @@ class BatchResponse(_Answer):
 
     batch_id: Uuid
     task_ids: list[Uuid]
+    # True when an Idempotency-Key matched an earlier batch (sent as a header, not body).
+    replayed: bool = Field(default=False, exclude=True)
 
 
 class SubmitResponse(_Answer):
@@ -345,11 +365,37 @@ class TaskView(_Answer):
         return self.model_dump(mode="json", exclude=exclude)
 
 
+class StatusCounts(_Answer):
+    """How many tasks of a batch are in each status."""
+
+    pending: int = Field(default=0, json_schema_extra={"minimum": 0})
+    processing: int = Field(default=0, json_schema_extra={"minimum": 0})
+    completed: int = Field(default=0, json_schema_extra={"minimum": 0})
+    failed: int = Field(default=0, json_schema_extra={"minimum": 0})
+    cancelled: int = Field(default=0, json_schema_extra={"minimum": 0})
+
+    @classmethod
+    def of(cls, statuses: Iterable[TaskStatus]) -> StatusCounts:
+        return cls(**Counter(status.value for status in statuses))
+
+
 class BatchView(_Answer):
-    """Every task of a batch, in submission order."""
+    """Every task of a batch, in submission order, and how many are in each status."""
 
     batch_id: str
+    counts: StatusCounts = Field(default_factory=StatusCounts)
+    done: bool = Field(
+        default=False,
+        description="Every task is terminal (`completed`, `failed` or `cancelled`): the "
+        "batch will not change again.",
+    )
     tasks: list[TaskView]
+
+    @classmethod
+    def of(cls, batch_id: str, tasks: list[TaskView]) -> BatchView:
+        counts = StatusCounts.of(task.status for task in tasks)
+        done = all(task.status.terminal for task in tasks)
+        return cls(batch_id=batch_id, counts=counts, done=done, tasks=tasks)
 
 
 class TaskSummary(_Answer):

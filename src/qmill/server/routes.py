@@ -43,6 +43,9 @@ class Route:
     operation: str
     # The query parameters it takes; any other is refused (422), never ignored.
     query: tuple[str, ...] = ()
+    # Answered as a stream that stays open (Server-Sent Events): proxies pass it on as it
+    # comes, without buffering it or timing it out between events.
+    streams: bool = False
 
     def __post_init__(self) -> None:
         if len(_PARAM.findall(self.path)) > 1 or not self.path.startswith("/"):
@@ -97,7 +100,8 @@ ROUTES: Final = (
     Route("GET", "/tasks/{task_id}", "result", "getTask", ("wait", "include")),
     Route("DELETE", "/tasks/{task_id}", "result", "cancelTask"),
     Route("POST", "/batches", "submit", "submitBatch"),
-    Route("GET", "/batches/{batch_id}", "result", "getBatch"),
+    Route("GET", "/batches/{batch_id}", "result", "getBatch", ("wait",)),
+    Route("DELETE", "/batches/{batch_id}", "result", "cancelBatch"),
     Route("GET", "/health", "health", "health"),
     Route("GET", "/openapi.json", "health", "openapi"),
     Route("GET", "/backend", "health", "getBackend"),
@@ -111,6 +115,7 @@ ROUTES: Final = (
         "listTasks",
         ("status", "tag", "batch", "since", "limit", "cursor"),
     ),
+    Route("GET", "/events", "result", "streamEvents", ("task", "batch"), streams=True),
     Route("GET", "/", "result", "page"),
 )
 
@@ -133,6 +138,11 @@ def function_for(path: str) -> str | None:
 def allowed_methods(path: str, function: str | None = None) -> list[str]:
     """The methods routed for a path, in table order: what a 405's ``Allow`` lists."""
     return list(dict.fromkeys(route.method for route, _ in matching(path, function)))
+
+
+def streaming(path: str) -> bool:
+    """Whether the route of a path answers with a stream (`Route.streams`)."""
+    return any(route.streams for route, _ in matching(path))
 
 
 def by_operation(operation: str) -> Route:

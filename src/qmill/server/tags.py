@@ -20,7 +20,7 @@ from qmill.server.errors import InvalidRequest, LimitExceeded
 KEY_PATTERN = re.compile(r"[A-Za-z0-9_.\-/]+")
 # C0 and C1 controls and DEL (a value ends up in logs, tables and terminals), and lone
 # surrogates, which JSON can spell ("\ud800") but UTF-8, and so Redis, cannot store.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def check(tags: Mapping[str, str], limits: LimitsSettings) -> None:
@@ -36,7 +36,7 @@ def check(tags: Mapping[str, str], limits: LimitsSettings) -> None:
             )
         if len(value) > limits.max_tag_value_chars:
             raise LimitExceeded("tag value characters", len(value), limits.max_tag_value_chars)
-        if _UNPRINTABLE.search(value):
+        if UNPRINTABLE.search(value):
             raise InvalidRequest(f"tag {key!r}: the value has a control character")
 
 

@@ -1,4 +1,5 @@
-"""The operations behind the HTTP functions: submit, batches, read, cancel, health.
+"""The operations behind the HTTP functions: submit, read, cancel, health (whole batches:
+`qmill.server.batches`).
 
 Kept free of HTTP so the functions stay thin and the same logic is testable directly.
 """
@@ -34,7 +35,6 @@ from qmill.server.errors import (
 )
 from qmill.server.models import (
     BatchRequest,
-    BatchResponse,
     HealthView,
     SubmitRequest,
     SubmitResponse,
@@ -243,6 +243,11 @@ async def _ensure_queue(bus: Bus) -> None:
         raise DependencyUnavailable("nats", "not connected (reconnecting)", retry_after=2)
 
 
+def idempotency_digest(owner: str | None, idempotency_key: str) -> str:
+    """Where a key is bound. Keys are per tenant: two tenants may pick the same key."""
+    return hashlib.sha256(f"{owner or ''}\n{idempotency_key}".encode()).hexdigest()
+
+
 async def submit(
     body: object,
     settings: Settings,
@@ -267,8 +272,7 @@ async def submit(
     claim_id = str(uuid.uuid4())
     if idempotency_key is not None:
         request = accepted.request
-        # Keys are per tenant: two tenants may pick the same key.
-        digest = hashlib.sha256(f"{owner or ''}\n{idempotency_key}".encode()).hexdigest()
+        digest = idempotency_digest(owner, idempotency_key)
         # No tags hashes as before tags existed: a retry across the upgrade still matches.
         untagged = {"tags"} if not request.tags else None
         body_hash = hashlib.sha256(request.model_dump_json(exclude=untagged).encode()).hexdigest()
@@ -299,32 +303,6 @@ async def submit(
         },
     )
     return SubmitResponse(task_id=task_id)
-
-
-async def submit_batch(
-    body: object, settings: Settings, stores: Stores, bus: Bus, owner: str | None = None
-) -> BatchResponse:
-    """Validate every task first (an error names its index), then queue them all.
-
-    Each task costs one rate-limit token: the request paid the first (``auth.authorize``),
-    the others are charged here, before any parsing, into debt if the bucket runs
-    short (`Limits.charge`): the tenant's next request waits until the debt is repaid
-    (a 1000-task batch from a full bucket of 200 at 50/s: 16 s).
-    """
-    batch = _model(BatchRequest, body)
-    if len(batch.tasks) > settings.limits.max_batch_tasks:
-        raise LimitExceeded("tasks in a batch", len(batch.tasks), settings.limits.max_batch_tasks)
-    auth = settings.auth
-    if owner is not None and auth.rate_per_second > 0:
-        await stores.limits.charge(owner, auth.rate_per_second, auth.burst, len(batch.tasks) - 1)
-    accepted = await validate(batch.tasks, settings, True, owner, stores.limits)
-    await _ensure_queue(bus)
-    batch_id = str(uuid.uuid4())
-    task_ids = await shielded(
-        record_and_queue(accepted, settings, stores, bus, owner, batch_id=batch_id)
-    )
-    log.info("batch accepted", extra={"batch_id": batch_id, "tasks": len(task_ids)})
-    return BatchResponse(batch_id=batch_id, task_ids=task_ids)
 
 
 def _check_id(task_id: str, what: str = "Task") -> None:
@@ -359,17 +337,6 @@ async def get(
             _visible(await stores.tasks.get(task_id, packed=True), owner)
         return _visible(await stores.waiters.wait(task_id, wait_seconds, packed=packed), owner)
     return _visible(await stores.tasks.get(task_id, packed=packed), owner)
-
-
-async def get_batch(
-    stores: Stores, batch_id: str, owner: str | None = None, *, packed: bool = False
-) -> list[TaskView]:
-    """Every task of a batch; ``packed``: compressed answers left compressed."""
-    _check_id(batch_id, "Batch")
-    views = await stores.batches.get(batch_id, packed=packed)
-    if owner is not None and any(v.owner != owner for v in views):
-        raise TaskNotFound("Batch")
-    return views
 
 
 async def cancel(stores: Stores, bus: Bus, task_id: str, owner: str | None = None) -> TaskView:

@@ -1,6 +1,8 @@
 """The task resource: GET /tasks/{id} (status and counts), DELETE /tasks/{id} (cancel),
-GET /batches/{id} (every task of a batch), GET /tasks/{id}/histogram.svg (the counts as a
-picture) and GET / (the web page, a static file that uses the endpoints above).
+GET /batches/{id} (every task of a batch; ?wait= until all are terminal), DELETE
+/batches/{id} (cancel what has not finished), GET /tasks/{id}/histogram.svg (the counts as a
+picture), GET /events (changes as Server-Sent Events) and GET / (the web page, a static
+file that uses the endpoints above).
 
 ``?wait=SECONDS`` long-polls until the task is terminal (capped by
 ``[server] max_wait_seconds``); ``?include=circuit`` echoes the program.
@@ -25,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from qmill import pictures
-from qmill.server import connections, constants, tasks
+from qmill.server import batches, connections, constants, events, tasks
 from qmill.server.errors import InvalidRequest
 from qmill.server.http import Router, serve
 from qmill.server.models import BatchView, NoCounts, TaskStatus, TaskView
@@ -141,17 +143,35 @@ async def _delete(request: Request) -> Response:
 
 async def _get_batch(request: Request) -> Response:
     owner = await connections.tenant(request.headers)
+    settings = connections.settings()
+    wait = _wait_seconds(request.query_params.get("wait"), settings.server.max_wait_seconds)
     batch_id = request.path_params["batch_id"]
-    views = await tasks.get_batch(connections.stores(), batch_id, owner, packed=True)
+    async with _long_poll(owner, wait):
+        batch = await batches.get_batch(
+            connections.stores(), batch_id, owner, wait_seconds=wait, packed=True
+        )
+    return _batch_response(request, batch)
+
+
+async def _delete_batch(request: Request) -> Response:
+    owner = await connections.tenant(request.headers)
+    batch_id = request.path_params["batch_id"]
+    stores, bus = connections.stores(), connections.bus()
+    batch = await batches.cancel_batch(stores, bus, batch_id, owner, packed=True)
+    return _batch_response(request, batch)
+
+
+def _batch_response(request: Request, batch: BatchView) -> Response:
+    views = batch.tasks
     if all(view.packed is None for view in views):
-        batch = BatchView(batch_id=batch_id, tasks=views)
         # Each task as GET /tasks/{id} shows it by default: without the program.
         return JSONResponse(
             batch.model_dump(mode="json", exclude={"tasks": {"__all__": {"quantum_circuit"}}})
         )
     # Compressed answers spliced in as for one task: a batch of big answers costs
     # their compressed size, not all of them decompressed at once.
-    pieces: list[answers.Piece] = [f'{{"batch_id":{json.dumps(batch_id)},"tasks":['.encode()]
+    head = batch.model_dump(mode="json", exclude={"tasks"})
+    pieces: list[answers.Piece] = [json.dumps(head)[:-1].encode() + b',"tasks":[']
     for index, view in enumerate(views):
         if index:
             pieces.append(b",")
@@ -162,6 +182,18 @@ async def _get_batch(request: Request) -> Response:
             pieces += answers.spliced(body, view.packed)
     pieces.append(b"]}")
     return _spliced_response(request, _joined(pieces))
+
+
+async def _stream_events(request: Request) -> Response:
+    """``GET /events``: the changes of a task or a batch as Server-Sent Events (see
+    `qmill.server.events`)."""
+    owner = await connections.tenant(request.headers)
+    target = events.Target.of(
+        {name: request.query_params.getlist(name) for name in ("task", "batch")}
+    )
+    last_seen = events.last_event_id(request.headers.get("last-event-id"))
+    settings = connections.settings().server
+    return await events.open_stream(connections.stores(), settings, target, owner, last_seen)
 
 
 @cache
@@ -246,7 +278,9 @@ _ROUTER = Router(
         "getTask": _get,
         "cancelTask": _delete,
         "getBatch": _get_batch,
+        "cancelBatch": _delete_batch,
         "getHistogram": _get_histogram,
+        "streamEvents": _stream_events,
         "page": _get_page,
     },
 )

@@ -7,7 +7,7 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from qmill.server import connections, constants, listing, metrics, tasks
+from qmill.server import batches, connections, constants, listing, metrics, tasks
 from qmill.server.http import Router, read_json, serve
 
 
@@ -30,16 +30,23 @@ async def _post_task(request: Request) -> Response:
 
 
 async def _post_batch(request: Request) -> Response:
-    # The request pays one rate-limit token here; `tasks.submit_batch` charges one more
+    # The request pays one rate-limit token here; `batches.submit_batch` charges one more
     # per further task once it knows how many there are (issue 13: was one in all).
     owner = await connections.tenant(request.headers)
     settings = connections.settings()
     body = await read_json(request, settings.limits.max_body_bytes)
-    batch = await tasks.submit_batch(
-        body, settings, connections.stores(), connections.bus(), owner=owner
+    batch = await batches.submit_batch(
+        body,
+        settings,
+        connections.stores(),
+        connections.bus(),
+        owner=owner,
+        idempotency_key=request.headers.get(constants.IDEMPOTENCY_HEADER),
     )
-    metrics.TASKS_ACCEPTED.labels("submit").inc(len(batch.task_ids))
-    return JSONResponse(batch.model_dump(mode="json"), status_code=201)
+    if not batch.replayed:
+        metrics.TASKS_ACCEPTED.labels("submit").inc(len(batch.task_ids))
+    headers = {"Idempotent-Replayed": "true"} if batch.replayed else None
+    return JSONResponse(batch.model_dump(mode="json"), status_code=201, headers=headers)
 
 
 async def _list_tasks(request: Request) -> Response:

@@ -51,6 +51,24 @@ def _wait(description: str) -> dict[str, Any]:
     }
 
 
+def _idempotency_key(what: str) -> dict[str, Any]:
+    return {
+        "name": constants.IDEMPOTENCY_HEADER,
+        "in": "header",
+        "required": False,
+        "description": f"Makes retries safe: a repeat with the same key and body returns the "
+        f"first {what}.",
+        "schema": {"type": "string"},
+    }
+
+
+def _replayed(what: str) -> dict[str, Any]:
+    return {
+        "description": f"`true` when an Idempotency-Key matched an earlier {what}.",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+
+
 def _comma_separated(names: Iterable[str]) -> str:
     """A pattern for a comma-separated list of ``names`` (empty items allowed)."""
     one = "(" + "|".join(re.escape(n) for n in names) + ")"
@@ -135,16 +153,7 @@ def _operations() -> dict[str, dict[str, Any]]:
                 "idempotency_window_seconds` return the first task (201 with "
                 "`Idempotent-Replayed: true`); the same key with another body is a 422."
             ),
-            "parameters": [
-                {
-                    "name": constants.IDEMPOTENCY_HEADER,
-                    "in": "header",
-                    "required": False,
-                    "description": "Makes retries safe: a repeat with the same key and body "
-                    "returns the first task.",
-                    "schema": {"type": "string"},
-                }
-            ],
+            "parameters": [_idempotency_key("task")],
             "requestBody": {
                 "required": True,
                 "content": {
@@ -171,13 +180,7 @@ def _operations() -> dict[str, dict[str, Any]]:
             "responses": {
                 "201": {
                     "description": "Accepted and queued.",
-                    "headers": {
-                        "Idempotent-Replayed": {
-                            "description": "`true` when an Idempotency-Key matched an "
-                            "earlier submit.",
-                            "schema": {"type": "string", "enum": ["true"]},
-                        }
-                    },
+                    "headers": {"Idempotent-Replayed": _replayed("submit")},
                     "content": json_body(models.SubmitResponse),
                     "links": {
                         "GetTask": _link("getTask", "task_id", "task_id"),
@@ -246,7 +249,12 @@ def _operations() -> dict[str, dict[str, Any]]:
         "submitBatch": {
             "summary": "Submit several programs at once, all or nothing",
             "description": "Every task is checked first (an error names its index, "
-            "`tasks[i]`, and carries it as `index`); then all are queued.",
+            "`tasks[i]`, and carries it as `index`); then all are queued. Task `i` gets the "
+            "batch's `seed + i` and its `tags` unless it has its own. With an "
+            "`Idempotency-Key`, as `POST /tasks`: the same key and body return the first "
+            "batch (its `batch_id` and `task_ids`, with `Idempotent-Replayed: true`); the "
+            "same key with another body is a 422.",
+            "parameters": [_idempotency_key("batch")],
             "requestBody": {
                 "required": True,
                 "content": {
@@ -268,14 +276,31 @@ def _operations() -> dict[str, dict[str, Any]]:
             "responses": {
                 "201": {
                     "description": "Accepted and queued.",
+                    "headers": {"Idempotent-Replayed": _replayed("batch")},
                     "content": json_body(models.BatchResponse),
-                    "links": {"GetBatch": _link("getBatch", "batch_id", "batch_id")},
+                    "links": {
+                        "GetBatch": _link("getBatch", "batch_id", "batch_id"),
+                        "CancelBatch": _link("cancelBatch", "batch_id", "batch_id"),
+                    },
                 },
                 **error_refs("InvalidCircuit", "Unprocessable", *_BODY, *_GUARDED),
+                **own_error(
+                    errors.IdempotencyInProgress,
+                    "A request with this `Idempotency-Key` is still being processed: its "
+                    "batch may yet be refused, so retry after `Retry-After` seconds.",
+                    ("Retry-After",),
+                ),
             },
         },
         "getBatch": {
             "summary": "Every task of a batch, in submission order",
+            "parameters": [
+                _wait(
+                    "Long-poll: answer as soon as every task is terminal (`done`), or after "
+                    "this many seconds (capped like `GET /tasks/{task_id}`, and holding one "
+                    "of the key's long-poll slots the same way)."
+                )
+            ],
             "responses": {
                 "200": {"description": "The batch.", "content": json_body(models.BatchView)},
                 **error_refs("NotFound", "Unprocessable", *_GUARDED),
@@ -294,6 +319,19 @@ def _operations() -> dict[str, dict[str, Any]]:
             "responses": {
                 "200": {"description": "One page.", "content": json_body(models.TaskList)},
                 **error_refs("Unprocessable", *_GUARDED),
+            },
+        },
+        "cancelBatch": {
+            "summary": "Cancel every task of a batch that has not finished",
+            "description": "Each pending or running task is cancelled as `DELETE "
+            "/tasks/{task_id}` cancels it; tasks already finished keep their results. A "
+            "batch with nothing left to cancel is answered as it is.",
+            "responses": {
+                "200": {
+                    "description": "The batch as it now is.",
+                    "content": json_body(models.BatchView),
+                },
+                **error_refs("NotFound", "Unprocessable", "ForeignOrigin", *_GUARDED),
             },
         },
         "health": {
@@ -361,6 +399,52 @@ def _operations() -> dict[str, dict[str, Any]]:
                     "content": json_body(models.NoCounts),
                 },
                 **error_refs("Unprocessable", *_GUARDED),
+            },
+        },
+        "streamEvents": {
+            "summary": "A task's or a batch's changes, live (Server-Sent Events)",
+            "description": (
+                "Give exactly one of `task` or `batch`. The stream sends `retry:` once, then "
+                "`event: status` (data: `task_id`, `status`, `batch_id`, `seq`; `id:` the "
+                "seq) for each task's state and each change after it; when a task becomes "
+                "terminal, its `status` (without `id:`) and `event: result` (data: the task "
+                "as `GET /tasks/{task_id}` sends it; `id:` the seq); `event: end` once every "
+                "task is terminal, and then it closes. Idle streams get `: ping` comments "
+                "every `[server] event_heartbeat_seconds` (15). A stream closes after "
+                "`[server] max_event_stream_seconds` (300); reconnect with `Last-Event-ID` "
+                "to get only what changed since (each task's current state, in seq order, "
+                "never a change twice). An API key may hold `[server] "
+                "max_event_streams_per_tenant` (20) streams at once; over it, 429 with "
+                "`Retry-After`."
+            ),
+            "parameters": [
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": False,
+                    "description": f"The {name} to watch (an id from `POST /{name}s`, or "
+                    f"`POST /batches`). Any other id is a 404.",
+                    "schema": {"type": "string", "format": "uuid"},
+                }
+                for name in ("task", "batch")
+            ]
+            + [
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "required": False,
+                    "description": "Resume: the last `id:` received (browsers send it "
+                    "themselves). Anything else is a 422.",
+                    "schema": {"type": "string", "pattern": "^[0-9]{0,19}$"},
+                }
+            ],
+            "responses": {
+                "200": {
+                    "description": "The stream, until every task is terminal (or its time "
+                    "is up: reconnect with `Last-Event-ID`).",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                **error_refs("NotFound", "Unprocessable", *_GUARDED),
             },
         },
         "page": {

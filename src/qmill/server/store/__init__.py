@@ -9,7 +9,8 @@
 - `limits`: per-tenant token bucket and in-flight cap.
 - `quotas`: per-tenant storage quota (bytes of stored records).
 - `answers`: how an answer is stored (plain, or compressed when big).
-- `polls`: per-tenant cap on open long-polls.
+- `polls`: per-tenant cap on open long-polls (and, `events.stream_slots`, event streams).
+- `events`: change events of task records, shared by a process's event streams.
 - `heartbeats`: worker liveness keys.
 
 Every key prefix is in `qmill.server.constants`. A process opens one `Stores` and
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 from qmill.server.store.batches import Batches
 from qmill.server.store.client import RedisClient
+from qmill.server.store.events import EventHub, stream_slots
 from qmill.server.store.heartbeats import Heartbeats
 from qmill.server.store.idempotency import Binding, IdempotencyKeys
 from qmill.server.store.limits import Limits
@@ -37,6 +39,7 @@ __all__ = [
     "Batches",
     "Binding",
     "Charge",
+    "EventHub",
     "Heartbeats",
     "IdempotencyKeys",
     "Limits",
@@ -67,6 +70,8 @@ class Stores:
     quotas: Quotas
     polls: LongPolls
     listing: Listing
+    events: EventHub
+    streams: LongPolls
 
     @classmethod
     def open(
@@ -100,6 +105,8 @@ class Stores:
             quotas=quotas,
             polls=LongPolls(client),
             listing=Listing(client),
+            events=EventHub(client),
+            streams=stream_slots(client),
         )
 
     async def ping(self) -> bool:
@@ -107,4 +114,5 @@ class Stores:
 
     async def close(self) -> None:
         await self.waiters.close()
+        await self.events.close()
         await self.client.close()

@@ -24,23 +24,30 @@ Field = Value | None
 # Every record of a submit (one task, or a whole batch), the batch's id list and the
 # tenant's listing index entries (`qmill.server.store.listing`), in one atomic step:
 # either all of them exist or none (nothing to undo after a Redis error mid-write).
-# KEYS: task keys..., then the batch list if any, then index keys. ARGV: ttl, task count,
-# '1' if there is a batch list, the indexes' ttl, their trim bound ('(' + the oldest
-# entry's prefix kept), then per task: its number of field/value args and those args;
-# then the task ids if there is a batch list; then per index key: its number of new
-# members and those members. Each index write trims entries older than any record can
-# live and renews the key's TTL, so an index never outgrows its tenant's live records.
+# KEYS: task keys..., then the batch list if any, then index keys, then the event
+# counter (`constants.EVENTS_SEQ_KEY`, always last). ARGV: ttl, task count, '1' if there
+# is a batch list, the indexes' ttl, their trim bound ('(' + the oldest entry's prefix
+# kept), then per task: its number of field/value args and those args; then the task
+# ids if there is a batch list; then per index key: its number of new members and
+# those members. Each index write trims entries older than any record can live and
+# renews the key's TTL, so an index never outgrows its tenant's live records.
 # Returns 0 (nothing written) if a task key already exists.
+#
+# Each record gets its first version (``seq``, `qmill.server.store.events`) from one
+# INCRBY for the whole submit. Creation is not PUBLISHed: nobody can be listening yet
+# (an event stream is opened for an id this script is about to return), and a stream
+# reads the `pending` state from the record itself.
 CREATE = """
 local ttl, count, batched = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1'
 local index_ttl, cutoff = ARGV[4], ARGV[5]
 for i = 1, count do
   if redis.call('EXISTS', KEYS[i]) == 1 then return 0 end
 end
+local seq = redis.call('INCRBY', KEYS[#KEYS], count) - count
 local a = 6
 for i = 1, count do
   local n = tonumber(ARGV[a])
-  redis.call('HSET', KEYS[i], unpack(ARGV, a + 1, a + n))
+  redis.call('HSET', KEYS[i], 'seq', seq + i, unpack(ARGV, a + 1, a + n))
   redis.call('EXPIRE', KEYS[i], ttl)
   a = a + n + 1
 end
@@ -53,7 +60,7 @@ if batched then
   a = a + count
   k = k + 1
 end
-for j = k, #KEYS do
+for j = k, #KEYS - 1 do
   local n = tonumber(ARGV[a])
   for i = a + 1, a + n, 500 do
     local scored = {}

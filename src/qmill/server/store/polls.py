@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from qmill.server import constants
 from qmill.server.errors import RateLimited
@@ -51,28 +51,43 @@ return 0
 """
 
 
-class LongPolls:
-    """Per-tenant slots for open long-polls; `hold` raises RateLimited (429) when full."""
+def _long_polls_refused(cap: int) -> str:
+    return (
+        f"{cap} long-polls (?wait=) are already open for this API key (for "
+        f"everyone, with auth off): [server] max_long_polls_per_tenant; retry "
+        f"after Retry-After, or read without ?wait"
+    )
 
-    def __init__(self, client: RedisClient) -> None:
+
+class LongPolls:
+    """Per-tenant slots for open long-polls; `hold` raises RateLimited (429) when full.
+
+    ``key_of`` and ``refused`` make the same slots for another kind of held request
+    (event streams: `qmill.server.store.events.stream_slots`).
+    """
+
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        key_of: Callable[[str], str] = constants.long_polls_key,
+        refused: Callable[[int], str] = _long_polls_refused,
+    ) -> None:
         self._redis = client.redis
         self._acquire = client.script(_ACQUIRE)
+        self._key_of = key_of
+        self._refused = refused
 
     @contextlib.asynccontextmanager
     async def hold(self, tenant: str, cap: int, seconds: float) -> AsyncIterator[None]:
         """Hold one of ``tenant``'s ``cap`` slots while a poll waits up to ``seconds``."""
-        key = constants.long_polls_key(tenant)
+        key = self._key_of(tenant)
         poll = uuid.uuid4().hex
         lease = seconds + LEASE_MARGIN_SECONDS
         async with guard():
             wait = int(await self._acquire(keys=[key], args=[cap, lease, poll, math.ceil(lease)]))
         if wait > 0:
-            raise RateLimited(
-                f"{cap} long-polls (?wait=) are already open for this API key (for "
-                f"everyone, with auth off): [server] max_long_polls_per_tenant; retry "
-                f"after Retry-After, or read without ?wait",
-                min(wait, RETRY_AFTER_MAX_SECONDS),
-            )
+            raise RateLimited(self._refused(cap), min(wait, RETRY_AFTER_MAX_SECONDS))
         try:
             yield
         finally:

@@ -1,4 +1,5 @@
-"""Long-poll waits (``GET /tasks/{id}?wait=``) driven by Redis pub/sub, not polling.
+"""Long-poll waits (``GET /tasks/{id}?wait=``, ``GET /batches/{id}?wait=``) driven by
+Redis pub/sub, not polling.
 
 Every terminal transition PUBLISHes the new status on the task's channel (the finish
 script in `tasks`). One pattern subscription per process listens to all of them and
@@ -10,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Collection
 
 from redis.asyncio.client import PubSub
 
 from qmill.server import constants
-from qmill.server.models import TaskView
+from qmill.server.models import TaskStatus, TaskView
 from qmill.server.store.client import FAILURES, RedisClient, guard
 from qmill.server.store.tasks import TaskStore
 
@@ -55,11 +57,60 @@ class Waiters:
                 await asyncio.wait_for(future, timeout)
             return await self._tasks.get(task_id, packed=packed)
         finally:
-            waiters = self._waiters.get(task_id)
-            if waiters is not None:
-                waiters.discard(future)
-                if not waiters:
-                    del self._waiters[task_id]
+            self._forget(task_id, future)
+
+    async def wait_all(self, task_ids: Collection[str], timeout: float) -> set[str]:
+        """Wait until every task is terminal (or gone), or ``timeout`` runs out; the ids
+        still unfinished then (empty: all finished).
+
+        Every task is registered at once and their statuses read in one round trip,
+        so a finish between the two is not missed; then each finish only resolves its
+        future: the batch is not read again per finished task. A lost listener wakes
+        every waiter with "" and those tasks are read again.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        left = set(task_ids)
+        while left:
+            await self._ensure_listener()
+            futures = {task_id: loop.create_future() for task_id in left}
+            for task_id, future in futures.items():
+                self._waiters.setdefault(task_id, set()).add(future)
+            try:
+                left = await self._unfinished(list(left))
+                remaining = deadline - loop.time()
+                if not left or remaining <= 0:
+                    return left
+                await asyncio.wait([futures[t] for t in left], timeout=remaining)
+                # Done: a terminal status was published; "" (the listener lost its
+                # connection) or not done (timed out) are read again.
+                left = {t for t in left if not futures[t].done() or not futures[t].result()}
+            finally:
+                for task_id, future in futures.items():
+                    self._forget(task_id, future)
+            if loop.time() >= deadline:
+                return left
+        return left
+
+    async def _unfinished(self, task_ids: list[str]) -> set[str]:
+        """Of ``task_ids``, those that exist and are not terminal (one round trip)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hget(constants.task_key(task_id), "status")
+        async with guard():
+            statuses = await pipe.execute()
+        return {
+            task_id
+            for task_id, status in zip(task_ids, statuses, strict=True)
+            if status is not None and not TaskStatus(str(status)).terminal
+        }
+
+    def _forget(self, task_id: str, future: asyncio.Future[str]) -> None:
+        waiters = self._waiters.get(task_id)
+        if waiters is not None:
+            waiters.discard(future)
+            if not waiters:
+                del self._waiters[task_id]
 
     async def close(self) -> None:
         if self._listener is not None:
