@@ -154,4 +154,5 @@ def test_schemathesis_auth_on_without_a_key(auth_system: System, tmp_path: Path)
         "DELETE /batches/{batch_id}",
         "GET /tasks/{task_id}/histogram.svg",
         "GET /tasks",
+        "GET /events",
     }
