@@ -153,4 +153,6 @@ def test_schemathesis_auth_on_without_a_key(auth_system: System, tmp_path: Path)
         "GET /batches/{batch_id}",
         "DELETE /batches/{batch_id}",
         "GET /tasks/{task_id}/histogram.svg",
+        "GET /tasks",
+        "GET /events",
     }
