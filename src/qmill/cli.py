@@ -66,6 +66,7 @@ def main() -> None:
     qmill up                          start the whole system (what `make run` does)
     qmill submit bell.qasm --wait     run a circuit, show its counts
     qmill get ID | wait ID | cancel ID | health
+    qmill ls --status failed          your tasks, newest first (--tag, --batch, --since)
     qmill COMMAND --help              the options of one command
     """
 
@@ -514,3 +515,12 @@ def _add_operator_commands() -> None:
 
 
 _add_operator_commands()
+
+
+def _add_listing_command() -> None:
+    from qmill import cli_listing
+
+    cli_listing.add_to(main)
+
+
+_add_listing_command()

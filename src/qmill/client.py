@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any, Unpack
 
 import httpx
@@ -72,6 +72,7 @@ from qmill.client_errors import (
     parse_retry_after,
 )
 from qmill.client_events import Event, aiter_events, iter_events, status_task
+from qmill.client_listing import ListFilters, TaskPage, TaskSummary, list_call
 
 __all__ = [
     "APIError",
@@ -97,6 +98,8 @@ __all__ = [
     "TaskFailedError",
     "TaskNotFoundError",
     "TaskOptions",
+    "TaskPage",
+    "TaskSummary",
     "error_from_response",
     "parse_retry_after",
     "to_qasm",
@@ -262,6 +265,24 @@ class Client(SyncBatches):
         """Cancel a pending or running task; `ConflictError` if it already finished."""
         return Task.from_json(checked(self._send(Call("DELETE", task_path(task_id)))))
 
+    def list_tasks(self, **filters: Unpack[ListFilters]) -> TaskPage:
+        """One page of this key's tasks, newest first (``GET /tasks``).
+
+        Filters: ``status`` (one or several: any of), ``tags`` (a dict: all of),
+        ``batch`` (a batch id), ``since`` (an aware datetime or RFC 3339 text),
+        ``limit`` (per page), ``cursor`` (a page's ``next_cursor``).
+        """
+        return TaskPage.from_json(checked(self._send(list_call(**filters))))
+
+    def iter_tasks(self, **filters: Unpack[ListFilters]) -> Iterator[TaskSummary]:
+        """Every task `list_tasks` would list, following the cursors page by page."""
+        while True:
+            page = self.list_tasks(**filters)
+            yield from page.tasks
+            if page.next_cursor is None:
+                return
+            filters["cursor"] = page.next_cursor
+
     def histogram_svg(self, task_id: str) -> str:
         """The completed task's counts as an SVG bar chart (for notebooks and issues)."""
         response = self._send(Call("GET", task_path(task_id, "/histogram.svg")))
@@ -422,6 +443,20 @@ class AsyncClient(AsyncBatches):
         """See `Client.cancel`."""
         response = await self._send(Call("DELETE", task_path(task_id)))
         return Task.from_json(checked(response))
+
+    async def list_tasks(self, **filters: Unpack[ListFilters]) -> TaskPage:
+        """See `Client.list_tasks`."""
+        return TaskPage.from_json(checked(await self._send(list_call(**filters))))
+
+    async def iter_tasks(self, **filters: Unpack[ListFilters]) -> AsyncGenerator[TaskSummary, None]:
+        """See `Client.iter_tasks`."""
+        while True:
+            page = await self.list_tasks(**filters)
+            for task in page.tasks:
+                yield task
+            if page.next_cursor is None:
+                return
+            filters["cursor"] = page.next_cursor
 
     async def histogram_svg(self, task_id: str) -> str:
         """See `Client.histogram_svg`."""

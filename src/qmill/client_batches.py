@@ -7,8 +7,10 @@ Mixed into both clients (`qmill.client`), which supply ``_send``, ``submit`` and
   (even after a broken connection) never queue a batch twice, and the batch's ``seed``
   once: the server gives circuit ``i`` the seed ``seed + i``, so identical circuits in
   one batch give different counts, and the same batch again the same ones.
-* ``wait_batch`` long-polls ``GET /batches/{id}?wait=``: one request per 30 s for the
-  whole batch, answered the moment its last task finishes.
+* ``wait_batch`` reads the batch's event stream (``GET /events?batch=``): one
+  connection for the whole batch, each task's change as it happens, and one read of
+  the batch once its last task has finished. Where there is no stream (an older
+  server, or it fails) it long-polls ``GET /batches/{id}?wait=``: one request per 30 s.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from qmill.client_core import (
     checked,
 )
 from qmill.client_errors import QmillClientError
+from qmill.client_events import Event, aiter_events, iter_events
 
 if TYPE_CHECKING:
     import httpx
@@ -116,6 +119,34 @@ class _BatchCalls(ClientBase):
         return Call("GET", batch_path(batch), params=params, hold=wait)
 
 
+class _Progress:
+    """A batch as its event stream tells it: the latest state of each task seen (the
+    stream starts with every task's current state), for ``on_update``."""
+
+    def __init__(self, batch_id: str) -> None:
+        self.batch_id = batch_id
+        self.tasks: dict[str, Task] = {}
+
+    def seen(self, event: Event) -> Batch | None:
+        """The batch after ``event``, or None if the event says nothing of a task."""
+        if event.event not in ("status", "result") or not isinstance(event.data, dict):
+            return None
+        task = Task.from_json({**event.data, "shots": event.data.get("shots") or 0})
+        known = self.tasks.get(task.task_id)
+        if known is not None and known.done and event.event == "status":
+            return None  # a terminal status comes with its result: keep the result
+        self.tasks[task.task_id] = task
+        tasks = list(self.tasks.values())
+        counts: dict[str, int] = {}
+        for item in tasks:
+            counts[item.status] = counts.get(item.status, 0) + 1
+        return Batch(self.batch_id, list(self.tasks), tasks, counts, False)
+
+
+def _batch_id(batch: str | Batch) -> str:
+    return batch_path(batch).rsplit("/", 1)[1]
+
+
 def _one_by_one(options: TaskOptions, index: int) -> TaskOptions:
     """A circuit's options when submitted alone: the batch seed plus its index, as the
     server would have given it in a batch."""
@@ -127,6 +158,7 @@ class SyncBatches(_BatchCalls):
     """`Client`'s batch methods."""
 
     if TYPE_CHECKING:
+        _http: httpx.Client
 
         def _send(self, call: Call, deadline: float | None = None) -> httpx.Response: ...
         def submit(
@@ -182,8 +214,12 @@ class SyncBatches(_BatchCalls):
         on_update: Callable[[Batch], None] | None = None,
     ) -> Batch:
         """Wait until every task of the batch is terminal and return it, whatever their
-        statuses; `BatchTimeoutError` after ``timeout`` (None: wait for ever)."""
+        statuses; `BatchTimeoutError` after ``timeout`` (None: wait for ever).
+        ``on_update`` sees the batch at each change (from the stream: the tasks' latest
+        statuses, with results as they finish)."""
         waiter = Waiter(timeout, long_poll)
+        if self._wait_batch_streaming(batch, waiter, on_update):
+            return self.get_batch(batch)
         while True:
             call = self._get_batch_call(batch, waiter.next_wait())
             current = Batch.from_json(checked(self._send(call, waiter.deadline)))
@@ -195,6 +231,24 @@ class SyncBatches(_BatchCalls):
                 raise waiter.batch_timed_out(current)
             time.sleep(waiter.pause_before_next())
 
+    def _wait_batch_streaming(
+        self, batch: str | Batch, waiter: Waiter, on_update: Callable[[Batch], None] | None
+    ) -> bool:
+        """True once the batch's stream has said every task is terminal; False to
+        long-poll instead (no stream here, it failed, or the deadline passed first)."""
+        progress = _Progress(_batch_id(batch))
+        http = self._http
+        try:
+            for event in iter_events(http, None, progress.batch_id, until=waiter.deadline):
+                if event.event == "end":
+                    return True
+                current = progress.seen(event)
+                if current is not None and on_update is not None:
+                    on_update(current)
+        except QmillClientError:
+            pass
+        return False
+
     def cancel_batch(self, batch: str | Batch) -> Batch:
         """Cancel every task of the batch that has not finished; the batch as it now is
         (finished tasks keep their results)."""
@@ -205,6 +259,7 @@ class AsyncBatches(_BatchCalls):
     """`AsyncClient`'s batch methods: `SyncBatches`' awaited."""
 
     if TYPE_CHECKING:
+        _http: httpx.AsyncClient
 
         async def _send(self, call: Call, deadline: float | None = None) -> httpx.Response: ...
         async def submit(
@@ -254,6 +309,8 @@ class AsyncBatches(_BatchCalls):
     ) -> Batch:
         """See `Client.wait_batch`."""
         waiter = Waiter(timeout, long_poll)
+        if await self._wait_batch_streaming(batch, waiter, on_update):
+            return await self.get_batch(batch)
         while True:
             call = self._get_batch_call(batch, waiter.next_wait())
             current = Batch.from_json(checked(await self._send(call, waiter.deadline)))
@@ -264,6 +321,23 @@ class AsyncBatches(_BatchCalls):
             if waiter.expired():
                 raise waiter.batch_timed_out(current)
             await asyncio.sleep(waiter.pause_before_next())
+
+    async def _wait_batch_streaming(
+        self, batch: str | Batch, waiter: Waiter, on_update: Callable[[Batch], None] | None
+    ) -> bool:
+        """See `SyncBatches._wait_batch_streaming`."""
+        progress = _Progress(_batch_id(batch))
+        http = self._http
+        try:
+            async for event in aiter_events(http, None, progress.batch_id, until=waiter.deadline):
+                if event.event == "end":
+                    return True
+                current = progress.seen(event)
+                if current is not None and on_update is not None:
+                    on_update(current)
+        except QmillClientError:
+            pass
+        return False
 
     async def cancel_batch(self, batch: str | Batch) -> Batch:
         """See `Client.cancel_batch`."""

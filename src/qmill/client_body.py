@@ -49,6 +49,7 @@ class TaskOptions(TypedDict, total=False):
     instead of counts. ``method``: Aer's simulation method. ``precision``: ``"single"``
     or ``"double"``, or with observables a target standard error. ``noise``:
     ``{"depolarizing_1q": p, "depolarizing_2q": p, "readout": p, "gates": {...}}``.
+    ``tags``: labels to find the task by later (``list_tasks(tags=...)``).
     """
 
     seed: int | None
@@ -58,6 +59,7 @@ class TaskOptions(TypedDict, total=False):
     method: str | None
     precision: str | float | None
     noise: Mapping[str, Any] | None
+    tags: Mapping[str, str] | None
 
 
 def task_body(circuit: Circuit, shots: int, options: TaskOptions) -> dict[str, Any]:
@@ -67,7 +69,7 @@ def task_body(circuit: Circuit, shots: int, options: TaskOptions) -> dict[str, A
     for name, value in options.items():
         if value is None or (name == "memory" and value is False):
             continue
-        if name == "parameters":
+        if name in ("parameters", "tags"):
             value = _plain(value)
         elif name == "observables":
             value = _observables(value)

@@ -130,6 +130,8 @@ class Task:
     noise: dict[str, Any] | None = None
     # The batch it was submitted in (None: submitted alone).
     batch_id: str | None = None
+    # Its tags, as submitted ({} if none).
+    tags: dict[str, str] = field(default_factory=dict)
     # The whole JSON answer, so fields this client does not know yet stay reachable.
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -159,6 +161,7 @@ _READERS: dict[str, Callable[[Any], Any]] = {
     "started_at": _when,
     "completed_at": _when,
     "shape": lambda v: list(v or []),
+    "tags": lambda v: dict(v or {}),
 }
 
 
@@ -181,7 +184,7 @@ class Call:
     method: str
     path: str
     json: Any = None
-    params: dict[str, str] | None = None
+    params: dict[str, str] | httpx.QueryParams | None = None
     headers: dict[str, str] | None = None
     # Seconds the server may take on purpose (a long-poll), added to the read timeout.
     hold: float = 0.0

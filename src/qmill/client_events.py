@@ -102,6 +102,16 @@ def events_request(
     return params, headers
 
 
+def _read_until(timeout: httpx.Timeout, until: float | None) -> httpx.Timeout:
+    """The client's timeouts, with a read that gives up at the monotonic ``until``: a
+    stream between heartbeats would otherwise hold a caller past its deadline."""
+    if until is None:
+        return timeout
+    remaining = max(0.05, until - time.monotonic())
+    read = remaining if timeout.read is None else min(timeout.read, remaining)
+    return httpx.Timeout(connect=timeout.connect, read=read, write=timeout.write, pool=timeout.pool)
+
+
 def _resume_pause(drops: int) -> float:
     return min(2.0, 0.25 * 2.0**drops)
 
@@ -122,7 +132,10 @@ def iter_events(
         params, headers = events_request(task_id, batch_id, last_id)
         parser = Parser(last_id=last_id)
         try:
-            with http.stream("GET", "/events", params=params, headers=headers) as response:
+            timeout = _read_until(http.timeout, until)
+            with http.stream(
+                "GET", "/events", params=params, headers=headers, timeout=timeout
+            ) as response:
                 if not response.is_success:
                     response.read()
                     raise response_error(response)
@@ -138,6 +151,8 @@ def iter_events(
                     if until is not None and time.monotonic() >= until:
                         return
         except httpx.TransportError as exc:
+            if until is not None and time.monotonic() >= until:
+                return
             if drops >= MAX_RESUMES:
                 raise ServerUnreachableError(f"event stream: {type(exc).__name__}") from exc
         last_id = parser.last_id
@@ -158,7 +173,10 @@ async def aiter_events(
         params, headers = events_request(task_id, batch_id, last_id)
         parser = Parser(last_id=last_id)
         try:
-            async with http.stream("GET", "/events", params=params, headers=headers) as response:
+            timeout = _read_until(http.timeout, until)
+            async with http.stream(
+                "GET", "/events", params=params, headers=headers, timeout=timeout
+            ) as response:
                 if not response.is_success:
                     await response.aread()
                     raise response_error(response)
@@ -174,6 +192,8 @@ async def aiter_events(
                     if until is not None and time.monotonic() >= until:
                         return
         except httpx.TransportError as exc:
+            if until is not None and time.monotonic() >= until:
+                return
             if drops >= MAX_RESUMES:
                 raise ServerUnreachableError(f"event stream: {type(exc).__name__}") from exc
         last_id = parser.last_id

@@ -734,6 +734,78 @@ def cross_site() -> Iterator[Hostile]:
         )
 
 
+def listing() -> Iterator[Hostile]:
+    """``GET /tasks`` and tags (issue 14): tampered cursors (Redis range syntax, a
+    member's shape with junk, 100 KB), absurd limits, dates that are not RFC 3339, tags
+    that no task could have; and submits with too many or malformed tags, up to 10^6 of
+    them (the body limit refuses that before any parsing). With auth off there is no
+    other tenant: cross-tenant batch ids are tests/e2e/test_auth.py's."""
+    member = "0" * 20 + "5b8e3f4e-0000-4000-8000-000000000000"
+    for number, cursor in enumerate(
+        (
+            "x",
+            "-",
+            "+",
+            "(",
+            "[" + member,
+            "(" + member,
+            member + "x",
+            member.upper(),
+            member[:-1],
+            "%00" + member,
+            "' OR 1=1 --",
+            "a" * 20_000,
+        )
+    ):
+        yield Hostile(f"list/cursor-{number}", None, "GET", f"/tasks?cursor={cursor}")
+    for limit in ("0", "-1", "101", "1e9", "9" * 30, "abc", "", "1.0", "%D9%A3", "0x10"):
+        yield Hostile(
+            f"list/limit={limit[:12]}", None, "GET", f"/tasks?limit={limit}", expect=(422,)
+        )
+    for since in ("", "yesterday", "2026-12-03T10:00:00", "2026-02-30T00:00:00Z", "9" * 100):
+        yield Hostile(
+            f"list/since={since[:20]}", None, "GET", f"/tasks?since={since}", expect=(422,)
+        )
+    for query in (
+        "status=done",
+        "status=",
+        "status=PENDING",
+        "tag=",
+        "tag=k",
+        "tag=:v",
+        "tag=k:%07",
+        "tag=k%20x:v",
+        "&".join(f"tag=k{i}:v" for i in range(17)),
+        f"tag={'k' * 65}:v",
+        f"tag=k:{'v' * 257}",
+        "batch=not-a-uuid",
+        "batch=qmill:batch:*",
+        "batch=5b8e3f4e000040008000000000000000",
+        "batch=5b8e3f4e-0000-4000-8000-000000000000&batch=5b8e3f4e-0000-4000-8000-000000000001",
+        "owner=anonymous",
+    ):
+        yield Hostile(f"list/{query[:40]}", None, "GET", f"/tasks?{query}", expect=(422,))
+    for name, tags in {
+        "17": {f"k{i}": "v" for i in range(17)},
+        "60k": {f"k{i}": "" for i in range(60_000)},
+        "key-colon": {"a:b": "v"},
+        "key-space": {"a b": "v"},
+        "key-65": {"k" * 65: "v"},
+        "value-257": {"k": "v" * 257},
+        "value-control": {"k": "\x1b[31m"},
+        "value-surrogate": {"k": "\ud800"},
+        "not-strings": {"k": 1},
+    }.items():
+        expect = (413,) if len(json.dumps(tags)) > MIB else (422,)
+        yield Hostile.program(f"tags-{name}", BELL3, *expect, tags=tags)
+    million = b'{"quantum_circuit": "x", "tags": {' + b",".join(
+        b'"k%d": ""' % i for i in range(1_000_000)
+    )
+    yield Hostile("tags/10^6", million + b"}}", headers={"x-stream": "1"}, expect=(413,))
+    batch = {"tasks": [{"quantum_circuit": BELL3, "tags": {f"k{i}": "" for i in range(20)}}]}
+    yield Hostile("tags/batch-20", json.dumps(batch).encode(), path="/batches", expect=(422,))
+
+
 def gateway_limits() -> Iterator[Hostile]:
     """What the gateway refuses before any function: a head over 32 KiB (431; it once took
     100 MB headers whole), and an encoded "/" in a path, which routers disagree on.
@@ -855,6 +927,7 @@ def corpus() -> list[Hostile]:
         *headers_ids_and_paths(),
         *whole_batches(),
         *gateway_limits(),
+        *listing(),
         *mutations(60),
     ]
 

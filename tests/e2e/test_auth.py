@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from qmill import Client
 from qmill.server.auth import hash_key
 from tests.conftest import BELL
 from tests.e2e.system import System, running_system
@@ -99,6 +101,23 @@ def test_a_batch_is_visible_only_to_its_key(system: System) -> None:
         assert time.monotonic() - started < 5  # not held for the 20 s
         cancelled = bob.delete(path)
         assert (cancelled.status_code, cancelled.json()) == (404, {"detail": "Batch not found"})
+
+
+def test_a_listing_shows_only_the_keys_own_tasks(system: System) -> None:
+    """Issue 14: another key's tasks, tags and batches are never listed or hinted at.
+    (Through `qmill.Client`, whose retries wait out this system's tight rate limit.)"""
+    tag = {"run": uuid.uuid4().hex[:12]}
+    with Client(system.url, api_key=ALICE) as alice, Client(system.url, api_key=BOB) as bob:
+        batch = alice.submit_batch([BELL, BELL], shots=10, tags=tag)
+        task_ids, batch_id = list(batch.task_ids), batch.batch_id
+        mine = alice.list_tasks(tags=tag)
+        assert [t.task_id for t in mine.tasks] == task_ids
+        assert [t.task_id for t in alice.list_tasks(batch=batch_id).tasks] == task_ids
+        assert bob.list_tasks(tags=tag).tasks == []
+        assert bob.list_tasks(batch=batch_id).tasks == []
+        assert task_ids[0] not in {t.task_id for t in bob.iter_tasks(limit=100)}
+    with client(system, None) as anon:
+        assert anon.get("/tasks").status_code == 401
 
 
 def test_keys_from_a_file_work(system: System) -> None:

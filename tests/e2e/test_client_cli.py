@@ -107,9 +107,30 @@ def test_batch_then_results(qm: Client) -> None:
 SPREAD = 'OPENQASM 3.0; include "stdgates.inc"; qubit[3] q; bit[3] c; h q; c = measure q;'
 
 
-def test_a_batch_waited_on_has_a_seed_per_circuit(qm: Client) -> None:
+class Recording(httpx.HTTPTransport):
+    """The real transport, remembering each request's method and path with its query."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(f"{request.method} {request.url.raw_path.decode()}")
+        return super().handle_request(request)
+
+
+def test_a_batch_waited_on_has_a_seed_per_circuit(system: System, qm: Client) -> None:
     batch = qm.submit_batch([SPREAD, SPREAD], shots=200, seed=11)
-    done = qm.wait_batch(batch, timeout=60)
+    recording = Recording()
+    seen: list[dict[str, int]] = []
+    with Client(system.url, api_key=KEY, timeout=30, transport=recording) as streaming:
+        done = streaming.wait_batch(batch, timeout=60, on_update=lambda b: seen.append(b.counts))
+    # One event stream for the whole batch, then one read of it: no long-poll.
+    assert recording.requests == [
+        f"GET /events?batch={batch.batch_id}",
+        f"GET /batches/{batch.batch_id}",
+    ]
+    assert seen and sum(seen[-1].values()) == 2 and seen[-1].get("completed") == 2
     assert done.done and done.counts["completed"] == 2 and done.task_ids == batch.task_ids
     first, second = done.tasks
     assert (first.seed, second.seed) == (11, 12)

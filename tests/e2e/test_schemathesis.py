@@ -154,4 +154,6 @@ def test_schemathesis_auth_on_without_a_key(auth_system: System, tmp_path: Path)
         "DELETE /batches/{batch_id}",
         "GET /tasks/{task_id}/histogram.svg",
         "GET /tasks/{task_id}/diagram.txt",
+        "GET /tasks",
+        "GET /events",
     }

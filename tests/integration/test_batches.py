@@ -63,6 +63,7 @@ async def test_a_retried_batch_returns_the_first_and_creates_nothing(
             "records": 3,
             "batches": 1,
             "idempotency": 1,
+            "listing": 3,
             "in_flight": 3,
         }
     )

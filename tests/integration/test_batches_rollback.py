@@ -44,11 +44,15 @@ async def damage(raw: aioredis.Redis) -> dict[str, int]:
         ("idempotency", constants.IDEMPOTENCY_PREFIX),
     ):
         found[name] = len([k async for k in raw.scan_iter(match=prefix + "*", count=1000)])
+    # Entries in the listing indexes (every task is in its tenant's).
+    found["listing"] = int(await raw.zcard(constants.listing_key(TENANT))) + int(
+        await raw.zcard(constants.listing_key(constants.ANONYMOUS_TENANT))
+    )
     found["in_flight"] = int(await raw.zcard(constants.inflight_key(TENANT)))
     return found
 
 
-NOTHING = {"records": 0, "batches": 0, "idempotency": 0, "in_flight": 0}
+NOTHING = {"records": 0, "batches": 0, "idempotency": 0, "listing": 0, "in_flight": 0}
 
 
 async def queued(bus: Bus) -> dict[Lane, int]:
@@ -143,7 +147,7 @@ async def test_a_full_in_flight_cap_refuses_the_whole_batch_and_holds_nothing(
     with pytest.raises(RateLimited):
         await batches.submit_batch(batch(5), capped, stores, bus, owner=TENANT)
     left = await damage(raw)
-    assert left == {"records": 6, "batches": 1, "idempotency": 0, "in_flight": 6}
+    assert left == {"records": 6, "batches": 1, "idempotency": 0, "listing": 6, "in_flight": 6}
     # The refused batch held nothing: 4 more still fit.
     await batches.submit_batch(batch(4), capped, stores, bus, owner=TENANT)
     assert len(first.task_ids) == 6
@@ -160,7 +164,8 @@ async def test_a_refused_submit_releases_its_idempotency_key(
     held = await tasks.submit(body, capped, stores, bus, owner=TENANT)
     with pytest.raises(RateLimited):
         await tasks.submit(body, capped, stores, bus, idempotency_key="k1", owner=TENANT)
-    assert await damage(raw) == {"records": 1, "batches": 0, "idempotency": 0, "in_flight": 1}
+    left = await damage(raw)
+    assert left == {"records": 1, "batches": 0, "idempotency": 0, "listing": 1, "in_flight": 1}
     await stores.tasks.cancel(held.task_id, TENANT)  # capacity frees: the retry is accepted
     retried = await tasks.submit(body, capped, stores, bus, idempotency_key="k1", owner=TENANT)
     assert not retried.replayed

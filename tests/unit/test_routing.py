@@ -39,7 +39,7 @@ def test_route(path: str, function: str | None) -> None:
 
 
 def test_allowed_methods_follow_the_routes() -> None:
-    assert allowed_methods("/tasks") == ["POST"]
+    assert allowed_methods("/tasks") == ["POST", "GET"]
     assert allowed_methods("/tasks/3f2c") == ["GET", "DELETE"]
     assert allowed_methods("/openapi.json") == ["GET"]
 

@@ -100,6 +100,7 @@ def test_a_full_task_view_is_read_field_by_field() -> None:
         evs_method=EvsMethod.EXACT,
         precision=FloatPrecision.SINGLE,
         noise=Noise(readout=0.01),
+        tags={"project": "bell"},
     )
     sent = view.to_json()
     task = Task.from_json(sent)

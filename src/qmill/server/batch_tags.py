@@ -11,24 +11,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-from qmill.server.errors import LimitExceeded
+from qmill.server import tags as task_tags
+from qmill.server.config import LimitsSettings
 
-TAG_KEY = re.compile(r"^[A-Za-z0-9_.\-/]+$")
-# Control characters (C0, DEL, C1): a value is echoed in listings, tables and logs.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-@dataclass(frozen=True, slots=True)
-class TagLimits:
-    """How many tags a task may carry, and how long a key and a value may be."""
-
-    # The contract's `[limits]` defaults (max_tags, max_tag_key_chars,
-    # max_tag_value_chars); the listing branch makes them settings.
-    max_tags: int = 16
-    max_key_chars: int = 64
-    max_value_chars: int = 256
+TAG_KEY = re.compile(f"^{task_tags.KEY_PATTERN.pattern}$")
 
 
 def batch_tags(value: object) -> object:
@@ -46,28 +33,23 @@ def batch_tags(value: object) -> object:
             )
         if not isinstance(tag, str):
             raise ValueError(f"tag {key[:64]!r} must have a string value")
-        if _CONTROL.search(tag):
+        if task_tags.UNPRINTABLE.search(tag):
             raise ValueError(f"tag {key[:64]!r} has a control character in its value")
     return value
 
 
 def merged(
-    batch: Mapping[str, str] | None, own: Mapping[str, str] | None, limits: TagLimits
+    batch: Mapping[str, str] | None, own: Mapping[str, str] | None, limits: LimitsSettings
 ) -> dict[str, str]:
     """The batch's tags with the task's own over them (a task's own value wins per key),
-    checked against ``limits``; a `RequestError` (422) names the limit it passes."""
+    checked against ``limits`` as a task's own are (`qmill.server.tags.check`); a
+    `RequestError` (422) names the limit it passes."""
     tags = {**(batch or {}), **(own or {})}
-    if len(tags) > limits.max_tags:
-        raise LimitExceeded("tags", len(tags), limits.max_tags)
-    for key, value in tags.items():
-        if len(key) > limits.max_key_chars:
-            raise LimitExceeded("tag key length", len(key), limits.max_key_chars)
-        if len(value) > limits.max_value_chars:
-            raise LimitExceeded(f"length of tag {key!r}", len(value), limits.max_value_chars)
+    task_tags.check(tags, limits)
     return tags
 
 
-def check_batch(batch: Mapping[str, str] | None, limits: TagLimits) -> None:
+def check_batch(batch: Mapping[str, str] | None, limits: LimitsSettings) -> None:
     """The batch's own tags within the limits (before any task's are merged in)."""
     if batch:
         merged(batch, None, limits)

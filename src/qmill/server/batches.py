@@ -18,9 +18,9 @@ import hashlib
 import logging
 import uuid
 
-from qmill.server.batch_tags import TagLimits, check_batch, merged
+from qmill.server.batch_tags import check_batch, merged
 from qmill.server.bus import Bus
-from qmill.server.config import Settings
+from qmill.server.config import LimitsSettings, Settings
 from qmill.server.enqueue import Claim, queue_claimed, record_and_queue, shielded
 from qmill.server.errors import (
     IdempotencyConflict,
@@ -47,14 +47,10 @@ log = logging.getLogger(__name__)
 MAX_SEED = 2**63 - 1
 
 
-def expanded(batch: BatchRequest, limits: TagLimits) -> list[SubmitRequest]:
+def expanded(batch: BatchRequest, limits: LimitsSettings) -> list[SubmitRequest]:
     """Each task with the batch's seed (plus its index) and tags applied where it has
     none of its own; a 422 naming the task if its seed or merged tags are out of bounds."""
     check_batch(batch.tags, limits)
-    stores_tags = "tags" in SubmitRequest.model_fields
-    if batch.tags and not stores_tags:
-        # Until task tags are stored (the listing branch), refused, never dropped.
-        raise InvalidRequest("tags: this server does not store tags yet")
     requests = []
     for index, task in enumerate(batch.tasks):
         update: dict[str, object] = {}
@@ -69,7 +65,7 @@ def expanded(batch: BatchRequest, limits: TagLimits) -> list[SubmitRequest]:
             update["seed"] = batch.seed + index
         if batch.tags:
             try:
-                update["tags"] = merged(batch.tags, getattr(task, "tags", None), limits)
+                update["tags"] = merged(batch.tags, task.tags, limits)
             except RequestError as exc:
                 exc.in_batch(index)
                 raise
@@ -100,7 +96,7 @@ async def submit_batch(
     batch = _model(BatchRequest, body)
     if len(batch.tasks) > settings.limits.max_batch_tasks:
         raise LimitExceeded("tasks in a batch", len(batch.tasks), settings.limits.max_batch_tasks)
-    requests = expanded(batch, TagLimits())
+    requests = expanded(batch, settings.limits)
     auth = settings.auth
     if owner is not None and auth.rate_per_second > 0:
         await stores.limits.charge(owner, auth.rate_per_second, auth.burst, len(batch.tasks) - 1)

@@ -76,6 +76,10 @@ class ServerSettings(_Section):
     # between reads) before closing, so a client that writes its whole body before
     # reading gets the answer rather than a reset: nginx's lingering_time.
     lingering_seconds: float = Field(30.0, ge=0, le=300)
+    # Tasks one page of ``GET /tasks`` may hold (``?limit=``, default 20). Each is one
+    # HMGET of a few short fields, pipelined; 100 summaries are ~30 KB of JSON, and a
+    # client wanting more follows ``next_cursor``.
+    max_list_limit: int = Field(100, ge=1, le=1000)
     # Event streams (GET /events) one tenant may have open at once, counted in Redis like
     # long-polls. Each holds a client and an upstream connection for up to
     # max_event_stream_seconds; a client needs one per task or batch it watches at once,
@@ -248,6 +252,14 @@ class LimitsSettings(_Section):
     max_result_bytes: int = Field(16 * 1024 * 1024, ge=1024 * 1024)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_batch_tasks: int = Field(1000, ge=1)
+    # A task's tags (``tags``: key -> value), kept with its record and indexed for
+    # ``GET /tasks?tag=``: each distinct tag is one more index entry (~100 bytes) per
+    # task, so the count is small. 16 covers a project, an experiment, a user and a few
+    # labels (Braket allows 50, IBM's job tags are a short list); keys are identifiers
+    # (64 characters), values a short description (256).
+    max_tags: int = Field(16, ge=0, le=1000)
+    max_tag_key_chars: int = Field(64, ge=1, le=1024)
+    max_tag_value_chars: int = Field(256, ge=1, le=4096)
     # A simulation that runs longer is stopped (process executor) and fails with `timeout`.
     max_execution_seconds: float = Field(120.0, gt=0)
     # Wall time one request may spend parsing its program(s); past it the submit is a 422.

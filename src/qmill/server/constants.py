@@ -93,6 +93,21 @@ def batch_key(batch_id: str) -> str:
     return BATCH_KEY_PREFIX + batch_id
 
 
+# Per tenant: a sorted set of every task it submitted (all scores 0, ordered by member:
+# creation time, position in its batch, id; `qmill.server.store.listing`), and one per
+# tag it used, named by a hash of the tag so any value makes a short, safe key name.
+LISTING_KEY_PREFIX: Final = REDIS_PREFIX + "list:"
+LISTING_TAG_KEY_PREFIX: Final = REDIS_PREFIX + "list-tag:"
+
+
+def listing_key(tenant: str) -> str:
+    return LISTING_KEY_PREFIX + tenant
+
+
+def listing_tag_key(tenant: str, tag_digest: str) -> str:
+    return f"{LISTING_TAG_KEY_PREFIX}{tenant}:{tag_digest}"
+
+
 # Change events (`qmill.server.store.events`): one global counter gives every status
 # transition its version (the record's ``seq``, the SSE ``id``), and each transition is
 # PUBLISHed on its task's channel and, for a task of a batch, on its batch's.

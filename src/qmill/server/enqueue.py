@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 from qmill.server.bus import Bus, Lane
 from qmill.server.config import Settings
 from qmill.server.errors import DependencyUnavailable
-from qmill.server.store import Charge, Stores
+from qmill.server.store import Charge, Stores, listing
 from qmill.server.store.new_tasks import NewTask
 from qmill.server.store.quotas import RECORD_OVERHEAD_BYTES
 
@@ -56,12 +56,16 @@ class _Taken:
     task_ids: list[str]
     owner: str | None
     batch_id: str | None
+    # Each task's tags: which of the owner's listing indexes it went into.
+    task_tags: tuple[Mapping[str, str], ...] = ()
 
     async def undo(self, stores: Stores) -> None:
-        """Remove the records (and batch list) and free the in-flight entries, each in one
-        round trip; idempotent, so it is safe whatever was written before the failure."""
+        """Remove the records (batch list, index entries) and free the in-flight entries,
+        each in one round trip; idempotent, so it is safe whatever was written before
+        the failure."""
         first = self.task_ids[0] if self.task_ids else ""
-        await forget(stores.tasks.delete_many(self.task_ids, self.batch_id), first)
+        records = stores.tasks.delete_many(self.task_ids, self.batch_id, self.owner, self.task_tags)
+        await forget(records, first)
         if self.owner is not None:
             await forget(stores.limits.withdraw(self.owner, self.task_ids), first)
 
@@ -103,10 +107,11 @@ async def record_and_queue(
             memory=a.request.memory,
             owner=owner,
             plan=a.plan.model_dump_json(exclude_defaults=True),
+            tags=a.request.tags,
         )
         for task_id, a in zip(task_ids, accepted, strict=True)
     ]
-    taken = _Taken(task_ids, owner, batch_id)
+    taken = _Taken(task_ids, owner, batch_id, tuple(a.request.tags for a in accepted))
     try:
         async with _stored_bytes(settings, stores, owner, task_ids, accepted):
             await _record_admit_publish(settings, stores, bus, owner, records, batch_id, accepted)
@@ -161,7 +166,8 @@ def _stored_bytes(
             task_id,
             len(a.request.quantum_circuit)
             + len(a.plan.model_dump_json(exclude_defaults=True))
-            + RECORD_OVERHEAD_BYTES,
+            + RECORD_OVERHEAD_BYTES
+            + listing.index_bytes(a.request.tags),
             a.plan.answer_bytes,
         )
         for task_id, a in zip(task_ids, accepted, strict=True)

@@ -189,6 +189,12 @@ class SubmitRequest(_Forbid):
     noise: Noise | None = Field(
         default=None, description="A noise model, as data. Every probability is in [0, 1]."
     )
+    tags: dict[StrictStr, StrictStr] = Field(
+        default_factory=dict,
+        description="Labels to find the task by (`GET /tasks?tag=key:value`): at most "
+        "`[limits] max_tags` (16); keys of letters, digits and `_ . - /` up to "
+        "`max_tag_key_chars` (64), printable values up to `max_tag_value_chars` (256).",
+    )
 
     @classmethod
     def fields(cls) -> list[str]:
@@ -301,6 +307,7 @@ class TaskView(_Answer):
     batch_id: Uuid | None = Field(
         default=None, description="The batch it was submitted in; null if submitted alone."
     )
+    tags: dict[str, str] = Field(default_factory=dict, description="As submitted ({} if none).")
     # The tenant (API key) that submitted it; never sent to clients.
     owner: str | None = Field(default=None, exclude=True)
     memory: list[str] | None = Field(
@@ -389,6 +396,31 @@ class BatchView(_Answer):
         counts = StatusCounts.of(task.status for task in tasks)
         done = all(task.status.terminal for task in tasks)
         return cls(batch_id=batch_id, counts=counts, done=done, tasks=tasks)
+
+
+class TaskSummary(_Answer):
+    """A task as `GET /tasks` lists it: its state and labels, never its answer."""
+
+    task_id: Uuid
+    status: TaskStatus
+    created_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    shots: int = Field(json_schema_extra={"minimum": 1})
+    qubits: int | None = _not_negative()
+    method: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    batch_id: Uuid | None = None
+    error: str | None = None
+
+
+class TaskList(_Answer):
+    """One page of the caller's tasks, newest first."""
+
+    tasks: list[TaskSummary]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null when there is none."
+    )
 
 
 class HealthView(_Answer):

@@ -108,6 +108,15 @@ ROUTES: Final = (
     Route("GET", "/backend", "health", "getBackend"),
     Route("GET", "/tasks/{task_id}/histogram.svg", "result", "getHistogram", ("wait",)),
     Route("GET", "/tasks/{task_id}/diagram.txt", "result", "getDiagram"),
+    # The submit function lists tasks: it owns the exact path /tasks (proxies route by
+    # path only), and a listing reads indexes its submits write.
+    Route(
+        "GET",
+        "/tasks",
+        "submit",
+        "listTasks",
+        ("status", "tag", "batch", "since", "limit", "cursor"),
+    ),
     Route("GET", "/events", "result", "streamEvents", ("task", "batch"), streams=True),
     Route("GET", "/", "result", "page"),
 )

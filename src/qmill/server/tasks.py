@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from qmill.server import qasm, workload
+from qmill.server import qasm, tags, workload
 from qmill.server.bus import Bus
 from qmill.server.config import Settings
 from qmill.server.enqueue import Claim, queue_claimed, record_and_queue, shielded
@@ -132,6 +132,7 @@ def check(
         raise InvalidRequest(f"shots must be at least {limits.min_shots}, got {request.shots}")
     if request.shots > limits.max_shots:
         raise LimitExceeded("shots", request.shots, limits.max_shots)
+    tags.check(request.tags, limits)
     parse_limits = parse_limits or qasm.Limits.for_request(settings)
     parsed = qasm.parse(request.quantum_circuit, parse_limits, inline)
     for name, value, allowed in (
@@ -285,7 +286,9 @@ async def submit(
     if idempotency_key is not None:
         request = accepted.request
         digest = idempotency_digest(owner, idempotency_key)
-        body_hash = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+        # No tags hashes as before tags existed: a retry across the upgrade still matches.
+        untagged = {"tags"} if not request.tags else None
+        body_hash = hashlib.sha256(request.model_dump_json(exclude=untagged).encode()).hexdigest()
         first = await stores.idempotency.claim(
             digest, claim_id, body_hash, IDEMPOTENCY_PENDING_SECONDS
         )

@@ -28,6 +28,7 @@ locals {
     { method = "GET", path = "/backend", function = "health" },
     { method = "GET", path = "/tasks/{id}/histogram.svg", function = "result" },
     { method = "GET", path = "/tasks/{id}/diagram.txt", function = "result" },
+    { method = "GET", path = "/tasks", function = "submit" },
     { method = "GET", path = "/events", function = "result" },
     { method = "GET", path = "/", function = "result" },
   ]

@@ -1,4 +1,5 @@
-"""POST /tasks (and POST /batches): validate, record, queue; 201 with the task id(s)."""
+"""POST /tasks (and POST /batches): validate, record, queue; 201 with the task id(s).
+GET /tasks: the caller's tasks, a page at a time (`qmill.server.listing`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from qmill.server import batches, connections, constants, metrics, tasks
+from qmill.server import batches, connections, constants, listing, metrics, tasks
 from qmill.server.http import Router, read_json, serve
 
 
@@ -48,7 +49,17 @@ async def _post_batch(request: Request) -> Response:
     return JSONResponse(batch.model_dump(mode="json"), status_code=201, headers=headers)
 
 
-_ROUTER = Router("submit", {"submitTask": _post_task, "submitBatch": _post_batch})
+async def _list_tasks(request: Request) -> Response:
+    owner = await connections.tenant(request.headers)
+    query = listing.parse_query(request.query_params, connections.settings())
+    page = await listing.list_tasks(connections.stores(), query, owner)
+    return JSONResponse(page.model_dump(mode="json"))
+
+
+_ROUTER = Router(
+    "submit",
+    {"submitTask": _post_task, "submitBatch": _post_batch, "listTasks": _list_tasks},
+)
 
 
 @functions_framework.aio.http

@@ -53,6 +53,7 @@ SCHEMA_MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (models.NoCounts, "serialization"),
     (models.CircuitError, "serialization"),
     (models.BackendView, "serialization"),
+    (models.TaskList, "serialization"),
 )
 
 

@@ -12,9 +12,11 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from qmill.server import constants, errors, models
+from qmill.server import constants, errors, listing, models
+from qmill.server.config import LimitsSettings, ServerSettings
 from qmill.server.openapi.components import error_refs, json_body, own_error, ref
 from qmill.server.routes import Route
+from qmill.server.store import listing as listing_store
 
 # What every operation behind an API key may answer, and what even the open ones may.
 # (408 and 431 come from the gateway, before any function, like the 413.)
@@ -75,6 +77,67 @@ def _comma_separated(names: Iterable[str]) -> str:
 
 def _link(operation: str, param: str, field: str) -> dict[str, Any]:
     return {"operationId": operation, "parameters": {param: f"$response.body#/{field}"}}
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+def _list_parameters() -> list[dict[str, Any]]:
+    """``GET /tasks``' query, in the route table's order; patterns and bounds at the
+    default limits (a deployment may allow longer tags or pages)."""
+    limits = LimitsSettings.model_fields
+    key_chars = limits["max_tag_key_chars"].default
+    value_chars = limits["max_tag_value_chars"].default
+    most = ServerSettings.model_fields["max_list_limit"].default
+    tag = f"^[A-Za-z0-9_./-]{{1,{key_chars}}}:[^\\x00-\\x1f\\x7f-\\x9f]{{0,{value_chars}}}$"
+    return [
+        _query(
+            "status",
+            "Only tasks in one of these statuses (repeat it for several).",
+            {
+                "type": "array",
+                "items": {"type": "string", "enum": [s.value for s in models.TaskStatus]},
+            },
+        ),
+        _query(
+            "tag",
+            "Only tasks with this tag, `key:value` (repeat it: tasks with all of them).",
+            {
+                "type": "array",
+                "maxItems": limits["max_tags"].default,
+                "items": {"type": "string", "pattern": tag},
+            },
+        ),
+        _query(
+            "batch",
+            "Only the tasks of this batch (another key's batch, like an unknown one, "
+            "lists nothing).",
+            {"type": "string", "format": "uuid"},
+        ),
+        _query(
+            "since",
+            "Only tasks created at or after this RFC 3339 date-time (with a zone).",
+            {"type": "string", "format": "date-time"},
+        ),
+        _query(
+            "limit",
+            f"Tasks per page: {listing.DEFAULT_LIMIT} by default, at most `[server] "
+            f"max_list_limit` ({most}).",
+            {"type": "integer", "minimum": 1, "maximum": most},
+        ),
+        _query(
+            "cursor",
+            "Where the page starts: the `next_cursor` of the page before, as given.",
+            {"type": "string", "pattern": listing_store.CURSOR_PATTERN},
+        ),
+    ]
 
 
 def _operations() -> dict[str, dict[str, Any]]:
@@ -241,6 +304,21 @@ def _operations() -> dict[str, dict[str, Any]]:
             "responses": {
                 "200": {"description": "The batch.", "content": json_body(models.BatchView)},
                 **error_refs("NotFound", "Unprocessable", *_GUARDED),
+            },
+        },
+        "listTasks": {
+            "summary": "The caller's tasks, newest first, a page at a time",
+            "description": "Only the tasks of the caller's API key (with auth off, those "
+            "submitted without one), as summaries (no answers: `GET /tasks/{task_id}` has "
+            "them). Tasks of one batch come in submission order. A page examines at most "
+            f"{listing_store.SCAN_ENTRIES} index entries: with a filter that matches few "
+            "tasks it may hold fewer than `limit`, even none, and still have a "
+            "`next_cursor`; follow it until it is null. A task is listed as long as it "
+            "can be read.",
+            "parameters": _list_parameters(),
+            "responses": {
+                "200": {"description": "One page.", "content": json_body(models.TaskList)},
+                **error_refs("Unprocessable", *_GUARDED),
             },
         },
         "cancelBatch": {

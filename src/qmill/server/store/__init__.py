@@ -4,6 +4,7 @@
 - `tasks`: task records and their atomic transitions (`Outcome`, `StartOutcome`).
 - `waiters`: long-poll waits for a task to become terminal (pub/sub).
 - `batches`: a batch's ordered task ids.
+- `listing`: per-tenant indexes of tasks (and their tags), read a page at a time.
 - `idempotency`: Idempotency-Key bindings.
 - `limits`: per-tenant token bucket and in-flight cap.
 - `quotas`: per-tenant storage quota (bytes of stored records).
@@ -26,6 +27,7 @@ from qmill.server.store.events import EventHub, stream_slots
 from qmill.server.store.heartbeats import Heartbeats
 from qmill.server.store.idempotency import Binding, IdempotencyKeys
 from qmill.server.store.limits import Limits
+from qmill.server.store.listing import Listing
 from qmill.server.store.polls import LongPolls
 from qmill.server.store.quotas import Charge, Quotas
 from qmill.server.store.records import Answer, Outcome, StartedTask, StartOutcome
@@ -41,6 +43,7 @@ __all__ = [
     "Heartbeats",
     "IdempotencyKeys",
     "Limits",
+    "Listing",
     "LongPolls",
     "Outcome",
     "Quotas",
@@ -66,6 +69,7 @@ class Stores:
     heartbeats: Heartbeats
     quotas: Quotas
     polls: LongPolls
+    listing: Listing
     events: EventHub
     streams: LongPolls
 
@@ -100,6 +104,7 @@ class Stores:
             heartbeats=Heartbeats(client),
             quotas=quotas,
             polls=LongPolls(client),
+            listing=Listing(client),
             events=EventHub(client),
             streams=stream_slots(client),
         )

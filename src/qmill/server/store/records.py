@@ -118,6 +118,7 @@ def record_view(raw: Mapping[str, str]) -> TaskView:
         stds=_loads(opt("stds")),
         evs_method=opt("evs_method"),
         batch_id=opt("batch_id"),
+        tags=_loads(opt("tags")) or {},
         **_plan_fields(opt("plan")),
     )
 

@@ -21,9 +21,9 @@ from redis.client import NEVER_DECODE
 from qmill.server import constants
 from qmill.server.errors import DependencyUnavailable, TaskNotFound
 from qmill.server.models import TaskStatus, TaskView, utcnow
-from qmill.server.store import answers
+from qmill.server.store import answers, listing
 from qmill.server.store.client import RedisClient, guard
-from qmill.server.store.new_tasks import CONFIRM, CREATE, Field, NewTask, Value
+from qmill.server.store.new_tasks import CONFIRM, CREATE, DELETE, Field, NewTask, Value
 from qmill.server.store.quotas import Quotas
 from qmill.server.store.records import (
     Answer,
@@ -131,6 +131,7 @@ class TaskStore:
         self._quotas = quotas
         self._reads: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._create = client.script(CREATE)
+        self._delete = client.script(DELETE)
         self._confirm = client.script(CONFIRM)
         self._start = client.script(_START)
         self._finish = client.script(_FINISH)
@@ -170,15 +171,27 @@ class TaskStore:
         """
         created = utcnow()
         keys = [constants.task_key(r.task_id) for r in records]
+        heads = [listing.prefix(created, position) for position in range(len(records))]
+        owner = records[0].owner if records else None
+        index = listing.entries(
+            owner,
+            [(r.task_id, head, r.tags) for r, head in zip(records, heads, strict=True)],
+            created,
+            self._ttl,
+        )
         args: list[Value] = [provisional_ttl or self._ttl, len(records)]
-        for record in records:
+        args += ["1" if batch_id is not None else "0", listing.horizon(self._ttl), index.cutoff]
+        for record, head in zip(records, heads, strict=True):
             if batch_id is not None and record.batch_id is None:
                 record = dataclasses.replace(record, batch_id=batch_id)
-            pairs = hset_pairs(record.fields(created))
+            pairs = hset_pairs({**record.fields(created), "listed": head})
             args += [len(pairs), *pairs]
         if batch_id is not None:
             keys.append(constants.batch_key(batch_id))
             args += [r.task_id for r in records]
+        for key, members in index.members.items():
+            keys.append(key)
+            args += [len(members), *members]
         keys.append(constants.EVENTS_SEQ_KEY)
         async with guard():
             created_ok = await self._create(keys=keys, args=args)
@@ -199,15 +212,28 @@ class TaskStore:
     async def delete(self, task_id: str) -> None:
         await self.delete_many([task_id])
 
-    async def delete_many(self, task_ids: Sequence[str], batch_id: str | None = None) -> None:
-        """Remove records of refused tasks (their answers, and their batch) in one round
-        trip."""
+    async def delete_many(
+        self,
+        task_ids: Sequence[str],
+        batch_id: str | None = None,
+        owner: str | None = None,
+        task_tags: Sequence[Mapping[str, str] | None] = (),
+    ) -> None:
+        """Remove records of refused tasks (their answers, their batch, and their
+        entries in the ``owner``'s indexes: ``task_tags`` are the tasks' tags) in one
+        round trip."""
         keys = [constants.task_key(t) for t in task_ids]
-        keys += [constants.answer_key(t) for t in task_ids]
+        others = [constants.answer_key(t) for t in task_ids]
         if batch_id is not None:
-            keys.append(constants.batch_key(batch_id))
+            others.append(constants.batch_key(batch_id))
+        keys += others
+        args: list[Value] = [len(task_ids), len(others)]
+        tagged = list(task_tags) or [None] * len(task_ids)
+        for key, found in listing.positions(owner, tagged).items():
+            keys.append(key)
+            args += [len(found), *(i + 1 for i in found)]
         async with guard():
-            await self._redis.delete(*keys)
+            await self._delete(keys=keys, args=args)
 
     # --- read side ------------------------------------------------------------------------
     async def get(self, task_id: str, *, packed: bool = False) -> TaskView:
