@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 import re
 from contextlib import aclosing
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -72,14 +71,6 @@ def _age(when: datetime | None, now: datetime) -> str:
     return f"{seconds}s ago"
 
 
-def _plain(task: TaskSummary) -> dict[str, Any]:
-    out = asdict(task)
-    for name in ("created_at", "started_at", "completed_at"):
-        if out[name] is not None:
-            out[name] = out[name].isoformat()
-    return out
-
-
 def add_to(group: click.Group) -> None:
     """Register ``qmill ls`` on the CLI; called by `qmill.cli` once the options and
     helpers every client command shares exist (so neither module imports the other
@@ -120,7 +111,7 @@ def add_to(group: click.Group) -> None:
     ) -> None:
         """List the tasks of this API key (all tasks when the server has auth off), newest
         first, with their status, age, shots, qubits, batch and tags. --json prints
-        {"tasks": [...]} with every field of each."""
+        {"tasks": [...]}, each task as the server sent it."""
         wanted = tag_pairs(tags)
 
         async def go() -> list[TaskSummary]:
@@ -142,7 +133,7 @@ def add_to(group: click.Group) -> None:
 
         found = _run(go(), as_json)
         if as_json:
-            click.echo(json.dumps({"tasks": [_plain(t) for t in found]}))
+            click.echo(json.dumps({"tasks": [t.raw for t in found]}))
             return
         for line in tasks_table(found):
             click.echo(line)

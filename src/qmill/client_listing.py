@@ -37,6 +37,8 @@ class TaskSummary:
     tags: dict[str, str] = field(default_factory=dict)
     batch_id: str | None = None
     error: str | None = None
+    # The whole JSON of the task in the listing, as the server sent it.
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> TaskSummary:
@@ -52,6 +54,7 @@ class TaskSummary:
             tags=dict(body.get("tags") or {}),
             batch_id=body.get("batch_id"),
             error=body.get("error"),
+            raw=dict(body),
         )
 
     @property

@@ -125,3 +125,5 @@ def test_qmill_ls_prints_a_table_and_json(system: System, run: dict[str, object]
     listed = json.loads(ls("--json", "--limit", "3", "--since", "1h"))
     assert len(listed["tasks"]) == 3
     assert {t["tags"]["run"] for t in listed["tasks"]} == {tag}
+    # Each task as the server sent it (its timestamps too), not as the client re-wrote it.
+    assert all(t["created_at"].endswith("Z") for t in listed["tasks"])

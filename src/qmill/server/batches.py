@@ -18,7 +18,7 @@ import hashlib
 import logging
 import uuid
 
-from qmill.server.batch_tags import check_batch, merged
+from qmill.server import tags
 from qmill.server.bus import Bus
 from qmill.server.config import LimitsSettings, Settings
 from qmill.server.enqueue import Claim, queue_claimed, record_and_queue, shielded
@@ -50,7 +50,8 @@ MAX_SEED = 2**63 - 1
 def expanded(batch: BatchRequest, limits: LimitsSettings) -> list[SubmitRequest]:
     """Each task with the batch's seed (plus its index) and tags applied where it has
     none of its own; a 422 naming the task if its seed or merged tags are out of bounds."""
-    check_batch(batch.tags, limits)
+    if batch.tags:
+        tags.check(batch.tags, limits)
     requests = []
     for index, task in enumerate(batch.tasks):
         update: dict[str, object] = {}
@@ -65,7 +66,7 @@ def expanded(batch: BatchRequest, limits: LimitsSettings) -> list[SubmitRequest]
             update["seed"] = batch.seed + index
         if batch.tags:
             try:
-                update["tags"] = merged(batch.tags, task.tags, limits)
+                update["tags"] = tags.merged(batch.tags, task.tags, limits)
             except RequestError as exc:
                 exc.in_batch(index)
                 raise

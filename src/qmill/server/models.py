@@ -31,7 +31,7 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from qmill.server.batch_tags import TAG_KEY, batch_tags
+from qmill.server.tags import KEYS_SCHEMA as TAG_KEYS_SCHEMA
 from qmill.server.workload.spec import (
     OBSERVABLES_SCHEMA,
     PARAMETERS_SCHEMA,
@@ -194,6 +194,7 @@ class SubmitRequest(_Forbid):
         description="Labels to find the task by (`GET /tasks?tag=key:value`): at most "
         "`[limits] max_tags` (16); keys of letters, digits and `_ . - /` up to "
         "`max_tag_key_chars` (64), printable values up to `max_tag_value_chars` (256).",
+        json_schema_extra=TAG_KEYS_SCHEMA,
     )
 
     @classmethod
@@ -218,11 +219,11 @@ class BatchRequest(_Forbid):
         description="Task `i` gets seed `seed + i` unless it has its own `seed`: every "
         "circuit its own reproducible stream (the same batch again gives the same counts).",
     )
-    tags: Annotated[dict[str, str] | None, BeforeValidator(batch_tags)] = Field(
+    tags: dict[StrictStr, StrictStr] | None = Field(
         default=None,
         description="Tags for every task of the batch; a task's own `tags` win per key. "
         "The merged set obeys the limits of a task's `tags`.",
-        json_schema_extra={"propertyNames": {"pattern": TAG_KEY.pattern}},
+        json_schema_extra=TAG_KEYS_SCHEMA,
     )
 
 

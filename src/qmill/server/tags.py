@@ -14,10 +14,14 @@ import hashlib
 import re
 from collections.abc import Mapping
 
+from pydantic import JsonValue
+
 from qmill.server.config import LimitsSettings
 from qmill.server.errors import InvalidRequest, LimitExceeded
 
 KEY_PATTERN = re.compile(r"[A-Za-z0-9_.\-/]+")
+# What openapi.json says of a ``tags`` object's keys (the checks are `check`'s).
+KEYS_SCHEMA: dict[str, JsonValue] = {"propertyNames": {"pattern": f"^{KEY_PATTERN.pattern}$"}}
 # C0 and C1 controls and DEL (a value ends up in logs, tables and terminals), and lone
 # surrogates, which JSON can spell ("\ud800") but UTF-8, and so Redis, cannot store.
 UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -38,6 +42,17 @@ def check(tags: Mapping[str, str], limits: LimitsSettings) -> None:
             raise LimitExceeded("tag value characters", len(value), limits.max_tag_value_chars)
         if UNPRINTABLE.search(value):
             raise InvalidRequest(f"tag {key!r}: the value has a control character")
+
+
+def merged(
+    batch: Mapping[str, str] | None, own: Mapping[str, str] | None, limits: LimitsSettings
+) -> dict[str, str]:
+    """A batch's tags with a task's own over them (its value wins per key), checked as a
+    task's own are: the merged set is what the task is stored and indexed with, so it
+    is what the limits bound (10 batch tags and 10 of its own are 20 on that task)."""
+    tags = {**(batch or {}), **(own or {})}
+    check(tags, limits)
+    return tags
 
 
 def parse_filter(raw: str, limits: LimitsSettings) -> tuple[str, str]:
