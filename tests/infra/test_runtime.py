@@ -138,7 +138,7 @@ def test_function_health_checks_tell_functions_apart(
     services: dict[str, Any], functions: Functions
 ) -> None:
     """A probe passes only on its own function: submit's check fails on result (which
-    answers GET /tasks by reading Redis) and on a port where nothing listens."""
+    routes no /tasks: 404) and on a port where nothing listens."""
     test = services["submit"]["healthcheck"]["test"]
     assert probe(local_probe(test, functions.ports["result"])) != 0
     assert probe(local_probe(test, free_port())) != 0
@@ -288,7 +288,7 @@ def test_nginx_answers_like_qmill_gateway(
     gateways = start_gateways(nginx, started, functions.ports, tmp_path)
     too_big = b"x" * (1024 * 1024 + 1)
     cases: list[tuple[str, str, bytes | None]] = [
-        ("GET", "/tasks", None),  # submit: 405, Allow: POST
+        ("GET", "/tasks", None),  # submit: the listing
         ("PUT", "/tasks", None),
         ("POST", "/tasks", b"{not json"),  # submit: 415 (no JSON type), before any dependency
         ("POST", "/tasks/3f2c", None),  # result: 405, Allow: GET, DELETE
@@ -310,7 +310,7 @@ def test_nginx_answers_like_qmill_gateway(
         ours = answer(gateways.nginx, method, path, body)
         theirs = answer(gateways.python, method, path, body)
         assert ours == theirs, (method, path)
-    assert answer(gateways.nginx, "GET", "/tasks")[0] == 405
+    assert answer(gateways.nginx, "PUT", "/tasks")[0] == 405
     # A head over [server] max_header_bytes: the gateways' own 431.
     big = {"X-Pad": "a" * 40_000}
     assert answer(gateways.nginx, "GET", "/health", headers=big)[0] == 431
