@@ -17,11 +17,10 @@ import httpx
 import pytest
 import redis
 
-from qmill.server import constants, tasks
+from qmill.server import constants, enqueue, tasks
 from qmill.server.auth import hash_key
 from qmill.server.config import Settings
 from qmill.server.models import SubmitRequest
-from qmill.server.store.quotas import RECORD_OVERHEAD_BYTES
 from tests.conftest import random_outcomes
 from tests.e2e.system import System, running_system
 
@@ -33,14 +32,10 @@ BITS = 20
 
 
 def charge(body: dict[str, object]) -> int:
-    """What the quota is charged for a task at submit (`tasks._stored_bytes`)."""
-    plan = tasks.check(SubmitRequest.model_validate(body), Settings()).plan
-    circuit = str(body["quantum_circuit"])
-    return (
-        len(circuit)
-        + len(plan.model_dump_json(exclude_defaults=True))
-        + (RECORD_OVERHEAD_BYTES + plan.answer_bytes)
-    )
+    """What the quota is charged for a task at submit (`enqueue.charge_of`)."""
+    request = SubmitRequest.model_validate(body)
+    accepted = tasks.check(request, Settings())
+    return enqueue.charge_of("task", accepted).total
 
 
 def largest_pair_body() -> dict[str, object]:

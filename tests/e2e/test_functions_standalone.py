@@ -55,7 +55,10 @@ async def test_each_function_serves_its_route(procs: Processes, stores: Stores, 
             scraped
         )
         # A function answers only for its own route.
-        assert (await client.get(f"{submit}/tasks")).status_code == 405
+        assert (await client.put(f"{submit}/tasks")).status_code == 405
+        listed = await client.get(f"{submit}/tasks")  # the listing is the submit function's
+        assert listed.status_code == 200
+        assert task_id in [task["task_id"] for task in listed.json()["tasks"]]
         with off_contract("a function called directly, for another function's path"):
             assert (await client.post(f"{health}/tasks", json={})).status_code == 404
             assert (await client.get(f"{result}/health")).status_code == 404

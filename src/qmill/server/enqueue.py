@@ -152,6 +152,20 @@ def _longest_task_seconds(settings: Settings) -> int:
     return int(limits.max_execution_seconds * (settings.worker.max_attempts + 1)) + 3600
 
 
+def charge_of(task_id: str, accepted: Accepted) -> Charge:
+    """What a task is charged to its owner's storage quota at submit: its record (the
+    program, the plan, the fixed fields, its listing index entries) and the most its
+    answer can take (settled to the stored size when it ends)."""
+    return Charge(
+        task_id,
+        len(accepted.request.quantum_circuit)
+        + len(accepted.plan.model_dump_json(exclude_defaults=True))
+        + RECORD_OVERHEAD_BYTES
+        + listing.index_bytes(accepted.request.tags),
+        accepted.plan.answer_bytes,
+    )
+
+
 def _stored_bytes(
     settings: Settings,
     stores: Stores,
@@ -161,17 +175,7 @@ def _stored_bytes(
 ) -> AbstractAsyncContextManager[None]:
     """The owner's storage quota charged for these tasks while they are recorded and
     queued, and given back if that fails (`qmill.server.store.quotas`)."""
-    charges = [
-        Charge(
-            task_id,
-            len(a.request.quantum_circuit)
-            + len(a.plan.model_dump_json(exclude_defaults=True))
-            + RECORD_OVERHEAD_BYTES
-            + listing.index_bytes(a.request.tags),
-            a.plan.answer_bytes,
-        )
-        for task_id, a in zip(task_ids, accepted, strict=True)
-    ]
+    charges = [charge_of(task_id, a) for task_id, a in zip(task_ids, accepted, strict=True)]
     # A charge lapses with its record: the TTL from when the task ends.
     quota = settings.redis.tenant_storage_mb * 1024 * 1024
     lapse = settings.redis.result_ttl_seconds + _longest_task_seconds(settings)
