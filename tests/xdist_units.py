@@ -48,6 +48,7 @@ LOAD_SENSITIVE = (
     "tests/integration/test_parse_pool.py",  # the parse deadline; a 503 within 2 s
     "tests/integration/test_long_polls.py",  # 50 long-polls released within 5 s
     "tests/integration/test_batches_rollback.py",  # publish timeouts at once, not in turn
+    "tests/integration/test_batches.py",  # a batch long-poll woken within 2 s
     "tests/integration/test_executors.py",  # a busy simulation stopped within 5 s
 )
 DEFAULT_SYSTEM_UNIT = "e2e-default-system"
