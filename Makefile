@@ -43,8 +43,12 @@ lock:  ## rebuild requirements.lock: the newest versions pyproject.toml's ranges
 run: $(STAMP)  ## start the whole system in the foreground on 127.0.0.1:8000
 	$(BIN)/qmill up
 
+# The suite mostly waits on processes: two pytest-xdist workers share it. tests/xdist_units.py
+# says how (a module per unit, the load-sensitive modules one unit, handed out first).
+TEST_WORKERS ?= 2
+
 test: $(STAMP)  ## the whole suite: unit, integration (real servers) and end to end
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 test-fast: $(STAMP)  ## unit tests only
 	$(BIN)/python -m pytest tests/unit

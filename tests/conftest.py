@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -226,6 +227,27 @@ def require_binary(name_or_path: str, why: str) -> str:
         pytest.fail(f"{message} ({REQUIRE_BINARIES_ENV}=1 requires it)", pytrace=False)
     MISSING_BINARIES[name_or_path] = why
     pytest.skip(f"{message} (set {REQUIRE_BINARIES_ENV}=1 to fail instead)")
+
+
+# --- pytest-xdist: `make test` runs ``pytest -n 2 --dist loadscope`` --------------------------
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope`` hands out the suite's own work units (tests/xdist_units.py):
+    a module each, the load-sensitive modules together, first."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from tests.xdist_units import UnitScheduling
+
+    return UnitScheduling(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On an xdist worker: the load-sensitive unit first (see tests/xdist_units.py)."""
+    if hasattr(config, "workerinput"):
+        from tests.xdist_units import first_the_load_sensitive
+
+        first_the_load_sensitive(items)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
