@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Unpack, cast, overload
@@ -121,11 +122,13 @@ class _BatchCalls(ClientBase):
 
 class _Progress:
     """A batch as its event stream tells it: the latest state of each task seen (the
-    stream starts with every task's current state), for ``on_update``."""
+    stream starts with every task's current state), for ``on_update``. The counts per
+    status are kept as the tasks change, not recounted at every event."""
 
     def __init__(self, batch_id: str) -> None:
         self.batch_id = batch_id
         self.tasks: dict[str, Task] = {}
+        self.counts: Counter[str] = Counter()
 
     def seen(self, event: Event) -> Batch | None:
         """The batch after ``event``, or None if the event says nothing of a task."""
@@ -133,14 +136,14 @@ class _Progress:
             return None
         task = Task.from_json({**event.data, "shots": event.data.get("shots") or 0})
         known = self.tasks.get(task.task_id)
-        if known is not None and known.done and event.event == "status":
-            return None  # a terminal status comes with its result: keep the result
+        if known is not None:
+            if known.done and event.event == "status":
+                return None  # a terminal status comes with its result: keep the result
+            self.counts[known.status] -= 1
         self.tasks[task.task_id] = task
-        tasks = list(self.tasks.values())
-        counts: dict[str, int] = {}
-        for item in tasks:
-            counts[item.status] = counts.get(item.status, 0) + 1
-        return Batch(self.batch_id, list(self.tasks), tasks, counts, False)
+        self.counts[task.status] += 1
+        counts = {status: n for status, n in self.counts.items() if n}
+        return Batch(self.batch_id, list(self.tasks), list(self.tasks.values()), counts, False)
 
 
 def _batch_id(batch: str | Batch) -> str:
@@ -242,8 +245,7 @@ class SyncBatches(_BatchCalls):
             for event in iter_events(http, None, progress.batch_id, until=waiter.deadline):
                 if event.event == "end":
                     return True
-                current = progress.seen(event)
-                if current is not None and on_update is not None:
+                if on_update is not None and (current := progress.seen(event)) is not None:
                     on_update(current)
         except QmillClientError:
             pass
@@ -332,8 +334,7 @@ class AsyncBatches(_BatchCalls):
             async for event in aiter_events(http, None, progress.batch_id, until=waiter.deadline):
                 if event.event == "end":
                     return True
-                current = progress.seen(event)
-                if current is not None and on_update is not None:
+                if on_update is not None and (current := progress.seen(event)) is not None:
                     on_update(current)
         except QmillClientError:
             pass
