@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from qmill.server import constants
-from qmill.server.errors import RateLimited
+from qmill.server.errors import RateLimited, TaskNotFound
 from qmill.server.models import TaskStatus
 from qmill.server.store import Outcome, Stores, polls
 from tests.conftest import BELL
@@ -70,3 +70,29 @@ async def test_long_polls_arriving_together_share_one_listener(stores: Stores) -
     views = await asyncio.wait_for(asyncio.gather(*waits), 10)
     assert {view.status for view in views} == {TaskStatus.CANCELLED}
     assert time.monotonic() - started < 5
+
+
+async def test_a_wait_holds_its_slot_until_it_answers_and_gives_it_back_with_the_answer(
+    stores: Stores,
+) -> None:
+    """The slot is taken with the wait's first read and given back with its last (one
+    round trip each); a wait on a finished task, or on a missing one, holds none after."""
+    key = constants.long_polls_key("t3")
+    task_id = str(uuid.uuid4())
+    await stores.tasks.create(task_id, BELL, 100, qubits=2, depth=3)
+    waiting = asyncio.create_task(stores.waiters.wait(task_id, 30, slot=stores.polls.slot("t3", 1)))
+    for _ in range(500):  # until the wait has taken its slot
+        if await stores.client.redis.zcard(key):
+            break
+        await asyncio.sleep(0.01)
+    with pytest.raises(RateLimited):  # the tenant's one slot is held by the wait
+        await stores.waiters.wait(task_id, 30, slot=stores.polls.slot("t3", 1))
+    assert await stores.tasks.cancel(task_id, None) == Outcome.APPLIED
+    view = await asyncio.wait_for(waiting, 10)
+    assert view.status is TaskStatus.CANCELLED
+    assert await stores.client.redis.zcard(key) == 0
+    view = await stores.waiters.wait(task_id, 30, slot=stores.polls.slot("t3", 1))
+    assert view.status is TaskStatus.CANCELLED
+    with pytest.raises(TaskNotFound):
+        await stores.waiters.wait(str(uuid.uuid4()), 30, slot=stores.polls.slot("t3", 1))
+    assert await stores.client.redis.zcard(key) == 0

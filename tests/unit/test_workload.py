@@ -21,6 +21,7 @@ from qmill.server.workload import (
     state_bytes,
     sweep_from_wire,
 )
+from qmill.server.workload.methods import CLIFFORD_STATEVECTOR_QUBITS
 
 HEAD = 'OPENQASM 3.0; include "stdgates.inc"; '
 # One parameter, two qubits, measured: a sampling program.
@@ -207,11 +208,26 @@ def test_a_program_without_measurements_needs_observables() -> None:
 
 def test_automatic_resolves_to_what_the_circuit_needs() -> None:
     assert admit(quantum_circuit=ghz(100)).plan.method is Method.STABILIZER
+    # A narrow Clifford circuit runs cheaper on the statevector; noisy, on the stabilizer.
+    assert admit(quantum_circuit=BELL).plan.method is Method.STATEVECTOR
+    assert admit(quantum_circuit=BELL, noise={"depolarizing_2q": 0.01}).plan.method is (
+        Method.STABILIZER
+    )
     assert admit(quantum_circuit=T_BELL).plan.method is Method.STATEVECTOR
     noisy = {"depolarizing_2q": 0.01}
     assert admit(quantum_circuit=T_BELL, noise=noisy).plan.method is Method.DENSITY_MATRIX
     # A floating point precision is something a stabilizer tableau does not have.
     assert admit(quantum_circuit=BELL, precision="single").plan.method is Method.STATEVECTOR
+
+
+def test_clifford_circuits_run_on_the_statevector_up_to_the_crossover() -> None:
+    narrow = ghz(CLIFFORD_STATEVECTOR_QUBITS)
+    assert admit(quantum_circuit=narrow).plan.method is Method.STATEVECTOR
+    assert admit(quantum_circuit=ghz(CLIFFORD_STATEVECTOR_QUBITS + 1)).plan.method is (
+        Method.STABILIZER
+    )
+    # Asked for by name, the stabilizer is what runs, however narrow the circuit.
+    assert admit(quantum_circuit=BELL, method="stabilizer").plan.method is Method.STABILIZER
 
 
 def test_each_method_has_its_own_qubit_limit() -> None:

@@ -175,7 +175,12 @@ def _stored_bytes(
 ) -> AbstractAsyncContextManager[None]:
     """The owner's storage quota charged for these tasks while they are recorded and
     queued, and given back if that fails (`qmill.server.store.quotas`)."""
-    charges = [charge_of(task_id, a) for task_id, a in zip(task_ids, accepted, strict=True)]
+    # No owner (auth off): nothing is charged, so nothing is priced either.
+    charges = (
+        [charge_of(task_id, a) for task_id, a in zip(task_ids, accepted, strict=True)]
+        if owner is not None
+        else []
+    )
     # A charge lapses with its record: the TTL from when the task ends.
     quota = settings.redis.tenant_storage_mb * 1024 * 1024
     lapse = settings.redis.result_ttl_seconds + _longest_task_seconds(settings)

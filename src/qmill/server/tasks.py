@@ -43,6 +43,7 @@ from qmill.server.models import (
 from qmill.server.qasm import pool
 from qmill.server.store import Outcome, Stores
 from qmill.server.store.limits import Limits as RateLimits
+from qmill.server.store.polls import Slot
 
 log = logging.getLogger(__name__)
 
@@ -339,16 +340,19 @@ async def get(
     owner: str | None = None,
     *,
     packed: bool = False,
+    slot: Slot | None = None,
 ) -> TaskView:
     """The task as stored; with ``wait_seconds``, the first terminal state within that time.
 
-    ``packed``: a compressed answer is left compressed (`TaskStore.get`).
+    ``packed``: a compressed answer is left compressed (`TaskStore.get`). ``slot``: the
+    long-poll slot the wait holds (`Waiters.wait`).
     """
     _check_id(task_id)
     if wait_seconds > 0:
         if owner is not None:  # do not wait on (and so reveal) another tenant's task
             _visible(await stores.tasks.get(task_id, packed=True), owner)
-        return _visible(await stores.waiters.wait(task_id, wait_seconds, packed=packed), owner)
+        view = await stores.waiters.wait(task_id, wait_seconds, packed=packed, slot=slot)
+        return _visible(view, owner)
     return _visible(await stores.tasks.get(task_id, packed=packed), owner)
 
 

@@ -61,8 +61,11 @@ async def _get(request: Request) -> Response:
     wait = _wait_seconds(request.query_params.get("wait"), settings.server.max_wait_seconds)
     include_circuit = _includes_circuit(request)
     task_id = request.path_params["task_id"]
-    async with _long_poll(owner, wait):
-        view = await tasks.get(connections.stores(), task_id, wait, owner, packed=True)
+    stores = connections.stores()
+    # The long-poll slot is taken and given back in the wait's own round trips.
+    cap = settings.server.max_long_polls_per_tenant
+    slot = stores.polls.slot(owner or constants.ANONYMOUS_TENANT, cap) if wait > 0 else None
+    view = await tasks.get(stores, task_id, wait, owner, packed=True, slot=slot)
     return _task_response(request, view, include_circuit)
 
 

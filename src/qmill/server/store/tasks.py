@@ -15,6 +15,7 @@ import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from redis.client import NEVER_DECODE
 
@@ -242,8 +243,14 @@ class TaskStore:
         (what the result function sends as is)."""
         async with guard():
             raw = await self._redis.hgetall(constants.task_key(task_id))
+        return await self.view_of(raw, packed=packed)
+
+    async def view_of(self, raw: Mapping[Any, Any], *, packed: bool = False) -> TaskView:
+        """A record read by HGETALL (here or in a caller's pipeline) as `get` returns it;
+        TaskNotFound if it was empty."""
         if not raw:
             raise TaskNotFound()
+        task_id = str(raw["id"])
         fields = {str(k): str(v) for k, v in raw.items()}
         view = record_view(fields)
         check = answers.check_of(fields)

@@ -18,6 +18,7 @@ from redis.asyncio.client import PubSub
 from qmill.server import constants
 from qmill.server.models import TaskStatus, TaskView
 from qmill.server.store.client import FAILURES, RedisClient, guard
+from qmill.server.store.polls import Slot
 from qmill.server.store.tasks import TaskStore
 
 log = logging.getLogger(__name__)
@@ -38,26 +39,51 @@ class Waiters:
         # died ("readuntil() called while another coroutine is already waiting").
         self._subscribing = asyncio.Lock()
 
-    async def wait(self, task_id: str, timeout: float, *, packed: bool = False) -> TaskView:
+    async def wait(
+        self, task_id: str, timeout: float, *, packed: bool = False, slot: Slot | None = None
+    ) -> TaskView:
         """Return the task once it is terminal, or as it is when ``timeout`` runs out.
 
         The waiter is registered before the first read, so a finish between the two is
-        not missed. ``packed``: as `TaskStore.get`.
+        not missed. ``packed``: as `TaskStore.get`. With a long-poll ``slot``, the slot
+        is taken in the first read's round trip (429 when the tenant has none left) and
+        given back in the last one's.
         """
         if timeout <= 0:
             return await self._tasks.get(task_id, packed=packed)
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         await self._ensure_listener()
         self._waiters.setdefault(task_id, set()).add(future)
+        key = constants.task_key(task_id)
+        held = False
         try:
-            view = await self._tasks.get(task_id, packed=packed)
-            if view.status.terminal:
-                return view
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(future, timeout)
-            return await self._tasks.get(task_id, packed=packed)
+            if slot is None:
+                async with guard():
+                    status = await self._redis.hget(key, "status")
+            else:
+                status = await slot.take(timeout, reading=key)
+                held = True
+            # Only the status is read before the wait: a task still running (the usual
+            # case right after a submit) is not read and parsed whole twice.
+            if status is not None and not TaskStatus(str(status)).terminal:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(future, timeout)
+            if slot is None:
+                return await self._tasks.get(task_id, packed=packed)
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hgetall(key)
+            slot.release(pipe)
+            async with guard():
+                raw, _ = await pipe.execute()
+            held = False
+            return await self._tasks.view_of(raw, packed=packed)
         finally:
             self._forget(task_id, future)
+            if held and slot is not None:
+                # The wait failed or was cancelled: give the slot back on its own (if
+                # Redis is gone, its lease runs out by itself).
+                with contextlib.suppress(*FAILURES):
+                    await slot.release(self._redis)
 
     async def wait_all(self, task_ids: Collection[str], timeout: float) -> set[str]:
         """Wait until every task is terminal (or gone), or ``timeout`` runs out; the ids

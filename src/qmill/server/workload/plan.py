@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict
 
 from qmill.server.errors import InvalidCircuit, InvalidRequest, LimitExceeded
-from qmill.server.workload.methods import METHODS, NOISY_GATES, max_qubits, state_bytes
+from qmill.server.workload.methods import (
+    METHODS,
+    NOISY_GATES,
+    clifford_method,
+    max_qubits,
+    state_bytes,
+)
 from qmill.server.workload.spec import (
     FloatPrecision,
     Method,
@@ -291,15 +297,17 @@ def resolve_method(
     shots: int,
     settings: Settings,
 ) -> Method:
-    """`automatic` made concrete: the stabilizer for Clifford circuits (unless a floating
-    point precision was asked for, which a tableau of bits does not have); with noise,
-    the density matrix where it fits and pays (expectation values, or fewer amplitudes
-    than shots: one exact run beats a trajectory per shot); else the statevector."""
+    """`automatic` made concrete: for Clifford circuits the stabilizer, or without noise
+    the statevector where it is cheaper (`clifford_method`: up to 10 qubits), unless a
+    floating point precision was asked for, which a tableau of bits does not have; with
+    noise, the density matrix where it fits and pays (expectation values, or fewer
+    amplitudes than shots: one exact run beats a trajectory per shot); else the
+    statevector."""
     if requested is not Method.AUTOMATIC:
         return requested
     exact_noisy_evs = noise is not None and observables is not None
     if parsed.clifford and not exact_noisy_evs and precision is None:
-        return Method.STABILIZER
+        return Method.STABILIZER if noise is not None else clifford_method(parsed.qubits)
     if noise is not None:
         fits = parsed.qubits <= max_qubits(settings, Method.DENSITY_MATRIX, None)
         if exact_noisy_evs or (fits and 2**parsed.qubits <= shots):
