@@ -30,6 +30,7 @@ from typing import Any
 
 from bench import e2e, report, strategies, sweep, workloads
 from bench.measure import Settler, machine_info
+from bench.system import CONFIG_KEYS, DEFAULT_CONFIGS, SystemConfig
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -82,9 +83,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=None,
         metavar="SPEC",
-        help="a system configuration, NAME[:key=value,...] with keys processes, executor, "
-        "concurrency, aer_threads, log_level, workloads (bell32+poll1+longpoll1+heavy); "
-        "repeatable. Default: " + " and ".join(e2e.DEFAULT_CONFIGS),
+        help="a system configuration, NAME[:key=value,...] with keys "
+        + ", ".join(CONFIG_KEYS)
+        + ", workloads (bell32+poll1+longpoll1+heavy); repeatable. Default: "
+        + "; ".join(DEFAULT_CONFIGS)
+        + " (quick: shipped only)",
     )
     p.add_argument("--skip-strategies", action="store_true")
     p.add_argument("--skip-e2e", action="store_true")
@@ -124,7 +127,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bell-tasks", type=int, default=None, help="tasks of the bell32 workload")
     p.add_argument("--bell-clients", type=int, default=32)
     p.add_argument("--single-tasks", type=int, default=None, help="tasks of poll1 / longpoll1")
-    p.add_argument("--poll-interval-ms", type=float, default=20.0, help="bell32 clients")
+    p.add_argument(
+        "--poll-interval-ms", type=float, default=10.0, help="bell32 clients (issue 15's reference)"
+    )
     p.add_argument("--single-poll-interval-ms", type=float, default=10.0, help="poll1 client")
     p.add_argument(
         "--settle-budget",
@@ -223,8 +228,8 @@ def _log_row(name: str, row: dict[str, Any], attempt: int, repeat: int) -> None:
 def run_e2e(
     args: argparse.Namespace, wl: dict[str, workloads.Workload], settler: Settler
 ) -> list[dict[str, Any]]:
-    specs = args.config or (list(e2e.DEFAULT_CONFIGS[:1]) if args.quick else e2e.DEFAULT_CONFIGS)
-    configs = [e2e.SystemConfig.parse(s) for s in specs]
+    specs = args.config or (["shipped"] if args.quick else list(DEFAULT_CONFIGS))
+    configs = [SystemConfig.parse(s) for s in specs]
     if args.quick:
         plan = e2e.E2EPlan(
             bell_tasks=args.bell_tasks or 40,
@@ -244,7 +249,7 @@ def run_e2e(
     results = []
     for config in configs:
         log(f"end to end, config {config.spec()}")
-        results.append(asyncio.run(e2e.bench_config(config, plan, wl["heavy"], log, settler)))
+        results.append(e2e.run_async(e2e.bench_config(config, plan, wl["heavy"], log, settler)))
     return results
 
 
