@@ -1,0 +1,335 @@
+"""How the system's cost grows with the work (issue 15): end-to-end time over raw Aer time.
+
+Where does qmill's per-task overhead stop mattering? Three curves and one batch, all in
+the same run:
+
+* **GHZ**, 2 to 26 qubits, statevector, 1024 shots: cheap gates, big states (26 qubits
+  is a 1 GiB statevector), so the curve shows the state's size alone;
+* **random circuits** (``qiskit.circuit.random.random_circuit``, seeded), 2 to 26 qubits,
+  statevector, with fewer layers as they grow (`random_layers`) so the 26-qubit point
+  still costs seconds, not minutes;
+* **shots**, 1 to 10^5, on a 10-qubit random circuit (up to 1024 distinct outcomes, so
+  the answer grows with the shots too);
+* **batch**: one ``POST /batches`` of 1000 Bell circuits (automatic method), collected by
+  long-polling its last task then one ``GET /batches/{id}``, against raw Aer's batched
+  throughput: the same 1000 programs pre-parsed and lowered, one ``AerSimulator.run``.
+
+**Raw**: one warm interpreter of its own (``python -m bench.growth --raw``), no qmill code,
+doing for each point exactly what a task costs Aer: ``qasm3.loads`` of the same text,
+the pass manager (built before timing), ``run`` and ``get_counts``; Aer's default
+threads (every core), as a worker slot running one simulation alone gets them. It runs
+before the system starts, so the two never share the cores.
+
+**End to end**: ``qmill up`` in the shipped configuration, one task at a time through
+the lean client (`bench.client`): ``POST /tasks`` then ``GET /tasks/{id}?wait=30``,
+timed from before the POST to the parsed answer. Each point is the median of
+`repeats` tries (fewer for the big ones). The ratio is end-to-end over raw: 1.0 means
+the system added nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import e2e, workloads
+from bench.client import Client
+from bench.system import REPO, System, SystemConfig
+
+RAW_TIMEOUT_SECONDS = 900.0
+SERIES = ("ghz", "random", "shots")
+
+
+@dataclass(frozen=True)
+class Point:
+    series: str
+    x: int  # qubits, or shots for the shots series
+    qubits: int
+    shots: int
+    method: str
+    qasm: str
+    repeats: int
+
+
+@dataclass(frozen=True)
+class GrowthPlan:
+    ghz_qubits: tuple[int, ...] = (2, 4, 8, 12, 16, 20, 22, 24, 26)
+    random_qubits: tuple[int, ...] = (2, 4, 8, 12, 16, 20, 22, 24, 26)
+    shots: tuple[int, ...] = (1, 10, 100, 1000, 10_000, 100_000)
+    shots_qubits: int = 10
+    batch_tasks: int = 1000
+    seed: int = 15_000
+
+    @classmethod
+    def quick(cls) -> GrowthPlan:
+        return cls((2, 8, 12), (2, 8, 12), (1, 1000), 6, 50)
+
+
+def random_layers(qubits: int) -> int:
+    """Layers of the random circuits: 10 up to 16 qubits, then fewer, so that every point
+    costs at most a few seconds of Aer (a layer on 26 qubits sweeps 1 GiB per gate)."""
+    if qubits <= 16:
+        return 10
+    if qubits <= 22:
+        return 6
+    return 3
+
+
+def repeats(qubits: int) -> int:
+    """Tries per point, median kept: many for the small ones (milliseconds, noisy), one
+    for the seconds-long ones."""
+    return 7 if qubits <= 16 else 3 if qubits <= 22 else 1
+
+
+def ghz(qubits: int) -> str:
+    gates = " ".join(f"cx q[{i}], q[{i + 1}];" for i in range(qubits - 1))
+    return (
+        f'OPENQASM 3.0; include "stdgates.inc"; qubit[{qubits}] q; bit[{qubits}] c; '
+        f"h q[0]; {gates} c = measure q;"
+    )
+
+
+def random_program(qubits: int, layers: int, seed: int) -> str:
+    from qiskit import qasm3
+    from qiskit.circuit.random import random_circuit
+
+    return str(qasm3.dumps(random_circuit(qubits, layers, measure=True, seed=seed)))
+
+
+def points(plan: GrowthPlan) -> list[Point]:
+    out = [Point("ghz", n, n, 1024, "statevector", ghz(n), repeats(n)) for n in plan.ghz_qubits]
+    out += [
+        Point(
+            "random",
+            n,
+            n,
+            1024,
+            "statevector",
+            random_program(n, random_layers(n), plan.seed + n),
+            repeats(n),
+        )
+        for n in plan.random_qubits
+    ]
+    program = random_program(plan.shots_qubits, 10, plan.seed)
+    out += [
+        Point("shots", s, plan.shots_qubits, s, "statevector", program, repeats(12))
+        for s in plan.shots
+    ]
+    return out
+
+
+# --- raw Aer: one warm process of its own ---------------------------------------------
+
+
+@functools.cache
+def raw_backend(method: str) -> tuple[Any, Any]:
+    from qiskit.transpiler import generate_preset_pass_manager
+    from qiskit_aer import AerSimulator
+
+    backend = AerSimulator(method=method)
+    return backend, generate_preset_pass_manager(optimization_level=0, backend=backend)
+
+
+def raw_point(p: Point) -> dict[str, Any]:
+    """Median wall and CPU of parse + lower + run + counts, after one untimed try (the
+    system's side gets one too: the first parse of a program, Aer's first run)."""
+    from qiskit import qasm3
+
+    backend, pm = raw_backend(p.method)
+    walls, cpus = [], []
+    for i in range(p.repeats + 1):
+        cpu, started = time.process_time(), time.perf_counter()
+        result = backend.run(pm.run(qasm3.loads(p.qasm)), shots=p.shots).result()
+        counts = result.get_counts(0)
+        if i:
+            walls.append(time.perf_counter() - started)
+            cpus.append(time.process_time() - cpu)
+        if sum(counts.values()) != p.shots:
+            raise RuntimeError(f"{p.series} {p.x}: wrong counts")
+    return {"seconds": statistics.median(walls), "cpu_seconds": statistics.median(cpus)}
+
+
+def raw_batch(tasks: int) -> dict[str, Any]:
+    """Raw Aer's batched throughput: pre-parsed, lowered, one call for every circuit."""
+    from bench import strategies
+
+    backend, _ = strategies.raw_backend()
+    lowered = [strategies.raw_lower(workloads.BELL)] * tasks
+    backend.run(lowered[:8], shots=workloads.SHOTS).result()  # OpenMP's pool, Aer's caches
+    cpu, started = time.process_time(), time.perf_counter()
+    result = backend.run(lowered, shots=workloads.SHOTS).result()
+    wall = time.perf_counter() - started
+    if len(result.results) != tasks:
+        raise RuntimeError("raw batch: wrong number of results")
+    return {
+        "seconds": round(wall, 4),
+        "cpu_seconds": round(time.process_time() - cpu, 4),
+        "tasks_per_second": round(tasks / wall, 1),
+    }
+
+
+def raw_main(spec_file: Path, out: Path) -> None:
+    spec = json.loads(spec_file.read_text())
+    from bench import strategies
+
+    strategies.raw_warm_up()
+    pts = [Point(**p) for p in spec["points"]]
+    results = [raw_point(p) for p in pts]
+    out.write_text(json.dumps({"points": results, "batch": raw_batch(int(spec["batch_tasks"]))}))
+
+
+def run_raw(pts: list[Point], plan: GrowthPlan, tmp: Path) -> dict[str, Any]:
+    spec, out = tmp / "growth-spec.json", tmp / "growth-raw.json"
+    spec.write_text(
+        json.dumps({"points": [asdict(p) for p in pts], "batch_tasks": plan.batch_tasks})
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    argv = [sys.executable, "-m", "bench.growth", "--raw", str(spec), "--out", str(out)]
+    proc = subprocess.run(
+        argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=RAW_TIMEOUT_SECONDS
+    )
+    if proc.returncode != 0 or not out.is_file():
+        raise RuntimeError(f"raw Aer: exit code {proc.returncode}: {proc.stderr[-800:]}")
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+# --- the system: one task at a time, and one batch ---------------------------------------
+
+
+async def one_task(client: Client, conn: Any, p: Point) -> float:
+    body = {"quantum_circuit": p.qasm, "shots": p.shots, "method": p.method}
+    started = time.perf_counter()
+    created = await client.post_json(conn, "/tasks", body)
+    if created.status != 201:
+        raise RuntimeError(f"POST /tasks: {created.status} {created.text[:200]}")
+    path = f"/tasks/{created.json()['task_id']}?wait={e2e.LONG_POLL_SECONDS:g}"
+    while True:
+        answer = (await client.get(conn, path)).json()
+        if answer["status"] in e2e.TERMINAL:
+            break
+    if answer["status"] != "completed":
+        raise RuntimeError(f"{p.series} {p.x}: {answer['status']} {answer.get('error')}")
+    return time.perf_counter() - started
+
+
+async def one_batch(client: Client, conn: Any, tasks: int) -> float:
+    body = {"tasks": [{"quantum_circuit": workloads.BELL, "shots": workloads.SHOTS}] * tasks}
+    started = time.perf_counter()
+    created = await client.post_json(conn, "/batches", body)
+    if created.status != 201:
+        raise RuntimeError(f"POST /batches: {created.status} {created.text[:200]}")
+    answer = created.json()
+    last = f"/tasks/{answer['task_ids'][-1]}?wait={e2e.LONG_POLL_SECONDS:g}"
+    while True:
+        # Tasks run in order, give or take a slot: the last one done, the batch nearly is.
+        while (await client.get(conn, last)).json()["status"] not in e2e.TERMINAL:
+            pass
+        views = (await client.get(conn, f"/batches/{answer['batch_id']}")).json()["tasks"]
+        states = [v["status"] for v in views]
+        if len(states) == tasks and all(s in e2e.TERMINAL for s in states):
+            break
+    if states.count("completed") != tasks:
+        raise RuntimeError(f"batch: {tasks - states.count('completed')} tasks not completed")
+    return time.perf_counter() - started
+
+
+async def run_system(
+    pts: list[Point], plan: GrowthPlan, log: Callable[[str], None]
+) -> dict[str, Any]:
+    system = System(SystemConfig.parse("shipped"))
+    client = Client(system.url)
+    try:
+        await system.start(lambda slots: e2e.warm(system.url, slots))
+        conn = client.connection()
+        seconds = []
+        for p in pts:
+            await one_task(client, conn, p)  # this program's first parse, off the clock
+            tries = [await one_task(client, conn, p) for _ in range(p.repeats)]
+            seconds.append(statistics.median(tries))
+        await one_batch(client, conn, min(plan.batch_tasks, 50))  # warm the batch path
+        batch = await one_batch(client, conn, plan.batch_tasks)
+        return {"settings": system.settings, "points": seconds, "batch_seconds": batch}
+    finally:
+        client.close()
+        system.stop()
+        if system.leftover:
+            log(f"  growth: leftover processes {system.leftover}")
+
+
+def bench_growth(plan: GrowthPlan, log: Callable[[str], None]) -> dict[str, Any]:
+    """Raw Aer, then the system, on the same points; ratios, series and the batch."""
+    started = time.perf_counter()
+    out: dict[str, Any] = {"plan": asdict(plan), "config": "shipped"}
+    try:
+        pts = points(plan)
+        with tempfile.TemporaryDirectory(prefix="qmill-growth-") as tmp:
+            raw = run_raw(pts, plan, Path(tmp))
+        log(f"  growth: raw Aer done in {time.perf_counter() - started:.0f} s")
+        sysd = e2e.run_async(run_system(pts, plan, log))
+    except Exception as exc:  # report it and go on with the rest of the bench
+        out["error"] = f"{type(exc).__name__}: {exc}"
+        log(f"  growth FAILED: {out['error']}")
+        out["seconds"] = round(time.perf_counter() - started, 1)
+        return out
+    series: dict[str, list[dict[str, Any]]] = {s: [] for s in SERIES}
+    for p, r, e in zip(pts, raw["points"], sysd["points"], strict=True):
+        series[p.series].append(
+            {
+                "x": p.x,
+                "qubits": p.qubits,
+                "shots": p.shots,
+                "repeats": p.repeats,
+                "raw_ms": round(r["seconds"] * 1000, 2),
+                "raw_cpu_ms": round(r["cpu_seconds"] * 1000, 2),
+                "e2e_ms": round(e * 1000, 2),
+                "ratio": round(e / r["seconds"], 3),
+            }
+        )
+    rb, tasks = raw["batch"], plan.batch_tasks
+    out["settings"] = sysd["settings"]
+    out["series"] = series
+    out["layers"] = {str(n): random_layers(n) for n in plan.random_qubits}
+    out["batch"] = {
+        "tasks": tasks,
+        "e2e_seconds": round(sysd["batch_seconds"], 3),
+        "e2e_tasks_per_second": round(tasks / sysd["batch_seconds"], 1),
+        "raw_seconds": rb["seconds"],
+        "raw_cpu_seconds": rb["cpu_seconds"],
+        "raw_tasks_per_second": rb["tasks_per_second"],
+        "ratio": round(rb["seconds"] / sysd["batch_seconds"], 3),
+    }
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.growth", description=__doc__.split("\n")[0])
+    p.add_argument("--raw", type=Path, help="(internal) run the raw side of SPEC")
+    p.add_argument("--out", type=Path)
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args(argv)
+    if args.raw:
+        raw_main(args.raw, args.out)
+        return
+    plan = GrowthPlan.quick() if args.quick else GrowthPlan()
+    result = bench_growth(plan, lambda m: print(m, flush=True))
+    text = json.dumps(result, indent=2)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
