@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-import httptools  # type: ignore[import-untyped]
+import httptools
 
 JSON_HEADERS = b"Content-Type: application/json\r\n"
 

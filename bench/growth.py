@@ -5,8 +5,8 @@ the same run:
 
 * **GHZ**, 2 to 26 qubits, statevector, 1024 shots: cheap gates, big states (26 qubits
   is a 1 GiB statevector), so the curve shows the state's size alone;
-* **random circuits** (``qiskit.circuit.random.random_circuit``, seeded), 2 to 26 qubits,
-  statevector, with fewer layers as they grow (`random_layers`) so the 26-qubit point
+* **random circuits** (``qiskit.circuit.random.random_circuit``, seeded), 2 to 24 qubits,
+  statevector, with fewer layers as they grow (`random_layers`) so the biggest point
   still costs seconds, not minutes;
 * **shots**, 1 to 10^5, on a 10-qubit random circuit (up to 1024 distinct outcomes, so
   the answer grows with the shots too);
@@ -43,11 +43,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench import e2e, workloads
 from bench.client import Client
-from bench.system import REPO, System, SystemConfig
+from bench.measure import TreeMeter, cpu_seconds, machine_busy_seconds
+from bench.system import REPO, System, SystemConfig, label_process
 
 RAW_TIMEOUT_SECONDS = 900.0
+# Predicted raw Aer seconds above which a series stops growing (`predicted`).
+POINT_LIMIT_SECONDS = 20.0
 SERIES = ("ghz", "random", "shots")
 
 
@@ -65,7 +70,9 @@ class Point:
 @dataclass(frozen=True)
 class GrowthPlan:
     ghz_qubits: tuple[int, ...] = (2, 4, 8, 12, 16, 20, 22, 24, 26)
-    random_qubits: tuple[int, ...] = (2, 4, 8, 12, 16, 20, 22, 24, 26)
+    # Random circuits stop at 24: at 26 even 2 layers cost about a minute per side on a
+    # busy machine; GHZ's 26-qubit point shows the largest state's cost.
+    random_qubits: tuple[int, ...] = (2, 4, 8, 12, 16, 20, 22, 24)
     shots: tuple[int, ...] = (1, 10, 100, 1000, 10_000, 100_000)
     shots_qubits: int = 10
     batch_tasks: int = 1000
@@ -77,19 +84,22 @@ class GrowthPlan:
 
 
 def random_layers(qubits: int) -> int:
-    """Layers of the random circuits: 10 up to 16 qubits, then fewer, so that every point
-    costs at most a few seconds of Aer (a layer on 26 qubits sweeps 1 GiB per gate)."""
-    if qubits <= 16:
+    """Layers of the random circuits: 10 up to 12 qubits, then fewer, so that every point
+    costs Aer seconds, not minutes (each gate on 24 qubits sweeps 256 MiB; on a busy
+    2-core machine, 2 layers of 24 qubits took 15 s, 3 layers of 26 qubits 68 s)."""
+    if qubits <= 12:
         return 10
+    if qubits <= 16:
+        return 5
     if qubits <= 22:
-        return 6
-    return 3
+        return 3
+    return 2
 
 
 def repeats(qubits: int) -> int:
     """Tries per point, median kept: many for the small ones (milliseconds, noisy), one
     for the seconds-long ones."""
-    return 7 if qubits <= 16 else 3 if qubits <= 22 else 1
+    return 5 if qubits <= 12 else 3 if qubits <= 16 else 1
 
 
 def ghz(qubits: int) -> str:
@@ -123,7 +133,7 @@ def points(plan: GrowthPlan) -> list[Point]:
     ]
     program = random_program(plan.shots_qubits, 10, plan.seed)
     out += [
-        Point("shots", s, plan.shots_qubits, s, "statevector", program, repeats(12))
+        Point("shots", s, plan.shots_qubits, s, "statevector", program, repeats(plan.shots_qubits))
         for s in plan.shots
     ]
     return out
@@ -148,15 +158,19 @@ def raw_point(p: Point) -> dict[str, Any]:
 
     backend, pm = raw_backend(p.method)
     walls, cpus = [], []
-    for i in range(p.repeats + 1):
+    # One untimed try first where there are several (a first run's costs are not the
+    # curve's); a single seconds-long try is timed as it is.
+    first = 1 if p.repeats > 1 else 0
+    for i in range(first, p.repeats + 1):
         cpu, started = time.process_time(), time.perf_counter()
         result = backend.run(pm.run(qasm3.loads(p.qasm)), shots=p.shots).result()
         counts = result.get_counts(0)
-        if i:
+        if i > 0:
             walls.append(time.perf_counter() - started)
             cpus.append(time.process_time() - cpu)
         if sum(counts.values()) != p.shots:
             raise RuntimeError(f"{p.series} {p.x}: wrong counts")
+    print(f"raw {p.series} {p.x}: {[round(w, 3) for w in walls]}", file=sys.stderr, flush=True)
     return {"seconds": statistics.median(walls), "cpu_seconds": statistics.median(cpus)}
 
 
@@ -179,14 +193,42 @@ def raw_batch(tasks: int) -> dict[str, Any]:
     }
 
 
+def predicted(p: Point, last: tuple[int, float] | None) -> float:
+    """What raw Aer will take for ``p``, from its series' previous point: a statevector
+    doubles with each qubit, so GHZ and random points grow as 2^qubits (the layers of
+    random circuits shrink as they grow: an upper bound); shots are cheap. A series whose
+    next point would take longer than `POINT_LIMIT_SECONDS` stops there (the system's side
+    skips it too): it bounds the section on a busy machine, where Aer's OpenMP threads
+    wait for each other at every gate (GHZ-26 took 46 s there, and random-26 68 s)."""
+    if last is None or p.series == "shots":
+        return 0.0
+    x, seconds = last
+    return seconds * 2.0 ** (p.x - x)
+
+
 def raw_main(spec_file: Path, out: Path) -> None:
     spec = json.loads(spec_file.read_text())
     from bench import strategies
 
     strategies.raw_warm_up()
     pts = [Point(**p) for p in spec["points"]]
-    results = [raw_point(p) for p in pts]
-    out.write_text(json.dumps({"points": results, "batch": raw_batch(int(spec["batch_tasks"]))}))
+    results: list[dict[str, Any] | None] = []
+    last: dict[str, tuple[int, float]] = {}  # series -> (x, raw seconds) of its last point
+    wall, busy, own = time.perf_counter(), machine_busy_seconds(), time.process_time()
+    for p in pts:
+        if predicted(p, last.get(p.series)) > POINT_LIMIT_SECONDS:
+            results.append(None)
+            last[p.series] = (p.x, float("inf"))
+            continue
+        results.append(raw_point(p))
+        last[p.series] = (p.x, float(results[-1]["seconds"]))  # type: ignore[index]
+    wall = time.perf_counter() - wall
+    own = time.process_time() - own
+    foreign = max(0.0, machine_busy_seconds() - busy - own) / wall
+    batch = raw_batch(int(spec["batch_tasks"]))
+    out.write_text(
+        json.dumps({"points": results, "batch": batch, "foreign_cpu_cores": round(foreign, 3)})
+    )
 
 
 def run_raw(pts: list[Point], plan: GrowthPlan, tmp: Path) -> dict[str, Any]:
@@ -246,21 +288,41 @@ async def one_batch(client: Client, conn: Any, tasks: int) -> float:
 
 
 async def run_system(
-    pts: list[Point], plan: GrowthPlan, log: Callable[[str], None]
+    pts: list[Point],
+    raw_points: list[dict[str, Any] | None],
+    plan: GrowthPlan,
+    log: Callable[[str], None],
 ) -> dict[str, Any]:
     system = System(SystemConfig.parse("shipped"))
     client = Client(system.url)
     try:
         await system.start(lambda slots: e2e.warm(system.url, slots))
         conn = client.connection()
-        seconds = []
-        for p in pts:
-            await one_task(client, conn, p)  # this program's first parse, off the clock
+        assert system.proc is not None
+        meter = TreeMeter(system.proc.pid, interval=1.0, label=label_process)
+        me = psutil.Process()
+        me_cpu = cpu_seconds(me)
+        meter.start()
+        seconds: list[float | None] = []
+        for p, r in zip(pts, raw_points, strict=True):
+            if r is None:
+                seconds.append(None)
+                continue
+            if p.repeats > 1:
+                await one_task(client, conn, p)  # this program's first parse, off the clock
             tries = [await one_task(client, conn, p) for _ in range(p.repeats)]
             seconds.append(statistics.median(tries))
         await one_batch(client, conn, min(plan.batch_tasks, 50))  # warm the batch path
         batch = await one_batch(client, conn, plan.batch_tasks)
-        return {"settings": system.settings, "points": seconds, "batch_seconds": batch}
+        usage = meter.stop()
+        mine = usage.cpu_seconds + cpu_seconds(me) - me_cpu
+        foreign = max(0.0, usage.machine_busy_seconds - mine) / usage.wall_seconds
+        return {
+            "settings": system.settings,
+            "points": seconds,
+            "batch_seconds": batch,
+            "foreign_cpu_cores": round(foreign, 3),
+        }
     finally:
         client.close()
         system.stop()
@@ -277,14 +339,18 @@ def bench_growth(plan: GrowthPlan, log: Callable[[str], None]) -> dict[str, Any]
         with tempfile.TemporaryDirectory(prefix="qmill-growth-") as tmp:
             raw = run_raw(pts, plan, Path(tmp))
         log(f"  growth: raw Aer done in {time.perf_counter() - started:.0f} s")
-        sysd = e2e.run_async(run_system(pts, plan, log))
+        sysd = e2e.run_async(run_system(pts, raw["points"], plan, log))
     except Exception as exc:  # report it and go on with the rest of the bench
         out["error"] = f"{type(exc).__name__}: {exc}"
         log(f"  growth FAILED: {out['error']}")
         out["seconds"] = round(time.perf_counter() - started, 1)
         return out
     series: dict[str, list[dict[str, Any]]] = {s: [] for s in SERIES}
+    skipped: list[str] = []
     for p, r, e in zip(pts, raw["points"], sysd["points"], strict=True):
+        if r is None or e is None:
+            skipped.append(f"{p.series} {p.x}")
+            continue
         series[p.series].append(
             {
                 "x": p.x,
@@ -300,6 +366,11 @@ def bench_growth(plan: GrowthPlan, log: Callable[[str], None]) -> dict[str, Any]
     rb, tasks = raw["batch"], plan.batch_tasks
     out["settings"] = sysd["settings"]
     out["series"] = series
+    out["skipped"] = skipped
+    out["foreign_cpu_cores"] = {
+        "raw": raw["foreign_cpu_cores"],
+        "system": sysd["foreign_cpu_cores"],
+    }
     out["layers"] = {str(n): random_layers(n) for n in plan.random_qubits}
     out["batch"] = {
         "tasks": tasks,
@@ -312,6 +383,49 @@ def bench_growth(plan: GrowthPlan, log: Callable[[str], None]) -> dict[str, Any]
     }
     out["seconds"] = round(time.perf_counter() - started, 1)
     return out
+
+
+def growth_markdown(g: dict[str, Any]) -> str:
+    """The growth section of the report: one table per curve, then the batch."""
+    lines = ["#### Growth: end to end over raw Aer, one task at a time (`qmill up`, shipped)", ""]
+    if g.get("error"):
+        return "\n".join([*lines, f"ERROR: {g['error']}"])
+    titles = {
+        "ghz": "GHZ, statevector, 1024 shots",
+        "random": "random circuits, statevector, 1024 shots; layers by qubits "
+        + ", ".join(f"{n}: {layers}" for n, layers in g["layers"].items()),
+        "shots": f"shots, a {g['plan']['shots_qubits']}-qubit random circuit of 10 layers",
+    }
+    for name, rows in g["series"].items():
+        x = "shots" if name == "shots" else "qubits"
+        lines += [f"{titles[name]}:", ""]
+        lines += [f"| {x} | raw Aer ms | raw CPU ms | end to end ms | ratio | tries |"]
+        lines += ["|---|---|---|---|---|---|"]
+        lines += [
+            f"| {r['x']} | {r['raw_ms']} | {r['raw_cpu_ms']} | {r['e2e_ms']} | "
+            f"{r['ratio']:.2f} | {r['repeats']} |"
+            for r in rows
+        ]
+        lines.append("")
+    b = g["batch"]
+    lines += [
+        f"One `POST /batches` of {b['tasks']} Bell (automatic method, 1024 shots), end to "
+        f"end: {b['e2e_seconds']} s = {b['e2e_tasks_per_second']} tasks/s; raw Aer, the "
+        f"same circuits pre-parsed in one call: {b['raw_seconds']} s = "
+        f"{b['raw_tasks_per_second']} tasks/s ({b['raw_cpu_seconds']} s CPU); ratio "
+        f"{b['ratio']:.2f}. Raw runs first in a warm process of its own, then the system; "
+        f"medians of the tries. This section took {g['seconds']:.0f} s. Other load "
+        f"(cores): {g['foreign_cpu_cores']['raw']:.2f} during raw Aer, "
+        f"{g['foreign_cpu_cores']['system']:.2f} during the system's turn; a ratio measured "
+        "while the other side's turn was busier is not worth much.",
+    ]
+    if g.get("skipped"):
+        lines += [
+            "",
+            f"Left out (raw Aer predicted above {POINT_LIMIT_SECONDS:g} s from the "
+            f"series' previous point): {', '.join(g['skipped'])}.",
+        ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:

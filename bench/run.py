@@ -1,12 +1,17 @@
 """``python -m bench.run`` (``make bench``): the whole benchmark in one run.
 
 1. the strategy table (`bench.strategies`) for the small and the heavy workload;
-2. the end-to-end workloads (`bench.e2e`) for each system configuration;
-3. the sweep (`bench.sweep`): one task sweeping 1000 points, against raw Aer and against
+2. the end-to-end workloads (`bench.e2e`) for each system configuration (by default
+   issue 15's before / combined / shipped, so each change's CPU per task is in one run);
+3. the growth curves (`bench.growth`): end to end over raw Aer by qubits and by shots,
+   and one ``POST /batches`` of 1000 Bell against raw Aer's batched call;
+4. the sweep (`bench.sweep`): one task sweeping 1000 points, against raw Aer and against
    1000 plain tasks;
-4. the goals of issues 7 and 11, judged from this run's numbers and the quoted reference;
-5. a table on stdout, JSON in ``bench/results/latest.json`` (and a timestamped copy),
-   Markdown in ``bench/results/latest.md`` and a chart in ``bench/results/latest.png``.
+5. the goals of issues 7, 11 and 15 (`bench.goals`), judged from this run's numbers and
+   the quoted references;
+6. a table on stdout, JSON in ``bench/results/latest.json`` (and a timestamped copy),
+   Markdown in ``bench/results/latest.md``, charts in ``bench/results/latest.png`` and
+   ``bench/results/growth.png`` (`bench.chart`).
 
 Everything is measured in the same run, because only ratios measured side by side mean
 anything on a noisy machine; every row also reports how much CPU the rest of the machine
@@ -28,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import e2e, report, strategies, sweep, workloads
+from bench import chart, e2e, goals, growth, report, strategies, sweep, workloads
 from bench.measure import Settler, machine_info
 from bench.system import CONFIG_KEYS, DEFAULT_CONFIGS, SystemConfig
 
@@ -92,6 +97,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-strategies", action="store_true")
     p.add_argument("--skip-e2e", action="store_true")
     p.add_argument("--skip-sweep", action="store_true")
+    p.add_argument(
+        "--skip-growth",
+        action="store_true",
+        help="skip the growth curves (end to end over raw Aer by qubits and shots, ~4 min)",
+    )
     p.add_argument(
         "--sweep-points",
         type=int,
@@ -310,11 +320,13 @@ def main(argv: list[str] | None = None) -> int:
         "commit": git_commit(),
         "argv": sys.argv[1:] if argv is None else argv,
         "machine": machine,
-        "reference": report.REFERENCE,
+        "reference": goals.REFERENCE,
+        "reference_15": goals.REFERENCE_15,
         "workloads": {k: v.summary() for k, v in wl.items()},
         "strategies": {},
         "e2e": [],
         "sweep": None,
+        "growth": None,
     }
     with tempfile.TemporaryDirectory(prefix="qmill-bench-") as tmp:
         workload_file = Path(tmp) / "workloads.json"
@@ -323,10 +335,14 @@ def main(argv: list[str] | None = None) -> int:
             result["strategies"] = run_strategy_table(args, wl, workload_file, settler)
     if not args.skip_e2e:
         result["e2e"] = run_e2e(args, wl, settler)
+    if not args.skip_growth:
+        log("growth: end to end over raw Aer, by qubits and by shots, and one batch")
+        plan = growth.GrowthPlan.quick() if args.quick else growth.GrowthPlan()
+        result["growth"] = growth.bench_growth(plan, log)
     if not args.skip_sweep:
         result["sweep"] = run_sweep(args, settler)
     result["settle_seconds"] = round(settler.spent, 1)
-    result["goals"] = report.evaluate_goals(result)
+    result["goals"] = goals.evaluate_goals(result)
     result["total_seconds"] = round(time.perf_counter() - t0, 1)
 
     out_dir: Path = args.out_dir
@@ -337,10 +353,18 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copyfile(latest, out_dir / f"run-{stamp}.json")
     markdown = report.render_markdown(result)
     (out_dir / "latest.md").write_text(markdown + "\n")
-    if not args.no_chart and report.draw_chart(result, out_dir / "latest.png"):
+    if not args.no_chart and chart.draw_chart(result, out_dir / "latest.png"):
         log(f"bench: chart in {out_dir / 'latest.png'}")
+    if (
+        not args.no_chart
+        and result["growth"]
+        and chart.draw_growth(result["growth"], out_dir / "growth.png")
+    ):
+        log(f"bench: growth chart in {out_dir / 'growth.png'}")
     print_summary(result)
-    full = not (args.quick or args.skip_strategies or args.skip_e2e or args.skip_sweep)
+    full = not (
+        args.quick or args.skip_strategies or args.skip_e2e or args.skip_sweep or args.skip_growth
+    )
     if args.update_docs:
         if full:
             update_docs(markdown)
