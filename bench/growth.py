@@ -15,10 +15,11 @@ the same run:
   throughput: the same 1000 programs pre-parsed and lowered, one ``AerSimulator.run``.
 
 **Raw**: one warm interpreter of its own (``python -m bench.growth --raw``), no qmill code,
-doing for each point exactly what a task costs Aer: ``qasm3.loads`` of the same text,
-the pass manager (built before timing), ``run`` and ``get_counts``; Aer's default
-threads (every core), as a worker slot running one simulation alone gets them. It runs
-before the system starts, so the two never share the cores.
+doing for each point exactly what a task costs Aer: the fastest parse of the same text
+(`raw_parse`: the Rust importer, as qmill, else ``qasm3.loads``), the pass manager
+(built before timing), ``run`` and ``get_counts``; one thread below 14 qubits, else
+Aer's default (every core), as a worker slot running one simulation alone does. It
+runs before the system starts, so the two never share the cores.
 
 **End to end**: ``qmill up`` in the shipped configuration, one task at a time through
 the lean client (`bench.client`): ``POST /tasks`` then ``GET /tasks/{id}?wait=30``,
@@ -151,19 +152,43 @@ def raw_backend(method: str) -> tuple[Any, Any]:
     return backend, generate_preset_pass_manager(optimization_level=0, backend=backend)
 
 
+def raw_parse(text: str) -> tuple[Any, str]:
+    """The fastest parse qiskit has for ``text``: the Rust importer
+    (``qasm3.loads_experimental``, which qmill also uses where it can), else the ANTLR
+    one (``qasm3.loads``); and which one it was. ANTLR costs ~10 ms for a Bell program,
+    several times the simulation, so a raw side that always used it would flatter qmill."""
+    import warnings
+
+    from qiskit import qasm3
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return qasm3.loads_experimental(text), "rust"
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # QASM3ImporterError, or a Rust PanicException: the slow way
+            return qasm3.loads(text), "antlr"
+
+
 def raw_point(p: Point) -> dict[str, Any]:
     """Median wall and CPU of parse + lower + run + counts, after one untimed try (the
     system's side gets one too: the first parse of a program, Aer's first run)."""
-    from qiskit import qasm3
+    from qmill_worker.simulator import PARALLEL_QUBITS
 
     backend, pm = raw_backend(p.method)
+    # As a worker slot does (`useful_threads`): one thread for a state too narrow for
+    # Aer to parallelise (idle OpenMP threads still burn CPU), else Aer's default.
+    options = {"max_parallel_threads": 1} if p.qubits < PARALLEL_QUBITS else {}
+    parser = "?"
     walls, cpus = [], []
     # One untimed try first where there are several (a first run's costs are not the
     # curve's); a single seconds-long try is timed as it is.
     first = 1 if p.repeats > 1 else 0
     for i in range(first, p.repeats + 1):
         cpu, started = time.process_time(), time.perf_counter()
-        result = backend.run(pm.run(qasm3.loads(p.qasm)), shots=p.shots).result()
+        circuit, parser = raw_parse(p.qasm)
+        result = backend.run(pm.run(circuit), shots=p.shots, **options).result()
         counts = result.get_counts(0)
         if i > 0:
             walls.append(time.perf_counter() - started)
@@ -171,26 +196,45 @@ def raw_point(p: Point) -> dict[str, Any]:
         if sum(counts.values()) != p.shots:
             raise RuntimeError(f"{p.series} {p.x}: wrong counts")
     print(f"raw {p.series} {p.x}: {[round(w, 3) for w in walls]}", file=sys.stderr, flush=True)
-    return {"seconds": statistics.median(walls), "cpu_seconds": statistics.median(cpus)}
+    return {
+        "seconds": statistics.median(walls),
+        "cpu_seconds": statistics.median(cpus),
+        "parser": parser,
+    }
 
 
 def raw_batch(tasks: int) -> dict[str, Any]:
-    """Raw Aer's batched throughput: pre-parsed, lowered, one call for every circuit."""
+    """Raw Aer's batched throughput: the program pre-parsed and lowered, one call for
+    ``tasks`` copies; the faster of two ways to spread it on the cores (Aer's default
+    parallelises the shots of each tiny circuit and spent 3-4x the CPU of either)."""
     from bench import strategies
 
     backend, _ = strategies.raw_backend()
     lowered = [strategies.raw_lower(workloads.BELL)] * tasks
-    backend.run(lowered[:8], shots=workloads.SHOTS).result()  # OpenMP's pool, Aer's caches
-    cpu, started = time.process_time(), time.perf_counter()
-    result = backend.run(lowered, shots=workloads.SHOTS).result()
-    wall = time.perf_counter() - started
-    if len(result.results) != tasks:
-        raise RuntimeError("raw batch: wrong number of results")
-    return {
-        "seconds": round(wall, 4),
-        "cpu_seconds": round(time.process_time() - cpu, 4),
-        "tasks_per_second": round(tasks / wall, 1),
+    cores = strategies.usable_cores()
+    ways = {
+        "1 thread": {"max_parallel_threads": 1},
+        f"{cores} experiments at once": {
+            "max_parallel_threads": cores,
+            "max_parallel_experiments": cores,
+        },
     }
+    best: dict[str, Any] = {}
+    for name, options in ways.items():
+        backend.run(lowered[:8], shots=workloads.SHOTS, **options).result()  # warm
+        cpu, started = time.process_time(), time.perf_counter()
+        result = backend.run(lowered, shots=workloads.SHOTS, **options).result()
+        wall = time.perf_counter() - started
+        if len(result.results) != tasks:
+            raise RuntimeError("raw batch: wrong number of results")
+        if not best or wall < best["seconds"]:
+            best = {
+                "seconds": round(wall, 4),
+                "cpu_seconds": round(time.process_time() - cpu, 4),
+                "tasks_per_second": round(tasks / wall, 1),
+                "way": name,
+            }
+    return best
 
 
 def predicted(p: Point, last: tuple[int, float] | None) -> float:
@@ -361,6 +405,7 @@ def bench_growth(plan: GrowthPlan, log: Callable[[str], None]) -> dict[str, Any]
                 "raw_cpu_ms": round(r["cpu_seconds"] * 1000, 2),
                 "e2e_ms": round(e * 1000, 2),
                 "ratio": round(e / r["seconds"], 3),
+                "raw_parser": r["parser"],
             }
         )
     rb, tasks = raw["batch"], plan.batch_tasks
@@ -379,6 +424,7 @@ def bench_growth(plan: GrowthPlan, log: Callable[[str], None]) -> dict[str, Any]
         "raw_seconds": rb["seconds"],
         "raw_cpu_seconds": rb["cpu_seconds"],
         "raw_tasks_per_second": rb["tasks_per_second"],
+        "raw_way": rb["way"],
         "ratio": round(rb["seconds"] / sysd["batch_seconds"], 3),
     }
     out["seconds"] = round(time.perf_counter() - started, 1)
@@ -399,11 +445,11 @@ def growth_markdown(g: dict[str, Any]) -> str:
     for name, rows in g["series"].items():
         x = "shots" if name == "shots" else "qubits"
         lines += [f"{titles[name]}:", ""]
-        lines += [f"| {x} | raw Aer ms | raw CPU ms | end to end ms | ratio | tries |"]
-        lines += ["|---|---|---|---|---|---|"]
+        lines += [f"| {x} | raw Aer ms | raw CPU ms | raw parser | end to end ms | ratio | tries |"]
+        lines += ["|---|---|---|---|---|---|---|"]
         lines += [
-            f"| {r['x']} | {r['raw_ms']} | {r['raw_cpu_ms']} | {r['e2e_ms']} | "
-            f"{r['ratio']:.2f} | {r['repeats']} |"
+            f"| {r['x']} | {r['raw_ms']} | {r['raw_cpu_ms']} | {r.get('raw_parser', '?')} | "
+            f"{r['e2e_ms']} | {r['ratio']:.2f} | {r['repeats']} |"
             for r in rows
         ]
         lines.append("")
@@ -411,7 +457,8 @@ def growth_markdown(g: dict[str, Any]) -> str:
     lines += [
         f"One `POST /batches` of {b['tasks']} Bell (automatic method, 1024 shots), end to "
         f"end: {b['e2e_seconds']} s = {b['e2e_tasks_per_second']} tasks/s; raw Aer, the "
-        f"same circuits pre-parsed in one call: {b['raw_seconds']} s = "
+        f"same circuits pre-parsed in one call ({b.get('raw_way', '?')}, the faster of "
+        f"two ways): {b['raw_seconds']} s = "
         f"{b['raw_tasks_per_second']} tasks/s ({b['raw_cpu_seconds']} s CPU); ratio "
         f"{b['ratio']:.2f}. Raw runs first in a warm process of its own, then the system; "
         f"medians of the tries. This section took {g['seconds']:.0f} s. Other load "

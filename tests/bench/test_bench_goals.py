@@ -85,7 +85,7 @@ def test_growth_points_and_markdown() -> None:
         "skipped": ["ghz 26"],
     }
     text = growth.growth_markdown(g)
-    assert "| 2 | 3.0 | 3.0 | 6.0 | 2.00 | 7 |" in text and "ratio 0.10" in text
+    assert "| 2 | 3.0 | 3.0 | ? | 6.0 | 2.00 | 7 |" in text and "ratio 0.10" in text
     assert "Left out" in text and "ghz 26" in text
 
 
