@@ -154,7 +154,7 @@ def effective_settings(env: dict[str, str]) -> dict[str, Any]:
     )
     if out.returncode != 0:
         lines = [line for line in out.stderr.strip().splitlines() if line.strip()]
-        raise RuntimeError("qmill refuses these settings: " + " | ".join(lines[-3:]))
+        raise RuntimeError("qmill refuses these settings: " + (lines[-1] if lines else "?"))
     result: dict[str, Any] = json.loads(out.stdout)
     return result
 
