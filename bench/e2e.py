@@ -280,6 +280,8 @@ async def measure_workload(
     requests = counters.posts + counters.gets
     row["system"]["cpu_ms_per_request"] = {
         "gateway (per request)": round(per.get("gateway", 0.0) * 1000 / max(1, requests), 3),
+        # The combined topology's one process: front door and the three functions.
+        "api (per request)": round(per.get("api", 0.0) * 1000 / max(1, requests), 3),
         "function:submit (per POST)": round(
             per.get("function:submit", 0.0) * 1000 / max(1, counters.posts), 3
         ),
