@@ -15,7 +15,7 @@ the same run:
   throughput: the same program pre-parsed and lowered, 1000 copies in one
   ``AerSimulator.run`` (`raw_batch`: the fastest of four ways).
 
-**Raw**: one warm interpreter of its own (``python -m bench.growth --raw``), no qmill code,
+**Raw**: one warm interpreter of its own (`bench.growth_raw`), no qmill code,
 doing for each point exactly what a task costs Aer: the fastest parse of the same text
 (`raw_parse`: the Rust importer, as qmill, else ``qasm3.loads``), the pass manager
 (built before timing), ``run`` and ``get_counts``; one thread below 14 qubits, else
@@ -32,12 +32,8 @@ the system added nothing.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -49,24 +45,11 @@ import psutil
 
 from bench import e2e, workloads
 from bench.client import Client
-from bench.measure import TreeMeter, cpu_seconds, machine_busy_seconds
-from bench.system import REPO, System, SystemConfig, label_process
+from bench.growth_raw import POINT_LIMIT_SECONDS, Point, run_raw
+from bench.measure import TreeMeter, cpu_seconds
+from bench.system import System, SystemConfig, label_process
 
-RAW_TIMEOUT_SECONDS = 900.0
-# Predicted raw Aer seconds above which a series stops growing (`predicted`).
-POINT_LIMIT_SECONDS = 20.0
 SERIES = ("ghz", "random", "shots")
-
-
-@dataclass(frozen=True)
-class Point:
-    series: str
-    x: int  # qubits, or shots for the shots series
-    qubits: int
-    shots: int
-    method: str
-    qasm: str
-    repeats: int
 
 
 @dataclass(frozen=True)
@@ -139,160 +122,6 @@ def points(plan: GrowthPlan) -> list[Point]:
         for s in plan.shots
     ]
     return out
-
-
-# --- raw Aer: one warm process of its own ---------------------------------------------
-
-
-@functools.cache
-def raw_backend(method: str) -> tuple[Any, Any]:
-    from qiskit.transpiler import generate_preset_pass_manager
-    from qiskit_aer import AerSimulator
-
-    backend = AerSimulator(method=method)
-    return backend, generate_preset_pass_manager(optimization_level=0, backend=backend)
-
-
-def raw_parse(text: str) -> tuple[Any, str]:
-    """The fastest parse qiskit has for ``text``: the Rust importer
-    (``qasm3.loads_experimental``, which qmill also uses where it can), else the ANTLR
-    one (``qasm3.loads``); and which one it was. ANTLR costs ~10 ms for a Bell program,
-    several times the simulation, so a raw side that always used it would flatter qmill."""
-    import warnings
-
-    from qiskit import qasm3
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return qasm3.loads_experimental(text), "rust"
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException:  # QASM3ImporterError, or a Rust PanicException: the slow way
-            return qasm3.loads(text), "antlr"
-
-
-def raw_point(p: Point) -> dict[str, Any]:
-    """Median wall and CPU of parse + lower + run + counts, after one untimed try (the
-    system's side gets one too: the first parse of a program, Aer's first run)."""
-    from qmill_worker.simulator import PARALLEL_QUBITS
-
-    backend, pm = raw_backend(p.method)
-    # As a worker slot does (`useful_threads`): one thread for a state too narrow for
-    # Aer to parallelise (idle OpenMP threads still burn CPU), else Aer's default.
-    options = {"max_parallel_threads": 1} if p.qubits < PARALLEL_QUBITS else {}
-    parser = "?"
-    walls, cpus = [], []
-    # One untimed try first where there are several (a first run's costs are not the
-    # curve's); a single seconds-long try is timed as it is.
-    first = 1 if p.repeats > 1 else 0
-    for i in range(first, p.repeats + 1):
-        cpu, started = time.process_time(), time.perf_counter()
-        circuit, parser = raw_parse(p.qasm)
-        result = backend.run(pm.run(circuit), shots=p.shots, **options).result()
-        counts = result.get_counts(0)
-        if i > 0:
-            walls.append(time.perf_counter() - started)
-            cpus.append(time.process_time() - cpu)
-        if sum(counts.values()) != p.shots:
-            raise RuntimeError(f"{p.series} {p.x}: wrong counts")
-    print(f"raw {p.series} {p.x}: {[round(w, 3) for w in walls]}", file=sys.stderr, flush=True)
-    return {
-        "seconds": statistics.median(walls),
-        "cpu_seconds": statistics.median(cpus),
-        "parser": parser,
-    }
-
-
-def raw_batch(tasks: int) -> dict[str, Any]:
-    """Raw Aer's batched throughput: the program pre-parsed and lowered, one call for
-    ``tasks`` copies; the fastest of Aer's automatic method (the stabilizer, for Bell) or
-    the statevector (what qmill runs narrow Clifford circuits on), each on 1 thread or
-    one experiment per core (Aer's default parallelises each tiny circuit's shots and
-    spent 3-4x the CPU of either)."""
-    from bench import strategies
-
-    lowered = [strategies.raw_lower(workloads.BELL)] * tasks
-    cores = strategies.usable_cores()
-    spread = {
-        "1 thread": {"max_parallel_threads": 1},
-        f"{cores} experiments at once": {
-            "max_parallel_threads": cores,
-            "max_parallel_experiments": cores,
-        },
-    }
-    best: dict[str, Any] = {}
-    for method in ("automatic", "statevector"):
-        backend, _ = raw_backend(method)
-        for name, options in spread.items():
-            backend.run(lowered[:8], shots=workloads.SHOTS, **options).result()  # warm
-            cpu, started = time.process_time(), time.perf_counter()
-            result = backend.run(lowered, shots=workloads.SHOTS, **options).result()
-            wall = time.perf_counter() - started
-            if len(result.results) != tasks:
-                raise RuntimeError("raw batch: wrong number of results")
-            if not best or wall < best["seconds"]:
-                best = {
-                    "seconds": round(wall, 4),
-                    "cpu_seconds": round(time.process_time() - cpu, 4),
-                    "tasks_per_second": round(tasks / wall, 1),
-                    "way": f"{method}, {name}",
-                }
-    return best
-
-
-def predicted(p: Point, last: tuple[int, float] | None) -> float:
-    """What raw Aer will take for ``p``, from its series' previous point: a statevector
-    doubles with each qubit, so GHZ and random points grow as 2^qubits (the layers of
-    random circuits shrink as they grow: an upper bound); shots are cheap. A series whose
-    next point would take longer than `POINT_LIMIT_SECONDS` stops there (the system's side
-    skips it too): it bounds the section on a busy machine, where Aer's OpenMP threads
-    wait for each other at every gate (GHZ-26 took 46 s there, and random-26 68 s)."""
-    if last is None or p.series == "shots":
-        return 0.0
-    x, seconds = last
-    return seconds * 2.0 ** (p.x - x)
-
-
-def raw_main(spec_file: Path, out: Path) -> None:
-    spec = json.loads(spec_file.read_text())
-    from bench import strategies
-
-    strategies.raw_warm_up()
-    pts = [Point(**p) for p in spec["points"]]
-    results: list[dict[str, Any] | None] = []
-    last: dict[str, tuple[int, float]] = {}  # series -> (x, raw seconds) of its last point
-    wall, busy, own = time.perf_counter(), machine_busy_seconds(), time.process_time()
-    for p in pts:
-        if predicted(p, last.get(p.series)) > POINT_LIMIT_SECONDS:
-            results.append(None)
-            last[p.series] = (p.x, float("inf"))
-            continue
-        results.append(raw_point(p))
-        last[p.series] = (p.x, float(results[-1]["seconds"]))  # type: ignore[index]
-    wall = time.perf_counter() - wall
-    own = time.process_time() - own
-    foreign = max(0.0, machine_busy_seconds() - busy - own) / wall
-    batch = raw_batch(int(spec["batch_tasks"]))
-    out.write_text(
-        json.dumps({"points": results, "batch": batch, "foreign_cpu_cores": round(foreign, 3)})
-    )
-
-
-def run_raw(pts: list[Point], plan: GrowthPlan, tmp: Path) -> dict[str, Any]:
-    spec, out = tmp / "growth-spec.json", tmp / "growth-raw.json"
-    spec.write_text(
-        json.dumps({"points": [asdict(p) for p in pts], "batch_tasks": plan.batch_tasks})
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    argv = [sys.executable, "-m", "bench.growth", "--raw", str(spec), "--out", str(out)]
-    proc = subprocess.run(
-        argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=RAW_TIMEOUT_SECONDS
-    )
-    if proc.returncode != 0 or not out.is_file():
-        raise RuntimeError(f"raw Aer: exit code {proc.returncode}: {proc.stderr[-800:]}")
-    result: dict[str, Any] = json.loads(out.read_text())
-    return result
 
 
 # --- the system: one task at a time, and one batch ---------------------------------------
@@ -385,7 +214,7 @@ def bench_growth(plan: GrowthPlan, log: Callable[[str], None]) -> dict[str, Any]
     try:
         pts = points(plan)
         with tempfile.TemporaryDirectory(prefix="qmill-growth-") as tmp:
-            raw = run_raw(pts, plan, Path(tmp))
+            raw = run_raw(pts, plan.batch_tasks, Path(tmp))
         log(f"  growth: raw Aer done in {time.perf_counter() - started:.0f} s")
         sysd = e2e.run_async(run_system(pts, raw["points"], plan, log))
     except Exception as exc:  # report it and go on with the rest of the bench
@@ -481,13 +310,9 @@ def growth_markdown(g: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.growth", description=__doc__.split("\n")[0])
-    p.add_argument("--raw", type=Path, help="(internal) run the raw side of SPEC")
-    p.add_argument("--out", type=Path)
+    p.add_argument("--out", type=Path, help="write the JSON here too")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
-    if args.raw:
-        raw_main(args.raw, args.out)
-        return
     plan = GrowthPlan.quick() if args.quick else GrowthPlan()
     result = bench_growth(plan, lambda m: print(m, flush=True))
     text = json.dumps(result, indent=2)

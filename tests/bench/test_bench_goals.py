@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench import goals, growth, report
+from bench import goals, growth, growth_raw, report
 
 
 def _workload(tps: float, per: dict[str, float], p50: float = 10.0) -> dict[str, Any]:
@@ -90,9 +90,9 @@ def test_growth_points_and_markdown() -> None:
 
 
 def test_a_series_stops_growing_where_raw_aer_would_take_too_long() -> None:
-    big = growth.Point("ghz", 26, 26, 1024, "statevector", "", 1)
-    assert growth.predicted(big, None) == 0.0
-    assert growth.predicted(big, (24, 1.0)) == 4.0  # a statevector doubles per qubit
-    assert growth.predicted(big, (24, 6.0)) > growth.POINT_LIMIT_SECONDS
-    shots = growth.Point("shots", 100_000, 10, 100_000, "statevector", "", 5)
-    assert growth.predicted(shots, (10_000, 30.0)) == 0.0
+    big = growth_raw.Point("ghz", 26, 26, 1024, "statevector", "", 1)
+    assert growth_raw.predicted(big, None) == 0.0
+    assert growth_raw.predicted(big, (24, 1.0)) == 4.0  # a statevector doubles per qubit
+    assert growth_raw.predicted(big, (24, 6.0)) > growth_raw.POINT_LIMIT_SECONDS
+    shots = growth_raw.Point("shots", 100_000, 10, 100_000, "statevector", "", 5)
+    assert growth_raw.predicted(shots, (10_000, 30.0)) == 0.0
