@@ -94,7 +94,7 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet --constraint $(LOCK) -e '.[$(EXTRAS),bench]'
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP)  ## strategy table, end to end against `qmill up`, the sweep, goals, chart (~15 min)
+bench: $(BENCH_STAMP)  ## strategy table, end to end (before/combined/shipped), growth curves, the sweep, goals, charts (~20 min)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:

@@ -1,12 +1,17 @@
 """``python -m bench.run`` (``make bench``): the whole benchmark in one run.
 
 1. the strategy table (`bench.strategies`) for the small and the heavy workload;
-2. the end-to-end workloads (`bench.e2e`) for each system configuration;
-3. the sweep (`bench.sweep`): one task sweeping 1000 points, against raw Aer and against
+2. the end-to-end workloads (`bench.e2e`) for each system configuration (by default
+   issue 15's before / combined / shipped, so each change's CPU per task is in one run);
+3. the growth curves (`bench.growth`): end to end over raw Aer by qubits and by shots,
+   and one ``POST /batches`` of 1000 Bell against raw Aer's batched call;
+4. the sweep (`bench.sweep`): one task sweeping 1000 points, against raw Aer and against
    1000 plain tasks;
-4. the goals of issues 7 and 11, judged from this run's numbers and the quoted reference;
-5. a table on stdout, JSON in ``bench/results/latest.json`` (and a timestamped copy),
-   Markdown in ``bench/results/latest.md`` and a chart in ``bench/results/latest.png``.
+5. the goals of issues 7, 11 and 15 (`bench.goals`), judged from this run's numbers and
+   the quoted references;
+6. a table on stdout, JSON in ``bench/results/latest.json`` (and a timestamped copy),
+   Markdown in ``bench/results/latest.md``, charts in ``bench/results/latest.png`` and
+   ``bench/results/growth.png`` (`bench.chart`).
 
 Everything is measured in the same run, because only ratios measured side by side mean
 anything on a noisy machine; every row also reports how much CPU the rest of the machine
@@ -28,8 +33,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import e2e, report, strategies, sweep, workloads
+from bench import chart, e2e, goals, growth, report, strategies, sweep, workloads
 from bench.measure import Settler, machine_info
+from bench.system import CONFIG_KEYS, DEFAULT_CONFIGS, SystemConfig
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -82,13 +88,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=None,
         metavar="SPEC",
-        help="a system configuration, NAME[:key=value,...] with keys processes, executor, "
-        "concurrency, aer_threads, log_level, workloads (bell32+poll1+longpoll1+heavy); "
-        "repeatable. Default: " + " and ".join(e2e.DEFAULT_CONFIGS),
+        help="a system configuration, NAME[:key=value,...] with keys "
+        + ", ".join(CONFIG_KEYS)
+        + ", workloads (bell32+poll1+longpoll1+heavy); repeatable. Default: "
+        + "; ".join(DEFAULT_CONFIGS)
+        + " (quick: shipped only)",
     )
     p.add_argument("--skip-strategies", action="store_true")
     p.add_argument("--skip-e2e", action="store_true")
     p.add_argument("--skip-sweep", action="store_true")
+    p.add_argument(
+        "--skip-growth",
+        action="store_true",
+        help="skip the growth curves (end to end over raw Aer by qubits and shots, ~4 min)",
+    )
     p.add_argument(
         "--sweep-points",
         type=int,
@@ -124,7 +137,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bell-tasks", type=int, default=None, help="tasks of the bell32 workload")
     p.add_argument("--bell-clients", type=int, default=32)
     p.add_argument("--single-tasks", type=int, default=None, help="tasks of poll1 / longpoll1")
-    p.add_argument("--poll-interval-ms", type=float, default=20.0, help="bell32 clients")
+    p.add_argument(
+        "--poll-interval-ms", type=float, default=10.0, help="bell32 clients (issue 15's reference)"
+    )
     p.add_argument("--single-poll-interval-ms", type=float, default=10.0, help="poll1 client")
     p.add_argument(
         "--settle-budget",
@@ -223,8 +238,8 @@ def _log_row(name: str, row: dict[str, Any], attempt: int, repeat: int) -> None:
 def run_e2e(
     args: argparse.Namespace, wl: dict[str, workloads.Workload], settler: Settler
 ) -> list[dict[str, Any]]:
-    specs = args.config or (list(e2e.DEFAULT_CONFIGS[:1]) if args.quick else e2e.DEFAULT_CONFIGS)
-    configs = [e2e.SystemConfig.parse(s) for s in specs]
+    specs = args.config or (["shipped"] if args.quick else list(DEFAULT_CONFIGS))
+    configs = [SystemConfig.parse(s) for s in specs]
     if args.quick:
         plan = e2e.E2EPlan(
             bell_tasks=args.bell_tasks or 40,
@@ -244,7 +259,7 @@ def run_e2e(
     results = []
     for config in configs:
         log(f"end to end, config {config.spec()}")
-        results.append(asyncio.run(e2e.bench_config(config, plan, wl["heavy"], log, settler)))
+        results.append(e2e.run_async(e2e.bench_config(config, plan, wl["heavy"], log, settler)))
     return results
 
 
@@ -305,11 +320,13 @@ def main(argv: list[str] | None = None) -> int:
         "commit": git_commit(),
         "argv": sys.argv[1:] if argv is None else argv,
         "machine": machine,
-        "reference": report.REFERENCE,
+        "reference": goals.REFERENCE,
+        "reference_15": goals.REFERENCE_15,
         "workloads": {k: v.summary() for k, v in wl.items()},
         "strategies": {},
         "e2e": [],
         "sweep": None,
+        "growth": None,
     }
     with tempfile.TemporaryDirectory(prefix="qmill-bench-") as tmp:
         workload_file = Path(tmp) / "workloads.json"
@@ -318,10 +335,14 @@ def main(argv: list[str] | None = None) -> int:
             result["strategies"] = run_strategy_table(args, wl, workload_file, settler)
     if not args.skip_e2e:
         result["e2e"] = run_e2e(args, wl, settler)
+    if not args.skip_growth:
+        log("growth: end to end over raw Aer, by qubits and by shots, and one batch")
+        plan = growth.GrowthPlan.quick() if args.quick else growth.GrowthPlan()
+        result["growth"] = growth.bench_growth(plan, log)
     if not args.skip_sweep:
         result["sweep"] = run_sweep(args, settler)
     result["settle_seconds"] = round(settler.spent, 1)
-    result["goals"] = report.evaluate_goals(result)
+    result["goals"] = goals.evaluate_goals(result)
     result["total_seconds"] = round(time.perf_counter() - t0, 1)
 
     out_dir: Path = args.out_dir
@@ -332,10 +353,18 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copyfile(latest, out_dir / f"run-{stamp}.json")
     markdown = report.render_markdown(result)
     (out_dir / "latest.md").write_text(markdown + "\n")
-    if not args.no_chart and report.draw_chart(result, out_dir / "latest.png"):
+    if not args.no_chart and chart.draw_chart(result, out_dir / "latest.png"):
         log(f"bench: chart in {out_dir / 'latest.png'}")
+    if (
+        not args.no_chart
+        and result["growth"]
+        and chart.draw_growth(result["growth"], out_dir / "growth.png")
+    ):
+        log(f"bench: growth chart in {out_dir / 'growth.png'}")
     print_summary(result)
-    full = not (args.quick or args.skip_strategies or args.skip_e2e or args.skip_sweep)
+    full = not (
+        args.quick or args.skip_strategies or args.skip_e2e or args.skip_sweep or args.skip_growth
+    )
     if args.update_docs:
         if full:
             update_docs(markdown)

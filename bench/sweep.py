@@ -52,6 +52,7 @@ import psutil
 
 from bench import e2e, strategies
 from bench.measure import Settler, TreeMeter, cpu_seconds
+from bench.system import System, SystemConfig, label_process
 
 REPO = Path(__file__).resolve().parents[1]
 Counts = dict[str, int]
@@ -73,7 +74,7 @@ class SweepPlan:
     seed: int = 11
     plain_batch: int = 250  # tasks per POST /batches
     plain_collect: str = "batch"  # or "task": see `plain_tasks`
-    config: str = "shipped"  # the system configuration (`bench.e2e.SystemConfig`)
+    config: str = "shipped"  # the system configuration (`bench.system.SystemConfig`)
 
 
 @dataclass(frozen=True)
@@ -251,12 +252,12 @@ def raw_round(
 
 
 async def measured(
-    system: e2e.System, run: Callable[[], Awaitable[dict[str, Any]]], settler: Settler | None
+    system: System, run: Callable[[], Awaitable[dict[str, Any]]], settler: Settler | None
 ) -> dict[str, Any]:
     assert system.proc is not None
     settled = await asyncio.to_thread(settler.wait) if settler is not None else None
     me = psutil.Process()
-    meter = TreeMeter(system.proc.pid, interval=0.25, label=e2e.label_process)
+    meter = TreeMeter(system.proc.pid, interval=0.25, label=label_process)
     meter.start()
     me_cpu = cpu_seconds(me)
     started = time.perf_counter()
@@ -468,7 +469,7 @@ async def bench_sweep(
     plan: SweepPlan, log: Callable[[str], None], settler: Settler | None = None
 ) -> dict[str, Any]:
     """Start ``qmill up`` (``plan.config``), run every round, stop it; one result dict."""
-    config = e2e.SystemConfig.parse(plan.config)
+    config = SystemConfig.parse(plan.config)
     out: dict[str, Any] = {"plan": asdict(plan), "config": config.name, "spec": config.spec()}
     work = build(plan)
     out["workload"] = {
@@ -480,7 +481,7 @@ async def bench_sweep(
         "plain_prepare_seconds": round(work.prepare_plain_seconds, 3),
     }
     log(f"sweep: {out['workload']['description']}, {plan.repeat} rounds")
-    system = e2e.System(config)
+    system = System(config)
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     timeout = httpx.Timeout(e2e.LONG_POLL_SECONDS + 30.0, connect=10.0)
     raw_tries: dict[str, list[dict[str, Any]]] = {v.name: [] for v in RAW_VARIANTS}
@@ -492,7 +493,7 @@ async def bench_sweep(
     with tempfile.TemporaryDirectory(prefix="qmill-bench-sweep-") as tmp:
         async with httpx.AsyncClient(limits=limits, timeout=timeout) as http:
             try:
-                await system.start(http)
+                await system.start(lambda slots: e2e.warm(system.url, slots))
                 out["settings"] = system.settings
                 async with AsyncClient(system.url, timeout=timeout.read or 60.0) as qm:
                     await _warm(qm, http, system.url, work)
