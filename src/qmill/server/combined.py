@@ -21,6 +21,7 @@ restarts like any service.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Mapping
 
 import functions_framework.aio
@@ -41,6 +42,8 @@ from qmill.server.logs import setup_logging
 
 # What an event stream is sent as (`qmill.server.events`), as the gateway checks it.
 _STREAM_TYPE = b"text/event-stream"
+log = logging.getLogger(__name__)
+
 # What the caller never gets of a function's answer headers (as the gateway drops them).
 _DROPPED = frozenset(name.encode() for name in DROPPED_FROM_ANSWERS)
 
@@ -48,11 +51,14 @@ _DROPPED = frozenset(name.encode() for name in DROPPED_FROM_ANSWERS)
 def function_apps() -> dict[str, ASGIApp]:
     """Each function's ASGI app, built as ``functions-framework --asgi --target NAME
     --source FILE`` builds it (`embedded.function_command`'s arguments)."""
+    sources = {name: str(embedded.function_source(name)) for name in constants.FUNCTION_NAMES}
+    # Which files serve, as the split topology's command lines show them.
+    log.info("functions served in-process", extra={"sources": list(sources.values())})
     return {
         name: functions_framework.aio.create_asgi_app(  # type: ignore[no-untyped-call]
-            target=name, source=str(embedded.function_source(name)), signature_type="http"
+            target=name, source=source, signature_type="http"
         )
-        for name in constants.FUNCTION_NAMES
+        for name, source in sources.items()
     }
 
 

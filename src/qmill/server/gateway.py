@@ -15,6 +15,10 @@ same way, and are passed on chunk by chunk as they come, not buffered: their rea
 timeout is a few heartbeats, so a stream is never cut while its function is alive.
 The client side of each connection (header size and time limits, lingering close) is
 `gateway_protocol`'s.
+
+`FrontDoor` is what the public address does before a function sees a request, whoever
+then answers it; `Gateway` forwards over HTTP (``[embedded] topology = "split"``),
+`qmill.server.combined` calls the function's app in-process (the default).
 """
 
 from __future__ import annotations
