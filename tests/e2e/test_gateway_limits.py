@@ -48,7 +48,9 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
             "max_event_streams_per_tenant": STREAM_CAP,
             "event_heartbeat_seconds": HEARTBEAT,
             "max_event_stream_seconds": STREAM_SECONDS,
-        }
+        },
+        # qmill-gateway and a process per function, as deployments run them.
+        "embedded": {"topology": "split"},
     }
     launcher = Launcher(tmp_path_factory.mktemp("gateway"), config)
     try:
@@ -60,7 +62,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
 
 
 def _gateway(system: Launcher) -> psutil.Process:
-    (process,) = [p for p in system.services if p.name == "gateway"]
+    (process,) = [p for p in system.services if p.name in ("gateway", "api")]
     return psutil.Process(process.pid)
 
 

@@ -16,7 +16,6 @@ import zipfile
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from qmill.server.launcher import Launcher
@@ -100,12 +99,10 @@ def test_qmill_up_runs_from_the_install_outside_the_checkout(site: Path, tmp_pat
         launcher.up(PYTHONPATH=str(site), QMILL_WORKER__PROCESSES="1")
         launcher.wait_healthy()
         assert launcher.supervisor is not None and launcher.supervisor.proc is not None
-        # A set: gunicorn's worker processes repeat their parent's command line.
-        sources = {
-            proc.cmdline()[proc.cmdline().index("--source") + 1]
-            for proc in psutil.Process(launcher.supervisor.proc.pid).children(recursive=True)
-            if "--source" in proc.cmdline()
-        }
+        # The one API process says which function files it serves (the split topology's
+        # processes name them on their command lines: the same `function_source`).
+        (served,) = [e for e in launcher.supervisor.events() if "sources" in e]
+        sources = set(served["sources"])
         assert len(sources) == 3
         assert all(Path(s).is_relative_to(site) for s in sources), sources
         with httpx.Client(base_url=launcher.url, timeout=30) as client:

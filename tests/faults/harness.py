@@ -160,6 +160,8 @@ BASE_SETTINGS: dict[str, dict[str, Any]] = {
     },
     "limits": {"max_execution_seconds": 60.0},
     "log": {"format": "json"},
+    # One process per service, as deployments run them (a scenario may stop any one).
+    "embedded": {"topology": "split"},
 }
 
 

@@ -60,22 +60,32 @@ def _settings_or_exit() -> Settings:
         sys.exit(_exit_usage())
 
 
+# What `qmill up` says it runs, by [embedded] topology.
+_TOPOLOGIES = {
+    "combined": "topology combined: one API process serves the three functions",
+    "split": "topology split: qmill-gateway in front of a process per function",
+}
+
+
 @click.command(short_help="Start the whole system in the foreground (make run).")
 @needs_server
 def up() -> None:
     """Start the whole system in the foreground (what `make run` does).
 
-    Starts nats-server and redis-server (unless their URLs are remote), the three
-    functions, the workers and the gateway on [server] host:port. Ctrl-C stops all.
+    Starts nats-server and redis-server (unless their URLs are remote), the workers
+    and the API on [server] host:port: one process serving the three functions
+    ([embedded] topology = "combined", the default), or the gateway in front of a
+    process per function ("split", as compose runs them). Ctrl-C stops all.
     """
     from qmill.server import embedded
     from qmill.server.logs import setup_logging
 
     settings = _settings_or_exit()
     setup_logging(settings.log, service="supervisor")
+    topology = _TOPOLOGIES[settings.embedded.topology]
     click.echo(
         f"qmill: starting on http://{settings.server.host}:{settings.server.port} "
-        f"(data in {settings.embedded.data_dir}/); Ctrl-C stops everything",
+        f"(data in {settings.embedded.data_dir}/; {topology}); Ctrl-C stops everything",
         err=True,
     )
     if settings.server.host in ("0.0.0.0", "::") and "*" not in settings.server.allowed_hosts:

@@ -2,10 +2,16 @@
 
 It starts the same commands that the containers run (see infra/compose.yaml):
 ``nats-server`` and ``redis-server`` (from pip-installed binaries, unless the configured
-URL points to a remote host), the three functions under the functions-framework CLI,
-``qmill-worker`` (``[worker] processes`` of them) and ``qmill-gateway`` on
-``[server] port``. A child that dies is restarted, like compose's restart policy;
-SIGINT/SIGTERM stops every child, newest first, and nothing is left running.
+URL points to a remote host), ``qmill-worker`` (``[worker] processes`` of them) and the
+API on ``[server] port``, in one of two topologies (``[embedded] topology``):
+
+* ``combined`` (the default): one process, ``python -m qmill.server.combined``, that
+  answers as the gateway does and runs the three functions' apps in-process;
+* ``split``: the three functions under the functions-framework CLI and ``qmill-gateway``
+  in front of them, the processes compose and Kubernetes run.
+
+A child that dies is restarted, like compose's restart policy; SIGINT/SIGTERM stops
+every child, newest first, and nothing is left running.
 """
 
 from __future__ import annotations
@@ -174,8 +180,9 @@ def services(settings: Settings) -> list[Service]:
         port = url_port(settings.redis.url, 6379)
         command = redis_command(port, data / "redis", max_memory_mb=settings.redis.max_memory_mb)
         result.append(Service("redis", command, port))
+    split = settings.embedded.topology == "split"
     upstreams: dict[str, str] = {}
-    for offset, name in enumerate(constants.FUNCTION_NAMES):
+    for offset, name in enumerate(constants.FUNCTION_NAMES if split else ()):
         port = settings.embedded.functions_base_port + offset
         upstreams[name] = f"http://127.0.0.1:{port}"
         result.append(Service(name, function_command(name, port), port))
@@ -187,11 +194,27 @@ def services(settings: Settings) -> list[Service]:
         result.append(
             Service(f"worker-{index + 1}", [binary("qmill-worker")], env=env, stop_timeout=grace)
         )
+    if not split:
+        result.append(Service(COMBINED, combined_command(), settings.server.port))
+        return result
     gateway = [binary("qmill-gateway")]
     for name, url in upstreams.items():
         gateway += [f"--{name}-url", url]
     result.append(Service("gateway", gateway, settings.server.port))
     return result
+
+
+def combined_command() -> list[str]:
+    """The combined topology's one API process. Its command line names its module
+    (``qmill.server.combined``), which is how the benchmark labels its CPU."""
+    return [sys.executable, "-m", "qmill.server.combined"]
+
+
+# The service name of the combined topology's API process.
+COMBINED = "api"
+# The services that answer HTTP on [server] port, or behind it: what is not a server
+# (nats, redis) nor a worker.
+API_SERVICES = (*constants.FUNCTION_NAMES, "gateway", COMBINED)
 
 
 class Supervisor:
@@ -216,7 +239,13 @@ class Supervisor:
                     await self._wait_ready(service)
                 watchers.append(asyncio.create_task(self._watch(service)))
             if not self._stopping.is_set():
-                log.info("qmill is up", extra={"services": [s.name for s in self._plan]})
+                names = [s.name for s in self._plan]
+                topology = "combined" if COMBINED in names else "split"
+                log.info(
+                    "qmill is up (%s topology)",
+                    topology,
+                    extra={"services": names, "topology": topology},
+                )
             await self._stopping.wait()
             return 0
         finally:

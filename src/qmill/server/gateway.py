@@ -15,6 +15,10 @@ same way, and are passed on chunk by chunk as they come, not buffered: their rea
 timeout is a few heartbeats, so a stream is never cut while its function is alive.
 The client side of each connection (header size and time limits, lingering close) is
 `gateway_protocol`'s.
+
+`FrontDoor` is what the public address does before a function sees a request, whoever
+then answers it; `Gateway` forwards over HTTP (``[embedded] topology = "split"``),
+`qmill.server.combined` calls the function's app in-process (the default).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -53,6 +57,8 @@ _HOP_BY_HOP = frozenset(
 # Headers the gateway writes itself (uvicorn does, on every answer): the function's copies
 # would make two of each.
 _OWN = frozenset({"date", "server"})
+# What the caller never gets of a function's answer headers.
+DROPPED_FROM_ANSWERS = _HOP_BY_HOP | _OWN
 # Upstream connections per function for requests that are answered as soon as they are
 # handled (all but long-polls): a burst beyond it waits in the gateway for a free one.
 _POOL_CONNECTIONS = 256
@@ -62,6 +68,9 @@ _POOL_IDLE_CONNECTIONS = 64
 # closes; httpx keeps them 5 s by default. nginx.conf's keepalive_timeout, likewise.
 _POOL_IDLE_SECONDS = 1.0
 
+
+# The answer to a request header the split topology's HTTP client (h11) will not send.
+MALFORMED_HEADER = b'{"detail":"malformed request header"}'
 
 # What an event stream is sent as (`qmill.server.events`).
 _STREAM_TYPE = "text/event-stream"
@@ -86,13 +95,104 @@ def route(path: str) -> str | None:
     return routes.function_for(path)
 
 
-class Gateway:
+def forwarded_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The caller's headers as a function gets them: without the hop-by-hop ones (Host
+    stays), each value without surrounding whitespace (RFC 9110 section 5.5: not part of
+    it; h11 refuses it), and with ``Accept-Encoding: identity`` if the caller named none
+    (so a function never compresses an answer the caller cannot read)."""
+    forward = [
+        (k, v.strip(b" \t")) for k, v in raw if k.decode("latin-1").lower() not in _NOT_FORWARDED
+    ]
+    if not any(k.lower() == b"accept-encoding" for k, _ in forward):
+        forward.append((b"accept-encoding", b"identity"))
+    return forward
+
+
+def answer_headers(raw: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """A function's answer headers as the caller gets them: without the hop-by-hop ones
+    and without those the front door's own server writes (Date, Server)."""
+    return [
+        (k.encode("latin-1"), v.encode("latin-1"))
+        for k, v in raw
+        if k.lower() not in DROPPED_FROM_ANSWERS
+    ]
+
+
+class FrontDoor:
+    """The public address's side of every request, whatever then answers it: the route
+    (404 for a path nobody owns, a JSON 405 with Allow for a verb no function takes),
+    the body (413 by Content-Length before reading, 413 past the limit while reading, 408
+    when it stalls) and lifespan. Subclasses `forward` the admitted request to the
+    function that owns its path: over HTTP (`Gateway`) or in-process
+    (`qmill.server.combined`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._max_body = settings.limits.max_body_bytes
+        self._client_timeout = settings.server.client_timeout_seconds
+        self._write_timeout = settings.server.event_write_timeout_seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        # An encoded "/" (%2F) is a path separator only once decoded, and routers
+        # disagree on whether to decode it; no id has one, so such a path is nobody's.
+        encoded_slash = b"%2f" in scope["raw_path"].lower()
+        function = None if encoded_slash else route(scope["path"])
+        if function is None:
+            await json_answer(send, 404, b'{"detail":"Not Found"}')
+            return
+        if scope["method"] not in _FUNCTION_METHODS:
+            # The functions-framework answers these (TRACE, CONNECT, made-up verbs) itself,
+            # in plain text; answer like every other wrong verb: JSON 405 with Allow.
+            await _method_not_allowed(send, scope["method"], allowed_methods(scope["path"]))
+            return
+        declared = next((v for k, v in scope["headers"] if k.lower() == b"content-length"), None)
+        too_large = b'{"detail":"request body is larger than %d bytes"}' % self._max_body
+        # Answered with the body still arriving, so the connection closes after it (the
+        # protocol lingers, reading the rest, so the client gets the 413, not a reset).
+        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
+            await json_answer(send, 413, too_large, close=True)
+            return
+        try:
+            content = await _read_body(receive, self._max_body, self._client_timeout)
+        except TimeoutError:
+            body = json.dumps({"detail": RequestTimeout(self._client_timeout).message}).encode()
+            await json_answer(send, RequestTimeout.status_code, body, close=True)
+            return
+        if content is None:
+            await json_answer(send, 413, too_large, close=True)
+            return
+        await self.forward(function, content, scope, receive, send)
+
+    async def forward(
+        self, function: str, content: bytes, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Answer an admitted request (its body read: ``content``) by ``function``."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release what `forward` holds (called at lifespan shutdown)."""
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+class Gateway(FrontDoor):
     """A small ASGI reverse proxy: one pooled HTTP client per function, one for long-polls."""
 
     def __init__(self, upstreams: Mapping[str, str], settings: Settings) -> None:
+        super().__init__(settings)
         self._upstreams = dict(upstreams)
-        self._max_body = settings.limits.max_body_bytes
-        self._client_timeout = settings.server.client_timeout_seconds
         timeout = httpx.Timeout(settings.server.max_wait_seconds + 15.0, connect=2.0)
         limits = httpx.Limits(
             max_connections=_POOL_CONNECTIONS,
@@ -115,55 +215,17 @@ class Gateway:
         # heartbeats mean the function is stuck.
         idle = httpx.Timeout(3 * server.event_heartbeat_seconds + 10.0, connect=2.0)
         self._streams = httpx.AsyncClient(timeout=idle, limits=unbounded)
-        self._write_timeout = server.event_write_timeout_seconds
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        # An encoded "/" (%2F) is a path separator only once decoded, and routers
-        # disagree on whether to decode it; no id has one, so such a path is nobody's.
-        encoded_slash = b"%2f" in scope["raw_path"].lower()
-        function = None if encoded_slash else route(scope["path"])
-        if function is None:
-            await _json(send, 404, b'{"detail":"Not Found"}')
-            return
-        if scope["method"] not in _FUNCTION_METHODS:
-            # The functions-framework answers these (TRACE, CONNECT, made-up verbs) itself,
-            # in plain text; answer like every other wrong verb: JSON 405 with Allow.
-            await _method_not_allowed(send, scope["method"], allowed_methods(scope["path"]))
-            return
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        declared = next((v for k, v in headers if k.lower() == "content-length"), None)
-        too_large = b'{"detail":"request body is larger than %d bytes"}' % self._max_body
-        # Answered with the body still arriving, so the connection closes after it (the
-        # protocol lingers, reading the rest, so the client gets the 413, not a reset).
-        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
-            await _json(send, 413, too_large, close=True)
-            return
-        try:
-            content = await _read_body(receive, self._max_body, self._client_timeout)
-        except TimeoutError:
-            body = json.dumps({"detail": RequestTimeout(self._client_timeout).message}).encode()
-            await _json(send, RequestTimeout.status_code, body, close=True)
-            return
-        if content is None:
-            await _json(send, 413, too_large, close=True)
-            return
+    async def forward(
+        self, function: str, content: bytes, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         url = self._upstreams[function] + scope["raw_path"].decode("latin-1")
         if scope.get("query_string"):
             url += "?" + scope["query_string"].decode("latin-1")
         # Forward the bytes as received: httpx would encode str values as ASCII (a 500 on
         # any byte >= 0x80) and h11 refuses values with surrounding whitespace (which
-        # was reported as the function being down). Whitespace around a field value is
-        # not part of it (RFC 9110 section 5.5), so it is dropped.
-        forward = [
-            (k, v.strip(b" \t"))
-            for k, v in scope["headers"]
-            if k.decode("latin-1").lower() not in _NOT_FORWARDED
-        ]
+        # was reported as the function being down).
+        forward = forwarded_headers(scope["headers"])
         streams = routes.streaming(scope["path"])
         if streams:
             client = self._streams
@@ -171,10 +233,6 @@ class Gateway:
             client = self._long_polls
         else:
             client = self._clients[function]
-        # The caller's Accept-Encoding, or none: without one httpx would add its own, and
-        # a function could then compress an answer the caller cannot read.
-        if not any(k.lower() == b"accept-encoding" for k, _ in forward):
-            forward.append((b"accept-encoding", b"identity"))
         try:
             request = client.build_request(scope["method"], url, headers=forward, content=content)
             upstream = await client.send(request, stream=True)
@@ -186,18 +244,16 @@ class Gateway:
             raw = b"".join([chunk async for chunk in upstream.aiter_raw()])
             await upstream.aclose()
         except httpx.LocalProtocolError:  # a header h11 will not send: the caller's fault
-            await _json(send, 400, b'{"detail":"malformed request header"}')
+            await json_answer(send, 400, MALFORMED_HEADER)
             return
         except httpx.HTTPError:
             detail = b'{"detail":"the %s function is unavailable"}' % function.encode()
-            await _json(send, 503, detail, retry_after=True)
+            await json_answer(send, 503, detail, retry_after=True)
             return
-        out = [
-            (k.encode("latin-1"), v.encode("latin-1"))
-            for k, v in upstream.headers.items()
-            if k.lower() not in _HOP_BY_HOP and k.lower() not in _OWN
-        ]
-        out.append((b"content-length", str(len(raw)).encode()))
+        out = answer_headers(upstream.headers.items())
+        # A HEAD's length is the GET's, as the function (and nginx) say it; the body is empty.
+        length = upstream.headers.get("content-length") if scope["method"] == "HEAD" else None
+        out.append((b"content-length", (length or str(len(raw))).encode()))
         await send({"type": "http.response.start", "status": upstream.status_code, "headers": out})
         await send({"type": "http.response.body", "body": raw})
 
@@ -205,11 +261,7 @@ class Gateway:
         """An event stream, chunk by chunk, until it ends, its client leaves, or a write
         is not taken within ``[server] event_write_timeout_seconds`` (a client that does
         not read: the connection is closed, and the upstream stream with it)."""
-        out = [
-            (k.encode("latin-1"), v.encode("latin-1"))
-            for k, v in upstream.headers.items()
-            if k.lower() not in _HOP_BY_HOP and k.lower() not in _OWN
-        ]
+        out = answer_headers(upstream.headers.items())
 
         async def write(message: dict[str, Any]) -> None:
             async with asyncio.timeout(self._write_timeout):
@@ -238,16 +290,9 @@ class Gateway:
             await asyncio.gather(*tasks, return_exceptions=True)
             await upstream.aclose()
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                for client in (*self._clients.values(), self._long_polls, self._streams):
-                    await client.aclose()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    async def aclose(self) -> None:
+        for client in (*self._clients.values(), self._long_polls, self._streams):
+            await client.aclose()
 
 
 def _is_long_poll(scope: Scope) -> bool:
@@ -288,7 +333,7 @@ async def _method_not_allowed(send: Send, method: str, allowed: list[str]) -> No
     await send({"type": "http.response.body", "body": body})
 
 
-async def _json(
+async def json_answer(
     send: Send, status: int, body: bytes, retry_after: bool = False, close: bool = False
 ) -> None:
     headers: list[Any] = [

@@ -3,7 +3,9 @@
 One launcher, two ways to run the same commands on ports from `qmill.server.ports`:
 
 * `Launcher.start` starts each service of `embedded.services` itself (nats-server,
-  redis-server, the three functions, the gateway, ``qmill-worker`` processes), so a
+  redis-server, the API: the three functions and the gateway with ``[embedded]
+  topology = "split"``, the one combined process by default; ``qmill-worker``
+  processes), so a
   caller can kill, pause or restart any one of them and nothing restarts it behind its
   back. Every process gets the launcher's full `Settings` as ``QMILL_*`` variables.
 * `Launcher.up` runs ``qmill up`` itself: the system exactly as a user starts it,
@@ -151,7 +153,7 @@ class Launcher:
         started from now on (they share one JetStream consumer, so must agree on it)."""
         self.worker_env = worker_env
         self.start_servers()
-        for name in (*constants.FUNCTION_NAMES, "gateway"):
+        for name in [n for n in self._services if n in embedded.API_SERVICES]:
             process = self._process(self._services[name])
             process.spawn()
             self.services.append(process)
