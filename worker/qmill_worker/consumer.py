@@ -24,7 +24,7 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
 from qmill.server import metrics
-from qmill.server.bus import Bus, Subscriptions
+from qmill.server.bus import Bus, Lane, Subscriptions
 from qmill.server.config import Settings
 from qmill.server.errors import DependencyUnavailable, StoreFull, TaskNotFound
 from qmill.server.models import utcnow
@@ -152,6 +152,10 @@ class Worker:
         ctx = self._context(fetched[0])
         if ctx is None or ctx.state_bytes > batching.SMALL_MESSAGE_BYTES:
             return []
+        if fetched[0].subject == Lane.NORMAL.subject:
+            # Not a tenant's backlog (the bulk lane) ahead of what the normal lane
+            # receives meanwhile: the bulk lane fills a batch only when it started one.
+            subs = {Lane.NORMAL: subs[Lane.NORMAL]}
         return await self.bus.fetch_up_to(subs, count - 1, FETCH_TIMEOUT_SECONDS, wait=False)
 
     def _dispatch(self, msgs: list[Msg]) -> None:

@@ -276,9 +276,11 @@ class Bus:
         """`fetch_next` for up to ``count`` tasks: what the normal lane has right now,
         then the bulk lane's for the rest, in one request per lane (a worker that runs
         small tasks together takes as many as it can use at once). Without ``wait``,
-        [] at once when both lanes are empty."""
+        [] at once when the lanes are empty; ``subs`` may hold only some lanes."""
         msgs: list[Msg] = []
         for lane in Lane:
+            if lane not in subs:  # a caller that takes only some lanes
+                continue
             msgs += await self._fetch_now(subs[lane], timeout, count - len(msgs))
             if len(msgs) >= count:
                 return msgs
