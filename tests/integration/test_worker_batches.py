@@ -47,7 +47,10 @@ class RecordingExecutor(ThreadExecutor):
 
 
 async def test_a_batch_keeps_each_tasks_result_seed_and_failure(
-    settings: Settings, stores: Stores, bus: Bus, start_worker: StartWorker  # noqa: F811
+    settings: Settings,
+    stores: Stores,
+    bus: Bus,
+    start_worker: StartWorker,  # noqa: F811
 ) -> None:
     one_slot = tuned(settings, worker={"max_concurrent_tasks": 1})
     seeds = [11, None, 12, 11 + 2113, None, None]
@@ -80,7 +83,10 @@ async def test_a_batch_keeps_each_tasks_result_seed_and_failure(
 
 
 async def test_a_cancel_inside_a_running_batch_discards_only_that_result(
-    settings: Settings, stores: Stores, bus: Bus, start_worker: StartWorker  # noqa: F811
+    settings: Settings,
+    stores: Stores,
+    bus: Bus,
+    start_worker: StartWorker,  # noqa: F811
 ) -> None:
     one_slot = tuned(settings, worker={"max_concurrent_tasks": 1})
     first, second, third = [await submit_task(one_slot, stores, bus, BELL, 10) for _ in range(3)]
