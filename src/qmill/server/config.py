@@ -184,13 +184,14 @@ class WorkerSettings(_Section):
     memory_budget_mb: int = Field(2048, ge=16)
     # Small compatible tasks pulled together run as the experiments of one simulation
     # (`qmill_worker.batching`): at most this many in one; 1 = off, each task alone (what
-    # the benchmark's "before" runs). Bell tasks: CPU per task falls until ~16 and is flat
-    # past 32, while a batch of 32 stays a few ms of simulation.
+    # the benchmark's "before" runs). 1000 Bell tasks from POST /batches, worker and
+    # simulator CPU per task: 7.3 ms alone, 1.9 ms at 32, 1.8 ms at 64; 32 keeps a batch
+    # (which settles all at once) to tens of milliseconds.
     batch_max_tasks: int = Field(32, ge=1, le=1024)
     # A batch's estimated work at most: shots times statements summed over its tasks
-    # (`batching.work`), so a batch of small tasks stays milliseconds long; 32 Bell tasks
-    # of 1024 shots are ~300000.
-    batch_max_work: int = Field(1_000_000, ge=1)
+    # (`batching.work`). 32 Bell tasks of 1024 shots are ~230000, ~45 ms of simulation on
+    # two busy cores: a batch of heavier small tasks is cut shorter.
+    batch_max_work: int = Field(300_000, ge=1)
     # Liveness file the worker touches every few seconds while its event loop runs;
     # `qmill-worker --check` (compose and Kubernetes health checks) tests its age. "" = off.
     heartbeat_file: str = ""
