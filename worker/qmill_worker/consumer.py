@@ -150,6 +150,10 @@ class Worker(Settling):
         ctx = self._context(fetched[0])
         if ctx is None or ctx.state_bytes > batching.SMALL_MESSAGE_BYTES:
             return []
+        if not fetched[0].metadata.num_pending:
+            # Its lane had nothing behind it when it was delivered: a lone task (one
+            # client waiting on it) starts without another request's round trip.
+            return []
         if fetched[0].subject == Lane.NORMAL.subject:
             # Not a tenant's backlog (the bulk lane) ahead of what the normal lane
             # receives meanwhile: the bulk lane fills a batch only when it started one.
