@@ -164,10 +164,10 @@ class Batch:
         timeout = worker.settings.limits.max_execution_seconds
         try:
             answers = await worker.executor.run_group([job_of(t) for _, t in members], timeout)
-        except SimulationError as exc:
+        except Exception as exc:  # SimulationError (a timeout, a crash), or a bug
             log.warning(
                 "a batch's simulation failed as a whole; its tasks run alone",
-                extra={"task_ids": [ctx.task_id for ctx, _ in members], "error": exc.message},
+                extra={"task_ids": [ctx.task_id for ctx, _ in members], "error": str(exc)},
             )
             return False
         outcomes: list[tuple[TaskContext, Outcome]] = []

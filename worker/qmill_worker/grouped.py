@@ -97,17 +97,18 @@ def _run(
             message = f"simulator error: {experiment.status}"
             out.append((index, SimulationError(message, FailureReason.SIMULATOR_ERROR)))
             continue
-        out.append(
-            (
-                index,
-                SimResult(
-                    counts={str(b): int(n) for b, n in result.get_counts(k).items()},
-                    memory=[str(m) for m in result.get_memory(k)] if memory else None,
-                    qubits=lowered.qubits,
-                    depth=lowered.depth,
-                    method=str(experiment.metadata.get("method", "unknown")),
-                    execution_seconds=round(own + share, 6),
-                ),
+        try:
+            answer: Answer = SimResult(
+                counts={str(b): int(n) for b, n in result.get_counts(k).items()},
+                memory=[str(m) for m in result.get_memory(k)] if memory else None,
+                qubits=lowered.qubits,
+                depth=lowered.depth,
+                method=str(experiment.metadata.get("method", "unknown")),
+                execution_seconds=round(own + share, 6),
             )
-        )
+        except Exception as exc:  # its experiment has no counts (qiskit's QiskitError)
+            answer = SimulationError(
+                f"simulator error: {type(exc).__name__}: {exc}", FailureReason.SIMULATOR_ERROR
+            )
+        out.append((index, answer))
     return out
