@@ -327,7 +327,7 @@ async def test_a_result_a_full_redis_refuses_fails_the_task_with_the_reason(
     worker = Worker(settings, full_stores, Bus(settings, name="unused"), None, "w")  # type: ignore[arg-type]
     msg = AckedMessage()
     ctx = TaskContext(msg, task_id, "w", 0, 1, 3, owner="erin")  # type: ignore[arg-type]
-    await worker._settle(ctx, Completed(result, 0.5))
+    await worker.settle(ctx, Completed(result, 0.5))
     view = await full_stores.tasks.get(task_id)
     assert view.status is TaskStatus.FAILED
     assert view.error is not None and "store is full" in view.error
@@ -336,7 +336,7 @@ async def test_a_result_a_full_redis_refuses_fails_the_task_with_the_reason(
 
 
 class AckedMessage:
-    """The two calls `Worker._settle` makes on a JetStream message."""
+    """The two calls `Worker.settle` makes on a JetStream message."""
 
     def __init__(self) -> None:
         self.acked = False

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,7 @@ class FakeExecutor:
         self.runs: list[str] = []  # task ids, one per `run`, in call order
         self.running: set[str] = set()
         self.stopped: list[str] = []  # runs cancelled (a user's cancel, a drain's end)
+        self.groups: list[list[str]] = []  # task ids, one list per `run_group`
 
     def plan(self, task_id: str, *steps: Step) -> None:
         self.steps[task_id] = list(steps)
@@ -87,6 +88,19 @@ class FakeExecutor:
         return SimResult(
             counts={"00": job.shots}, qubits=2, depth=2, method="fake", execution_seconds=0.001
         )
+
+    async def run_group(
+        self, jobs: Sequence[SimJob], timeout: float
+    ) -> list[SimResult | SimulationError]:
+        """Each job's steps in turn; a job's error is its own answer."""
+        self.groups.append([job.task_id for job in jobs])
+        answers: list[SimResult | SimulationError] = []
+        for job in jobs:
+            try:
+                answers.append(await self.run(job, timeout))
+            except SimulationError as exc:
+                answers.append(exc)
+        return answers
 
 
 @dataclass
@@ -314,7 +328,8 @@ async def test_a_task_whose_attempts_were_all_spent_is_failed_without_running(
 async def test_stop_lets_the_running_task_finish_and_leaves_the_rest_queued(
     settings: Settings, stores: Stores, bus: Bus, start_worker: StartWorker
 ) -> None:
-    one_slot = tuned(settings, worker={"max_concurrent_tasks": 1})
+    # One task at a time: with batching both queued tasks would be taken as one batch.
+    one_slot = tuned(settings, worker={"max_concurrent_tasks": 1, "batch_max_tasks": 1})
     first, second = [await submit(one_slot, stores, bus) for _ in range(2)]
     executor, gate = FakeExecutor(), asyncio.Event()
     executor.plan(first, gate)

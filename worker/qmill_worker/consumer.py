@@ -12,27 +12,29 @@ acts on it; slots and the memory budget (``qmill_worker.admission``) bound what 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
 import secrets
 from pathlib import Path
-from typing import assert_never
 
 from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
 
 from qmill.server import metrics
-from qmill.server.bus import Bus, Subscriptions
+from qmill.server.bus import Bus, Lane, Subscriptions
 from qmill.server.config import Settings
-from qmill.server.errors import DependencyUnavailable, StoreFull, TaskNotFound
+from qmill.server.errors import DependencyUnavailable, TaskNotFound
 from qmill.server.models import utcnow
-from qmill.server.store import Outcome as Stored
 from qmill.server.store import StartedTask, StartOutcome, Stores
+from qmill.server.store.worker_tasks import WorkerTasks
+from qmill_worker import batching
 from qmill_worker.admission import MemoryBudget, Slots
+from qmill_worker.batches import Batch
 from qmill_worker.errors import FailureReason, SimulationError
 from qmill_worker.executors import Executor
 from qmill_worker.outcomes import Completed, Failed, Outcome, Released, Settled, TaskContext
+from qmill_worker.settling import NATS_FAILURES, Settling
 from qmill_worker.simulator import SimJob
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,7 @@ FETCH_TIMEOUT_SECONDS = 1.0
 HEARTBEAT_SECONDS = 5.0
 # `qmill-worker --check` fails when the heartbeat is older than this.
 HEARTBEAT_STALE_SECONDS = HEARTBEAT_SECONDS * 6
-_NATS_FAILURES = (NatsError, TimeoutError, OSError, DependencyUnavailable)
+_NATS_FAILURES = NATS_FAILURES
 
 
 def default_worker_id() -> str:
@@ -55,7 +57,7 @@ def default_worker_id() -> str:
     return "w-" + secrets.token_hex(6)
 
 
-class Worker:
+class Worker(Settling):
     """One worker process's consumer: pulls as many tasks as it has free slots and runs them.
 
     Stores, bus and executor are passed in, so tests run it in their own event loop with
@@ -72,12 +74,18 @@ class Worker:
         self.worker_id = worker_id
         self.slots = Slots(settings.worker.concurrency)
         self.memory = MemoryBudget(settings.memory_budget_bytes)
+        self.worker_tasks = WorkerTasks(stores.tasks)
+        self.nats_failures = _NATS_FAILURES
+        # Deliveries fetched with a batch that no slot could take yet (see `_dispatch`).
+        self._held: collections.deque[Msg] = collections.deque()
+        # Tasks running in a `Batch`: a cancel does not stop them (see `cancel`).
+        self.batched: set[str] = set()
         self._by_task: dict[str, asyncio.Task[None]] = {}
         self._cancelled: set[str] = set()
         self._stopping = asyncio.Event()
 
     @property
-    def _keep_alive_seconds(self) -> float:
+    def keep_alive_seconds(self) -> float:
         """How often a held task is marked in progress: well inside ack_wait."""
         return max(1.0, self.settings.ack_wait_seconds / 3)
 
@@ -112,11 +120,15 @@ class Worker:
                         "pulling tasks",
                         extra={"worker_id": self.worker_id, "executor": self.executor.name},
                     )
-                # One at a time, normal lane first (a tenant's backlog waits in the bulk
-                # lane): a batch request that returns short stays open on the server,
-                # which then delivers the next task to this worker's queue even if its
-                # slots are full by then (see `Bus.undelivered`).
+                if self._held:
+                    self._dispatch([])
+                    continue
+                # Normal lane first (a tenant's backlog waits in the bulk lane): a pull
+                # request that returns short stays open on the server, which then
+                # delivers the next task to this worker's queue even if its slots are
+                # full by then (see `Bus.undelivered`).
                 msgs = await self._fetch_unless_stopping(subs)
+                msgs += await self._fetch_more(subs, msgs)
             except TimeoutError:
                 pass  # nothing queued right now
             except _NATS_FAILURES as exc:
@@ -124,10 +136,60 @@ class Worker:
                 subs = None
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), 1.0)
-            for msg in msgs:
-                self.slots.start(self._handle(msg))
+            self._dispatch(msgs)
         if subs is not None:
             await self._release_undelivered(subs)
+
+    async def _fetch_more(self, subs: Subscriptions, fetched: list[Msg]) -> list[Msg]:
+        """With batching on and a small task fetched, what else is queued right now, up
+        to ``batch_max_tasks`` in all; a wide task is taken alone, as without batching,
+        so a burst of wide tasks spreads over the workers instead of over-filling one."""
+        count = self.settings.worker.batch_max_tasks
+        if count <= 1 or len(fetched) != 1 or self._stopping.is_set():
+            return []
+        ctx = self._context(fetched[0])
+        if ctx is None or ctx.state_bytes > batching.SMALL_MESSAGE_BYTES:
+            return []
+        if not fetched[0].metadata.num_pending:
+            # Its lane had nothing behind it when it was delivered: a lone task (one
+            # client waiting on it) starts without another request's round trip.
+            return []
+        if fetched[0].subject == Lane.NORMAL.subject:
+            # Not a tenant's backlog (the bulk lane) ahead of what the normal lane
+            # receives meanwhile: the bulk lane fills a batch only when it started one.
+            subs = {Lane.NORMAL: subs[Lane.NORMAL]}
+        return await self.bus.fetch_up_to(subs, count - 1, FETCH_TIMEOUT_SECONDS, wait=False)
+
+    def _dispatch(self, msgs: list[Msg]) -> None:
+        """Start what was fetched: with batching on, the deliveries of small states
+        (`batching.SMALL_MESSAGE_BYTES`) in one slot as a `Batch`, every other one in a
+        slot of its own. One that finds no free slot is held, kept alive, and started
+        before the next fetch: the fetch after a small task takes up to
+        ``batch_max_tasks`` deliveries with one slot free, and cannot tell a wide
+        circuit from a small one before it has it."""
+        small: list[TaskContext] = []
+        if self.settings.worker.batch_max_tasks > 1 and len(msgs) > 1:
+            rest: list[Msg] = []
+            for msg in msgs:
+                ctx = self._context(msg)
+                if ctx is not None and ctx.state_bytes <= batching.SMALL_MESSAGE_BYTES:
+                    small.append(ctx)
+                else:
+                    rest.append(msg)
+            msgs = rest
+        if len(small) > 1:
+            self.slots.start(Batch(self, small).handle())
+        elif small:
+            msgs.insert(0, small[0].msg)
+        self._held.extend(msgs)
+        while self._held and self.slots.free:
+            self.slots.start(self._handle(self._held.popleft()))
+
+    def _context(self, msg: Msg) -> TaskContext | None:
+        try:
+            return TaskContext.parse(msg, self.worker_id, self.settings.worker.max_attempts)
+        except ValueError:
+            return None  # `_handle` drops it
 
     async def _fetch_unless_stopping(self, subs: Subscriptions) -> list[Msg]:
         """`Bus.fetch_next`, given up when a stop is asked for: an idle worker stops at
@@ -156,21 +218,26 @@ class Worker:
         while True:
             try:
                 return await asyncio.wait_for(
-                    self.slots.wait_free(self._stopping), self._keep_alive_seconds
+                    self.slots.wait_free(self._stopping), self.keep_alive_seconds
                 )
             except TimeoutError:
+                held = list(self._held)
                 for sub in (subs or {}).values():
-                    for msg in self.bus.undelivered(sub):
-                        with contextlib.suppress(*_NATS_FAILURES):
-                            await msg.in_progress()
+                    held += self.bus.undelivered(sub)
+                for msg in held:
+                    with contextlib.suppress(*_NATS_FAILURES):
+                        await msg.in_progress()
 
     async def _release_undelivered(self, subs: Subscriptions) -> None:
         """Stopping: hand back at once what was delivered but never started, rather than
         leave it to wait out ack_wait."""
+        held = list(self._held)
+        self._held.clear()
         for sub in subs.values():
-            for msg in self.bus.undelivered(sub):
-                with contextlib.suppress(*_NATS_FAILURES):
-                    await msg.nak()
+            held += self.bus.undelivered(sub)
+        for msg in held:
+            with contextlib.suppress(*_NATS_FAILURES):
+                await msg.nak()
 
     async def _drain(self) -> None:
         """Give running tasks the grace period, then release the rest for redelivery."""
@@ -191,6 +258,11 @@ class Worker:
     def cancel(self, task_id: str) -> None:
         """A user cancelled ``task_id``: stop it if it runs here (the process executor
         kills its simulation; a thread runs on and its result is discarded)."""
+        if task_id in self.batched:
+            # Stopping it would stop its neighbours' simulation: its result is refused
+            # by Redis (`cancelled` already) and discarded.
+            log.info("cancelled task runs on in its batch", extra={"task_id": task_id})
+            return
         running = self._by_task.get(task_id)
         if running is not None and not running.done():
             self._cancelled.add(task_id)
@@ -217,39 +289,39 @@ class Worker:
         progress = asyncio.create_task(self._keep_alive(msg))
         try:
             async with self.memory.reserve(ctx.state_bytes):
-                outcome = await self._process(ctx)
-            await self._settle(ctx, outcome)
+                outcome = await self.process(ctx)
+            await self.settle(ctx, outcome)
         except asyncio.CancelledError:
             if task_id in self._cancelled:
                 # Cancelled by its user: Redis already says `cancelled`; done with it.
                 log.info("running task stopped: cancelled", extra=ctx.log_extra)
-                await self._settle(ctx, Settled())
+                await self.settle(ctx, Settled())
                 return
             # Shutdown past the grace period: hand the task to another worker now,
             # unless its outcome was stored just before the cancel landed (then another
             # worker would only run it again to have its result discarded).
-            if await self._outcome_stored(task_id):
-                await self._settle(ctx, Settled())
+            if await self.outcome_stored(task_id):
+                await self.settle(ctx, Settled())
                 return
-            await self._settle(ctx, Released())
+            await self.settle(ctx, Released())
             raise
         except Exception:
             log.exception(
                 "unexpected error handling a task; it will be redelivered", extra=ctx.log_extra
             )
-            await self._settle(ctx, Released(delay=1.0))
+            await self.settle(ctx, Released(delay=1.0))
         finally:
             progress.cancel()
             self._by_task.pop(task_id, None)
             self._cancelled.discard(task_id)
 
-    async def _outcome_stored(self, task_id: str) -> bool:
+    async def outcome_stored(self, task_id: str) -> bool:
         try:
             return (await self.stores.tasks.get(task_id)).status.terminal
         except (DependencyUnavailable, TaskNotFound):
             return False
 
-    async def _process(self, ctx: TaskContext) -> Outcome:
+    async def process(self, ctx: TaskContext) -> Outcome:
         """Start the task in Redis and run it, unless Redis says it is already final."""
         outcome = await self._start(ctx)
         if outcome is None:
@@ -259,12 +331,17 @@ class Worker:
             return Settled()
         ctx.owner = outcome.task.owner
         if ctx.attempts_spent:
-            reason = (
-                f"gave up after {ctx.max_attempts} attempts: every worker that ran this task "
-                "crashed or stalled before finishing it"
-            )
-            return Failed(FailureReason.GAVE_UP, reason)
-        return await self._execute(ctx, outcome.task)
+            return self.gave_up(ctx)
+        return await self.execute(ctx, outcome.task)
+
+    @staticmethod
+    def gave_up(ctx: TaskContext) -> Failed:
+        """The failure of a delivery that exists only to end the task (`attempts_spent`)."""
+        reason = (
+            f"gave up after {ctx.max_attempts} attempts: every worker that ran this task "
+            "crashed or stalled before finishing it"
+        )
+        return Failed(FailureReason.GAVE_UP, reason)
 
     async def _start(self, ctx: TaskContext) -> StartOutcome | None:
         """Move the task to `processing`, holding the message while Redis is unreachable.
@@ -299,7 +376,7 @@ class Worker:
                 await asyncio.wait_for(self._stopping.wait(), delay)
             delay = min(delay * 2, 2.0)
 
-    async def _execute(self, ctx: TaskContext, task: StartedTask) -> Outcome:
+    async def execute(self, ctx: TaskContext, task: StartedTask) -> Outcome:
         """Simulate; a failure another attempt may fix is retried while attempts remain."""
         queue_seconds = (utcnow() - task.created_at).total_seconds()
         log.info(
@@ -329,111 +406,10 @@ class Worker:
             return Failed(exc.reason, exc.message, queue_seconds)
         return Completed(result, queue_seconds)
 
-    async def _settle(self, ctx: TaskContext, outcome: Outcome) -> None:
-        """The one place a delivery ends: store the outcome, then ack; or hand it back.
-
-        An outcome Redis cannot take is released instead (not acked), so that the
-        redelivery stores it: the ack is confirmed only for what Redis holds.
-        """
-        if isinstance(outcome, Completed | Failed):
-            stored = await self._record(ctx, outcome)
-            if isinstance(stored, Failed):  # the result was refused: record why instead
-                outcome = stored
-                stored = await self._record(ctx, outcome)
-            if stored is not True:
-                outcome = Released(delay=2.0)
-        match outcome:
-            case Completed() | Failed() | Settled():
-                await self._ack(ctx)
-            case Released(delay=delay, retry=retry):
-                if retry is not None:
-                    metrics.TASKS_RETRIED.labels(self.worker_id, retry.value).inc()
-                with contextlib.suppress(*_NATS_FAILURES):
-                    await ctx.msg.nak(delay=delay)
-            case _:
-                assert_never(outcome)
-
-    async def _record(self, ctx: TaskContext, outcome: Completed | Failed) -> bool | Failed:
-        """Write the outcome to Redis and count it; False if Redis could not be reached.
-
-        A result a full Redis refuses (maxmemory, noeviction) is not retried: Redis stays
-        full until records expire, days later, and every redelivery would simulate again
-        for nothing. The task fails instead, with the reason (the returned `Failed`, which
-        a full Redis still takes: see `TaskStore.fail`).
-        """
-        try:
-            if isinstance(outcome, Completed):
-                result = outcome.result
-                status = await self.stores.tasks.complete(
-                    ctx.task_id,
-                    result.answer(),
-                    qubits=result.qubits,
-                    depth=result.depth,
-                    method=result.method,
-                    execution_seconds=result.execution_seconds,
-                    worker_id=self.worker_id,
-                    queue_seconds=outcome.queue_seconds,
-                    owner=ctx.owner,
-                )
-            else:
-                status = await self.stores.tasks.fail(
-                    ctx.task_id,
-                    outcome.message,
-                    worker_id=self.worker_id,
-                    queue_seconds=outcome.queue_seconds,
-                    owner=ctx.owner,
-                )
-        except StoreFull as exc:
-            if not isinstance(outcome, Completed):
-                log.warning("store full; failure not recorded", extra=ctx.log_extra)
-                return False
-            log.warning("store full; result refused", extra={**ctx.log_extra, "error": str(exc)})
-            return Failed(
-                FailureReason.STORE_FULL,
-                "the result could not be stored: the service's store is full; submit the "
-                "task again later",
-                outcome.queue_seconds,
-            )
-        except DependencyUnavailable as exc:
-            log.warning(
-                "could not store outcome; task released", extra={**ctx.log_extra, "error": str(exc)}
-            )
-            return False
-        if status is Stored.APPLIED:
-            self._count(outcome)
-            log.info(
-                "task %s",
-                "completed" if isinstance(outcome, Completed) else "failed",
-                extra={
-                    **ctx.log_extra,
-                    "error": outcome.message if isinstance(outcome, Failed) else None,
-                },
-            )
-        else:
-            log.info("task was already %s; outcome discarded", status, extra=ctx.log_extra)
-        return True
-
-    def _count(self, outcome: Completed | Failed) -> None:
-        wid = self.worker_id
-        if outcome.queue_seconds is not None:
-            metrics.QUEUE_SECONDS.labels(wid).observe(outcome.queue_seconds)
-        if isinstance(outcome, Completed):
-            metrics.TASKS_COMPLETED.labels(wid).inc()
-            metrics.EXECUTION_SECONDS.labels(wid).observe(outcome.result.execution_seconds)
-        else:
-            metrics.TASKS_FAILED.labels(wid, outcome.reason.value).inc()
-
-    async def _ack(self, ctx: TaskContext) -> None:
-        try:
-            await ctx.msg.ack_sync(timeout=self.settings.nats.publish_timeout_seconds)
-        except _NATS_FAILURES as exc:
-            # The outcome is stored; a redelivery finds it terminal and acks it then.
-            log.warning("ack not confirmed", extra={**ctx.log_extra, "error": str(exc)})
-
     async def _keep_alive(self, msg: Msg) -> None:
         """Tell JetStream the task is still being worked on (when the loop is free to)."""
         while True:
-            await asyncio.sleep(self._keep_alive_seconds)
+            await asyncio.sleep(self.keep_alive_seconds)
             with contextlib.suppress(*_NATS_FAILURES):
                 await msg.in_progress()
 

@@ -21,11 +21,13 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 from qmill_worker.errors import FailureReason, SimulationError, SimulationTimeout
+from qmill_worker.grouped import Answer, simulate_group
 from qmill_worker.simulator import SimJob, SimResult, simulate, warm_up
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,13 @@ class Executor(Protocol):
     async def start(self) -> None: ...
 
     async def run(self, job: SimJob, timeout: float) -> SimResult: ...
+
+    async def run_group(self, jobs: Sequence[SimJob], timeout: float) -> list[Answer]:
+        """Small compatible tasks in one simulation (``qmill_worker.grouped``): each
+        job's result or its own failure, in order. Raises `SimulationError` only for
+        what ended the whole call (a timeout, a crash): the caller then runs each task
+        on its own, so only the task at fault fails."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -81,6 +90,16 @@ class ThreadExecutor:
         try:
             threads = aer_threads(self._threads, min(self._running, self._slots))
             return await loop.run_in_executor(self._pool, partial(simulate, job, threads=threads))
+        finally:
+            self._running -= 1
+
+    async def run_group(self, jobs: Sequence[SimJob], timeout: float) -> list[Answer]:
+        loop = asyncio.get_running_loop()
+        self._running += 1
+        try:
+            threads = aer_threads(self._threads, min(self._running, self._slots))
+            run = partial(simulate_group, list(jobs), threads=threads)
+            return await loop.run_in_executor(self._pool, run)
         finally:
             self._running -= 1
 
@@ -296,6 +315,25 @@ class ProcessExecutor:
         return await server.spawn()
 
     async def run(self, job: SimJob, timeout: float) -> SimResult:
+        reply = await self._call(job.to_dict(), timeout)
+        answer = _answer(reply)
+        if isinstance(answer, SimulationError):
+            raise answer
+        return answer
+
+    async def run_group(self, jobs: Sequence[SimJob], timeout: float) -> list[Answer]:
+        reply = await self._call({"jobs": [job.to_dict() for job in jobs]}, timeout)
+        answers = reply.get("answers")
+        if not reply.get("ok") or not isinstance(answers, list) or len(answers) != len(jobs):
+            failed = _answer(reply)
+            if isinstance(failed, SimulationError):
+                raise failed
+            raise SimulationError("simulator error: the group's answers do not match its tasks")
+        return [_answer(answer) for answer in answers]
+
+    async def _call(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """One request to an idle child, its reply; a child that timed out or died is
+        replaced (SimulationTimeout, or a retryable SimulationError)."""
         child = await self._idle.get()
         while child.dead:  # died while idle (the OOM killer, or its fork server died)
             await child.kill()
@@ -303,7 +341,7 @@ class ProcessExecutor:
             child = await self._idle.get()
         self._busy.add(child)
         threads = aer_threads(self._threads, len(self._busy))
-        request = {**job.to_dict(), "threads": threads}
+        request = {**request, "threads": threads}
         replace = True
         try:
             try:
@@ -329,15 +367,7 @@ class ProcessExecutor:
                 self._replace()
             else:
                 self._idle.put_nowait(child)
-        if not reply.get("ok"):
-            raise SimulationError(
-                str(reply.get("error")),
-                FailureReason.parse(reply.get("reason")),
-                retryable=bool(reply.get("retryable")),
-            )
-        result = reply["result"]
-        assert isinstance(result, dict)
-        return SimResult(**result)
+        return reply
 
     def _replace(self) -> None:
         """Start a child in place of a killed one, in the background.
@@ -382,6 +412,19 @@ class ProcessExecutor:
         async with self._server_lock:
             if self._server is not None:
                 await self._server.close()
+
+
+def _answer(reply: dict[str, Any]) -> Answer:
+    """A child's reply for one task: its result, or its failure as a SimulationError."""
+    if not reply.get("ok"):
+        return SimulationError(
+            str(reply.get("error")),
+            FailureReason.parse(reply.get("reason")),
+            retryable=bool(reply.get("retryable")),
+        )
+    result = reply["result"]
+    assert isinstance(result, dict)
+    return SimResult(**result)
 
 
 def make_executor(kind: str, slots: int, threads: int) -> Executor:

@@ -25,6 +25,9 @@ Protocol:
 * child: JSON lines on its socket; ``{"ready": true}`` first, then one reply per
   request (a `SimJob` as a dict plus ``threads``): ``{"ok": true, "result": ...}``, or
   ``{"ok": false, "error": message, "reason": FailureReason value, "retryable": bool}``.
+  A group of compatible small tasks (``{"jobs": [SimJob dicts], "threads": n}``, run by
+  ``qmill_worker.grouped``) is answered ``{"ok": true, "answers": [...]}``, one reply
+  as above per job, in order.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ import traceback
 from typing import Any, TextIO
 
 from qmill_worker.errors import SimulationError
-from qmill_worker.simulator import SimJob, preload, simulate, warm_up
+from qmill_worker.grouped import simulate_group
+from qmill_worker.simulator import SimJob, SimResult, preload, simulate, warm_up
 
 _PR_SET_PDEATHSIG = 1
 
@@ -58,19 +62,29 @@ def _serve(conn: TextIO) -> None:
         threads = int(request.pop("threads", 0))
         reply: dict[str, Any]
         try:
-            result = simulate(SimJob(**request), threads=threads)
-            reply = {"ok": True, "result": result.to_dict()}
+            if "jobs" in request:
+                jobs = [SimJob(**job) for job in request["jobs"]]
+                answers = simulate_group(jobs, threads=threads)
+                reply = {"ok": True, "answers": [_reply(answer) for answer in answers]}
+            else:
+                reply = _reply(simulate(SimJob(**request), threads=threads))
         except SimulationError as exc:
-            reply = {
-                "ok": False,
-                "error": exc.message,
-                "reason": exc.reason.value,
-                "retryable": exc.retryable,
-            }
+            reply = _reply(exc)
         except Exception as exc:  # a bug in qmill or qiskit: report it, stay alive
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "retryable": False}
         conn.write(json.dumps(reply) + "\n")
         conn.flush()
+
+
+def _reply(answer: SimResult | SimulationError) -> dict[str, Any]:
+    if isinstance(answer, SimResult):
+        return {"ok": True, "result": answer.to_dict()}
+    return {
+        "ok": False,
+        "error": answer.message,
+        "reason": answer.reason.value,
+        "retryable": answer.retryable,
+    }
 
 
 def _detach_from_signals(parent: int) -> None:

@@ -18,7 +18,8 @@ from qmill.server import qasm
 from qmill.server.errors import RequestError
 from qmill.server.store import Answer
 from qmill.server.workload import Method, Plan
-from qmill_worker import workloads
+from qmill_worker import circuits, workloads
+from qmill_worker.circuits import Lowered
 from qmill_worker.errors import FailureReason, SimulationError
 
 
@@ -71,7 +72,8 @@ class SimResult:
 
 
 @lru_cache(maxsize=1)
-def _backend() -> Any:
+def backend() -> Any:
+    """The process's one simulator (its options are passed per run)."""
     from qiskit_aer import AerSimulator
 
     return AerSimulator(method="automatic")
@@ -134,6 +136,25 @@ def useful_threads(available: int, qubits: int, plan: Plan | None) -> int:
     return available if parallel else 1
 
 
+def read_plan(job: SimJob) -> Plan | None:
+    """The job's admitted options; None for a task recorded before plans existed."""
+    try:
+        return Plan.model_validate_json(job.plan) if job.plan else None
+    except ValueError as exc:
+        raise SimulationError(
+            f"unreadable task options: {exc}", FailureReason.INVALID_CIRCUIT
+        ) from None
+
+
+def lower(program: str, method: str, noisy: bool, swept: bool) -> Lowered:
+    """The program parsed and lowered (`circuits.CACHE`): SimulationError if it does not
+    parse. The circuit is shared with later runs of the program: never change it."""
+    try:
+        return circuits.CACHE.lowered(program, method, noisy, swept)
+    except RequestError as exc:
+        raise SimulationError(exc.message, FailureReason.INVALID_CIRCUIT) from None
+
+
 def simulate(job: SimJob, *, threads: int = 0) -> SimResult:
     """Parse, lower to Aer's gate set, and run the task's plan: sample ``job.shots``
     times per binding, or take the observables' expectation values.
@@ -141,29 +162,21 @@ def simulate(job: SimJob, *, threads: int = 0) -> SimResult:
     Raises SimulationError: not retryable when the program itself is at fault.
     """
     started = time.perf_counter()
-    try:
-        parsed = qasm.parse(job.circuit)
-    except RequestError as exc:
-        raise SimulationError(exc.message, FailureReason.INVALID_CIRCUIT) from None
-    try:
-        plan = Plan.model_validate_json(job.plan) if job.plan else None
-    except ValueError as exc:
-        raise SimulationError(
-            f"unreadable task options: {exc}", FailureReason.INVALID_CIRCUIT
-        ) from None
+    plan = read_plan(job)
     if plan is None:
         options: dict[str, Any] = {"shots": job.shots}
         if job.seed is not None:
             options["seed_simulator"] = job.seed
         if job.memory:
             options["memory"] = True
-        lowered = workloads.pass_manager("automatic", False).run(parsed.circuit)
+        parsed = lower(job.circuit, "automatic", False, False)
+        lowered = parsed.circuit
         chunks: list[tuple[int, Any]] = [(0, None)]
     else:
         options = workloads.run_options(plan, job.shots, job.seed, job.memory)
         swept = plan.parameters is not None
-        manager = workloads.pass_manager(plan.method.value, plan.noise is not None, swept)
-        lowered = workloads.without_parameterized_phase(manager.run(parsed.circuit))
+        parsed = lower(job.circuit, plan.method.value, plan.noise is not None, swept)
+        lowered = parsed.circuit
         try:
             chunks = workloads.parameter_binds(lowered, plan.parameters)
         except ValueError as exc:
@@ -208,7 +221,7 @@ def simulate(job: SimJob, *, threads: int = 0) -> SimResult:
 
 def _run(circuit: Any, options: dict[str, Any]) -> Any:
     try:
-        result = _backend().run(circuit, **options).result()
+        result = backend().run(circuit, **options).result()
     except Exception as exc:  # Aer raises AerError / QiskitError / RuntimeError
         raise SimulationError(f"simulator error: {exc}", FailureReason.SIMULATOR_ERROR) from None
     if not result.success:

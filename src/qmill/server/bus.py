@@ -268,52 +268,72 @@ class Bus:
         the normal lane, so an idle worker starts a normal task at once and a bulk one
         within ``timeout``.
         """
+        return await self.fetch_up_to(subs, 1, timeout)
+
+    async def fetch_up_to(
+        self, subs: Subscriptions, count: int, timeout: float, *, wait: bool = True
+    ) -> list[Msg]:
+        """`fetch_next` for up to ``count`` tasks: what the normal lane has right now,
+        then the bulk lane's for the rest, in one request per lane (a worker that runs
+        small tasks together takes as many as it can use at once). Without ``wait``,
+        [] at once when the lanes are empty; ``subs`` may hold only some lanes."""
+        msgs: list[Msg] = []
         for lane in Lane:
-            msg = await self._fetch_now(subs[lane], timeout)
-            if msg is not None:
-                return [msg]
+            if lane not in subs:  # a caller that takes only some lanes
+                continue
+            msgs += await self._fetch_now(subs[lane], timeout, count - len(msgs))
+            if len(msgs) >= count:
+                return msgs
+        if msgs or not wait:
+            return msgs
         try:
             return await subs[Lane.NORMAL].fetch(batch=1, timeout=timeout)
         except TimeoutError:
             return []
 
     async def _fetch_now(
-        self, sub: JetStreamContext.PullSubscription, timeout: float
-    ) -> Msg | None:
-        """A message the lane has right now, else None: a ``no_wait`` pull request.
+        self, sub: JetStreamContext.PullSubscription, timeout: float, count: int = 1
+    ) -> list[Msg]:
+        """Up to ``count`` messages the lane has right now: a ``no_wait`` pull request.
 
         nats-py's ``fetch(batch=1)`` always lingers on the server until its timeout, so
         this sends the request itself (private ``_sub``, ``_nms``, ``_deliver``, as
-        `undelivered` reads ``_pending_queue``). A delivery that was already in the
-        subscription's queue (from an earlier request that outlived its fetch) comes
+        `undelivered` reads ``_pending_queue``). Deliveries that were already in the
+        subscription's queue (from an earlier request that outlived its fetch) come
         first; one that arrives after we stop waiting stays queued for the next call.
+        The server answers a request it cannot fill with the messages it has, then a
+        404; one it fills, with the messages alone.
         """
+        msgs: list[Msg] = []
         queue: asyncio.Queue[Msg] = sub._sub._pending_queue
-        while not queue.empty():
+        while not queue.empty() and len(msgs) < count:
             msg = queue.get_nowait()
             sub._sub._pending_size -= len(msg.data)
             if not JetStreamContext.is_status_msg(msg):
-                return msg
+                msgs.append(msg)
+        if len(msgs) >= count:
+            return msgs
         if self._nc is None:
             raise DependencyUnavailable("nats", "not connected")
-        request = json.dumps({"batch": 1, "no_wait": True}).encode()
+        request = json.dumps({"batch": count - len(msgs), "no_wait": True}).encode()
         await self._nc.publish(sub._nms, request, sub._deliver)
         deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
+        while len(msgs) < count and (left := deadline - time.monotonic()) > 0:
             try:
                 msg = await sub._sub.next_msg(timeout=left)
             except TimeoutError:
-                return None
+                return msgs
             status = JetStreamContext.is_status_msg(msg)
             if not status:
-                return msg
-            if status in (_NO_MESSAGES, _REQUEST_TIMEOUT, _HEARTBEAT):
-                # 404: the lane is empty. 408 and 100 answer earlier lingering requests.
-                if status == _NO_MESSAGES:
-                    return None
+                msgs.append(msg)
                 continue
-            return None  # 409 and the like (a consumer limit): try again next round
-        return None
+            if status in (_NO_MESSAGES, _REQUEST_TIMEOUT, _HEARTBEAT):
+                # 404: the lane has no more. 408 and 100 answer earlier lingering requests.
+                if status == _NO_MESSAGES:
+                    return msgs
+                continue
+            return msgs  # 409 and the like (a consumer limit): try again next round
+        return msgs
 
     @staticmethod
     def undelivered(sub: JetStreamContext.PullSubscription) -> list[Msg]:

@@ -190,6 +190,16 @@ class Quotas:
         async with guard():
             await pipe.execute()
 
+    async def settle_each(self, settled: Sequence[tuple[str, str, int]]) -> None:
+        """`settle` each (tenant, task id, answer bytes), in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for tenant, task_id, answer_bytes in settled:
+            await self._settle(
+                keys=self._keys(tenant), args=[task_id, answer_bytes, self._ttl], client=pipe
+            )
+        async with guard():
+            await pipe.execute()
+
     async def release(self, tenant: str, task_ids: Sequence[str]) -> None:
         """Give back the charges of tasks that were never recorded (a refused submit)."""
         if task_ids:

@@ -8,7 +8,7 @@ Lua scripts and their callers.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -154,3 +154,54 @@ def _int(value: str | None) -> int | None:
 
 def _float(value: str | None) -> float | None:
     return float(value) if value else None
+
+
+def started(task_id: str, reply: Sequence[Any]) -> StartOutcome:
+    """What the start script answered (see `_START`)."""
+    status = str(reply[0])
+    if status != TaskStatus.PROCESSING.value:
+        return StartOutcome(task=None, status=Outcome(status))
+    task = StartedTask(
+        task_id=task_id,
+        circuit=str(reply[1]),
+        shots=int(reply[2]),
+        created_at=datetime.fromisoformat(str(reply[3])),
+        attempts=int(reply[4]),
+        seed=int(reply[5]) if reply[5] else None,
+        memory=reply[6] == "1",
+        owner=str(reply[7]) or None,
+        plan=str(reply[8]),
+    )
+    return StartOutcome(task=task, status=Outcome.APPLIED)
+
+
+def completion(
+    answer: Answer,
+    qubits: int | None,
+    depth: int | None,
+    method: str | None,
+    execution_seconds: float | None,
+    worker_id: str | None,
+    queue_seconds: float | None,
+) -> tuple[answers.Encoded, dict[str, Field]]:
+    """A result as the finish script writes it: the encoded answer and the fields."""
+    encoded = answers.encode(
+        {
+            "result": dict(answer.counts) if answer.counts is not None else None,
+            "memory": answer.memory,
+            "results": answer.results,
+            "evs": answer.evs,
+            "stds": answer.stds,
+        }
+    )
+    fields: dict[str, Field] = {
+        **encoded.fields,
+        "evs_method": answer.evs_method,
+        "qubits": qubits,
+        "depth": depth,
+        "method": method,
+        "execution_seconds": execution_seconds,
+        "worker_id": worker_id,
+        "queue_seconds": queue_seconds,
+    }
+    return encoded, fields

@@ -29,10 +29,11 @@ from qmill.server.store.quotas import Quotas
 from qmill.server.store.records import (
     Answer,
     Outcome,
-    StartedTask,
     StartOutcome,
+    completion,
     hset_pairs,
     record_view,
+    started,
     unpacked,
 )
 
@@ -312,21 +313,7 @@ class TaskStore:
                 keys=[constants.task_key(task_id), constants.EVENTS_SEQ_KEY],
                 args=[utcnow().isoformat(), worker_id, *_EVENT_PREFIXES],
             )
-        status = str(reply[0])
-        if status != TaskStatus.PROCESSING.value:
-            return StartOutcome(task=None, status=Outcome(status))
-        task = StartedTask(
-            task_id=task_id,
-            circuit=str(reply[1]),
-            shots=int(reply[2]),
-            created_at=datetime.fromisoformat(str(reply[3])),
-            attempts=int(reply[4]),
-            seed=int(reply[5]) if reply[5] else None,
-            memory=reply[6] == "1",
-            owner=str(reply[7]) or None,
-            plan=str(reply[8]),
-        )
-        return StartOutcome(task=task, status=Outcome.APPLIED)
+        return started(task_id, reply)
 
     async def complete(
         self,
@@ -345,25 +332,9 @@ class TaskStore:
 
         ``owner`` names the in-flight set the task leaves; it is not written.
         """
-        encoded = answers.encode(
-            {
-                "result": dict(answer.counts) if answer.counts is not None else None,
-                "memory": answer.memory,
-                "results": answer.results,
-                "evs": answer.evs,
-                "stds": answer.stds,
-            }
+        encoded, fields = completion(
+            answer, qubits, depth, method, execution_seconds, worker_id, queue_seconds
         )
-        fields: dict[str, Field] = {
-            **encoded.fields,
-            "evs_method": answer.evs_method,
-            "qubits": qubits,
-            "depth": depth,
-            "method": method,
-            "execution_seconds": execution_seconds,
-            "worker_id": worker_id,
-            "queue_seconds": queue_seconds,
-        }
         outcome = await self._finish_task(
             task_id, TaskStatus.COMPLETED, owner, fields, answer=encoded.deflated
         )
