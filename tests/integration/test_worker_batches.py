@@ -102,3 +102,41 @@ async def test_a_cancel_inside_a_running_batch_discards_only_that_result(
     assert executor.groups == [[first, second, third]] and executor.stopped == []
     assert (await stores.tasks.get(first)).status == TaskStatus.COMPLETED
     assert (await stores.tasks.get(second)).status == TaskStatus.CANCELLED
+
+
+RY = (
+    'OPENQASM 3.0; include "stdgates.inc"; input float theta; qubit[2] q; bit[2] c; '
+    "ry(theta) q[0]; cx q[0], q[1]; c = measure q;"
+)
+
+
+async def test_a_sweep_fetched_with_a_batch_runs_alone_and_its_cancel_stops_it(
+    settings: Settings,
+    stores: Stores,
+    bus: Bus,
+    start_worker: StartWorker,  # noqa: F811
+) -> None:
+    one_slot = tuned(settings, worker={"max_concurrent_tasks": 1})
+    first = await submit_task(one_slot, stores, bus, BELL, 10)
+    sweep_body = {"quantum_circuit": RY, "shots": 10, "parameters": {"theta": [0.1, 0.2]}}
+    sweep = (await tasks.submit(sweep_body, one_slot, stores, bus)).task_id
+    third = await submit_task(one_slot, stores, bus, BELL, 10)
+    executor, gate, sweeping = FakeExecutor(), asyncio.Event(), asyncio.Event()
+    executor.plan(first, gate)
+    executor.plan(sweep, sweeping)  # runs until its cancel stops it
+    await start_worker(executor, one_slot)
+    await running(executor, first)
+    gate.set()
+    await running(executor, sweep)
+    await tasks.cancel(stores, bus, sweep)
+    await until(stores, third, TaskStatus.COMPLETED)
+    for _ in range(100):  # the cancel signal reaches the worker, which stops the run
+        if executor.stopped:
+            break
+        await asyncio.sleep(0.02)
+    await settled(bus)
+    # The small tasks ran as one simulation; the sweep alone, in the batch's slot, and
+    # its user's cancel stopped it instead of letting it run on.
+    assert executor.groups == [[first, third]]
+    assert executor.stopped == [sweep]
+    assert (await stores.tasks.get(sweep)).status == TaskStatus.CANCELLED

@@ -7,11 +7,12 @@ of them in one Redis round trip (`WorkerTasks.start_many`), runs the compatible 
 outcomes in one round trip (`WorkerTasks.finish_many`) and acks them with one flush.
 Every delivery still ends in `Worker._settle`'s terms: stored, then acked; or handed
 back. A task that is not batchable after all (a sweep, observables, a wider state)
-runs alone afterwards, in the same slot, through the one-task path.
+runs alone afterwards, in the same slot, through the one-task path; a cancel stops it
+as it stops any task running alone (`Worker.execute_alone`).
 
-A task of a running batch that its user cancels is not stopped (that would kill its
-neighbours' simulation): Redis already says `cancelled`, so its result is refused by
-the finish script and discarded, and its delivery acked.
+A task of a running batch's shared simulation that its user cancels is not stopped
+(that would kill its neighbours' simulation): Redis already says `cancelled`, so its
+result is refused by the finish script and discarded, and its delivery acked.
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ class Batch:
                 if len(chosen) == 1 or not await self._run_together(chosen):
                     alone += chosen
         for ctx, task in alone:
-            await self._settle_one(ctx, await worker.execute(ctx, task))
+            await self._settle_one(ctx, await worker.execute_alone(ctx, task))
 
     async def _run_together(self, members: list[tuple[TaskContext, StartedTask]]) -> bool:
         """Run ``members`` as one simulation and settle each; False (nothing settled)

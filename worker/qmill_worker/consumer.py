@@ -18,6 +18,7 @@ import json
 import logging
 import secrets
 from pathlib import Path
+from typing import Any
 
 from nats.aio.msg import Msg
 
@@ -80,7 +81,7 @@ class Worker(Settling):
         self._held: collections.deque[Msg] = collections.deque()
         # Tasks running in a `Batch`: a cancel does not stop them (see `cancel`).
         self.batched: set[str] = set()
-        self._by_task: dict[str, asyncio.Task[None]] = {}
+        self._by_task: dict[str, asyncio.Task[Any]] = {}
         self._cancelled: set[str] = set()
         self._stopping = asyncio.Event()
 
@@ -405,6 +406,25 @@ class Worker(Settling):
                 return Released(delay=1.0, retry=exc.reason)
             return Failed(exc.reason, exc.message, queue_seconds)
         return Completed(result, queue_seconds)
+
+    async def execute_alone(self, ctx: TaskContext, task: StartedTask) -> Outcome:
+        """`execute` for a task a `Batch` started but runs by itself (a sweep, observables):
+        in a task of its own, so that its user's cancel stops its simulation as it
+        stops a task in a slot of its own (`cancel`), instead of letting it run on."""
+        self.batched.discard(ctx.task_id)
+        run = asyncio.create_task(self.execute(ctx, task))
+        self._by_task[ctx.task_id] = run
+        try:
+            return await run
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if ctx.task_id in self._cancelled and current is not None and not current.cancelling():
+                log.info("running task stopped: cancelled", extra=ctx.log_extra)
+                return Settled()
+            raise  # the batch itself is cancelled (shutdown): `Batch.handle` hands it back
+        finally:
+            self._by_task.pop(ctx.task_id, None)
+            self._cancelled.discard(ctx.task_id)
 
     async def _keep_alive(self, msg: Msg) -> None:
         """Tell JetStream the task is still being worked on (when the loop is free to)."""
