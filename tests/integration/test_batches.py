@@ -134,7 +134,10 @@ async def test_wait_returns_when_the_last_task_ends_and_not_before(
     other = await batches.submit_batch(body(1), settings, stores, bus)
     never = asyncio.Event()
     executor.plan(other.task_ids[0], never)
-    await start_worker(executor, tuned(settings, worker={"max_concurrent_tasks": 4}))
+    # One task per simulation (worker batching off): the fake's gates hold single tasks;
+    # a batch's tasks run together would finish together (tests/integration/test_worker_batches.py).
+    one_each = {"max_concurrent_tasks": 4, "batch_max_tasks": 1}
+    await start_worker(executor, tuned(settings, worker=one_each))
     await until(stores, first, TaskStatus.COMPLETED)
     await running(executor, second)
     waiting = asyncio.create_task(batches.get_batch(stores, batch.batch_id, wait_seconds=20))
@@ -165,7 +168,10 @@ async def test_cancel_stops_running_and_pending_tasks_and_keeps_finished_ones(
     batch = await batches.submit_batch(body(3), settings, stores, bus, TENANT)
     done, runs, waits = batch.task_ids
     executor.plan(runs, asyncio.Event())  # runs until stopped
-    await start_worker(executor, tuned(settings, worker={"max_concurrent_tasks": 1}))
+    # One task per simulation: a task running in a shared simulation is not stopped by a
+    # cancel, only its result discarded (tests/integration/test_worker_batches.py).
+    one_each = {"max_concurrent_tasks": 1, "batch_max_tasks": 1}
+    await start_worker(executor, tuned(settings, worker=one_each))
     await until(stores, done, TaskStatus.COMPLETED)
     await running(executor, runs)
     with pytest.raises(TaskNotFound):  # another tenant's batch is a missing one
