@@ -59,6 +59,10 @@ def event_loop_name() -> str:
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 LONG_POLL_SECONDS = 30.0
+# POST refusals that create nothing, and how they are retried (`submit_and_wait`).
+RETRIED_STATUSES = frozenset({429, 503})
+RETRY_PAUSE_SECONDS = 1.0
+RETRY_FOR_SECONDS = 120.0
 LOAD_GEN_TICK_SECONDS = 0.02
 TASK_DEADLINE_SECONDS = 300.0
 
@@ -79,6 +83,7 @@ class TaskOutcome:
 class Counters:
     posts: int = 0
     gets: int = 0
+    retries: int = 0
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
 
@@ -102,6 +107,14 @@ async def submit_and_wait(
     started = time.perf_counter()
     created = await client.submit(conn, qasm, shots)
     counters.posts += 1
+    # A refusal that created nothing (429 over a rate, 503 with every parse process busy)
+    # is sent again after a pause, as `qmill.Client` does (it honours Retry-After); the
+    # latency and the POST time include the waits, the retries are counted.
+    while created.status in RETRIED_STATUSES and time.perf_counter() - started < RETRY_FOR_SECONDS:
+        counters.retries += 1
+        await asyncio.sleep(RETRY_PAUSE_SECONDS)
+        created = await client.submit(conn, qasm, shots)
+        counters.posts += 1
     posted = time.perf_counter() - started
     if created.status != 201:
         raise RuntimeError(f"POST /tasks: {created.status} {created.text[:200]}")
@@ -195,6 +208,7 @@ def summarise(
         "tasks": tasks,
         "completed": len(done),
         "errors": counters.errors,
+        "post_retries": counters.retries,
         "error_samples": counters.error_samples,
         "wall_seconds": round(wall, 3),
         "tasks_per_second": round(len(done) / wall, 2) if wall > 0 else None,
