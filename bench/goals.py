@@ -76,6 +76,21 @@ def _goal(
     }
 
 
+def _long_poll_goal(
+    gid: str, row: dict[str, Any], limit_ms: float, config: str | None, issue: int
+) -> dict[str, Any]:
+    """One client's long-poll p50 against ``limit_ms`` (issue 7 asked 5 ms, issue 15 4)."""
+    p50 = row["latency_ms"]["p50"]
+    return _goal(
+        gid,
+        f"one client, Bell, long-poll: p50 submit-to-result <= {limit_ms:g} ms",
+        f"p50 {p50} ms, p99 {row['latency_ms']['p99']} ms",
+        p50 is not None and p50 <= limit_ms,
+        config,
+        issue=issue,
+    )
+
+
 def evaluate_goals(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Every goal of the benchmark, per end-to-end configuration, from this run's numbers."""
     goals: list[dict[str, Any]] = []
@@ -128,17 +143,7 @@ def evaluate_goals(result: dict[str, Any]) -> list[dict[str, Any]]:
             )
         long = w.get("longpoll1")
         if long:
-            p50 = long["latency_ms"]["p50"]
-            goals.append(
-                _goal(
-                    "latency-longpoll",
-                    f"one client, Bell, long-poll: p50 submit-to-result <= "
-                    f"{LONG_POLL_P50_GOAL_MS:g} ms",
-                    f"p50 {p50} ms, p99 {long['latency_ms']['p99']} ms",
-                    p50 is not None and p50 <= LONG_POLL_P50_GOAL_MS,
-                    name,
-                )
-            )
+            goals.append(_long_poll_goal("latency-longpoll", long, LONG_POLL_P50_GOAL_MS, name, 7))
         poll = w.get("poll1")
         if poll:
             p50 = poll["latency_ms"]["p50"]
@@ -339,17 +344,8 @@ def issue15_goals(result: dict[str, Any], earlier: list[dict[str, Any]]) -> list
         )
     long = w.get("longpoll1")
     if long:
-        p50 = long["latency_ms"]["p50"]
         goals.append(
-            _goal(
-                "latency-longpoll-4ms",
-                f"one client, Bell, long-poll: p50 submit-to-result <= "
-                f"{LONG_POLL_P50_GOAL_15_MS:g} ms",
-                f"p50 {p50} ms, p99 {long['latency_ms']['p99']} ms",
-                p50 is not None and p50 <= LONG_POLL_P50_GOAL_15_MS,
-                name,
-                issue=15,
-            )
+            _long_poll_goal("latency-longpoll-4ms", long, LONG_POLL_P50_GOAL_15_MS, name, 15)
         )
     batch = (result.get("growth") or {}).get("batch")
     if batch:

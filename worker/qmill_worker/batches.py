@@ -40,17 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def job_of(task: StartedTask) -> SimJob:
-    return SimJob(
-        task_id=task.task_id,
-        circuit=task.circuit,
-        shots=task.shots,
-        seed=task.seed,
-        memory=task.memory,
-        plan=task.plan,
-    )
-
-
 def key_of(task: StartedTask) -> str | None:
     """The task's `batching.run_key`; None (alone) for a task without a readable plan."""
     if not task.plan:
@@ -164,7 +153,7 @@ class Batch:
         )
         timeout = worker.settings.limits.max_execution_seconds
         try:
-            answers = await worker.executor.run_group([job_of(t) for _, t in members], timeout)
+            answers = await worker.executor.run_group([SimJob.of(t) for _, t in members], timeout)
         except Exception as exc:  # SimulationError (a timeout, a crash), or a bug
             log.warning(
                 "a batch's simulation failed as a whole; its tasks run alone",

@@ -388,16 +388,9 @@ class Worker(Settling):
                 "queue_seconds": round(queue_seconds, 6),
             },
         )
-        job = SimJob(
-            task_id=task.task_id,
-            circuit=task.circuit,
-            shots=task.shots,
-            seed=task.seed,
-            memory=task.memory,
-            plan=task.plan,
-        )
+        timeout = self.settings.limits.max_execution_seconds
         try:
-            result = await self.executor.run(job, self.settings.limits.max_execution_seconds)
+            result = await self.executor.run(SimJob.of(task), timeout)
         except SimulationError as exc:
             if exc.retryable and not ctx.last_attempt:
                 log.warning(

@@ -16,7 +16,7 @@ from typing import Any
 
 from qmill.server import qasm
 from qmill.server.errors import RequestError
-from qmill.server.store import Answer
+from qmill.server.store import Answer, StartedTask
 from qmill.server.workload import Method, Plan
 from qmill_worker import circuits, workloads
 from qmill_worker.circuits import Lowered
@@ -33,6 +33,18 @@ class SimJob:
     # The admitted options (`qmill.server.workload.Plan` JSON); "" runs the program as
     # the first API did (Aer's automatic method, counts).
     plan: str = ""
+
+    @classmethod
+    def of(cls, task: StartedTask) -> SimJob:
+        """What a started task's record gives its simulation."""
+        return cls(
+            task_id=task.task_id,
+            circuit=task.circuit,
+            shots=task.shots,
+            seed=task.seed,
+            memory=task.memory,
+            plan=task.plan,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
