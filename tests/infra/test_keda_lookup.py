@@ -29,7 +29,8 @@ import json
 import math
 import re
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ LOCAL_OVERRIDES = {
     "cloudrun": {"nats_host": "nats.${var.name_prefix}.internal"},
 }
 TARGETS = tuple(LOCAL_OVERRIDES)
+_PER_REPLICA = "${tostring(module.shared.tasks_per_replica)}"
 
 
 @functools.cache
@@ -108,9 +110,11 @@ def rendered_triggers(target: str) -> list[dict[str, str]]:
     for trigger in triggers:
         assert trigger["type"] == "nats-jetstream"
         meta = {}
-        for key, value in trigger["metadata"].items():
+        metadata = mod.resolve(trigger["metadata"])  # a map, or a local holding one
+        assert isinstance(metadata, dict), metadata
+        for key, value in metadata.items():
             value = str(mod.resolve(value))
-            value = value.replace("${tostring(module.shared.tasks_per_replica)}", per_replica)
+            value = value.replace(_PER_REPLICA, per_replica)
             assert "${" not in value, (target, key, value)
             meta[key] = value
         rendered.append(meta)
@@ -165,6 +169,9 @@ def bus_run(cluster: NatsCluster, *, create_consumers: bool, publish: bool) -> N
         bus = Bus(settings_for(cluster), name="keda-test")
         try:
             await bus.connect()
+            # An R3 stream takes a moment to elect its leader; a publish before it
+            # would be refused (a 503 the client retries).
+            await asyncio.to_thread(until, lambda: _has(cluster.stream_leader))
             if create_consumers:
                 await bus.ensure_consumer()
             if publish:
@@ -175,6 +182,21 @@ def bus_run(cluster: NatsCluster, *, create_consumers: bool, publish: bool) -> N
             await bus.close()
 
     asyncio.run(run())
+
+
+def until(condition: Callable[[], object], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def _has(lookup: Callable[[], object]) -> bool:
+    try:
+        lookup()
+    except (LookupError, OSError, ValueError):
+        return False
+    return True
 
 
 def resolver(
@@ -257,7 +279,7 @@ def consumer_leaders(cluster: NatsCluster) -> dict[str, str]:
     for account in jsz.get("account_details", []):
         for stream in account.get("stream_detail", []):
             for consumer in stream.get("consumer_detail", []):
-                leaders[consumer["name"]] = consumer["cluster"]["leader"]
+                leaders[consumer["name"]] = consumer.get("cluster", {}).get("leader", "")
     return leaders
 
 
@@ -267,6 +289,9 @@ def test_with_the_consumers_created_at_deploy_keda_activates_with_no_worker_ever
 ) -> None:
     cluster = queued
     bus_run(cluster, create_consumers=True, publish=False)  # qmill-setup / functions' startup
+    # Each consumer (R3, as its stream) elects a leader of its own; until then /jsz names
+    # none and KEDA's lookup, like any client, has no one to ask.
+    until(lambda: len([n for n in consumer_leaders(cluster).values() if n]) == len(Lane))
     leaders = consumer_leaders(cluster)
     assert set(leaders) == {lane.consumer for lane in Lane}
     expected_lag = {lane.consumer: count for lane, count in QUEUED.items()}
