@@ -170,8 +170,12 @@ def run(args: list[str], data_dir: Path, cwd: Path) -> subprocess.CompletedProce
     )
 
 
-# Auth is on by default and then needs at least one key hash.
-BASE_VARIABLES: dict[str, Any] = {"api_key_hashes": [hashlib.sha256(b"test key").hexdigest()]}
+# Auth is on by default and then needs at least one key hash; every target says how many
+# NATS servers it runs.
+BASE_VARIABLES: dict[str, Any] = {
+    "api_key_hashes": [hashlib.sha256(b"test key").hexdigest()],
+    "nats_cluster_size": 3,
+}
 
 
 class SharedModule:

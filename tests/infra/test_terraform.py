@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import hcl2
 import pytest
 from pydantic import BaseModel
 
@@ -37,6 +38,7 @@ from tests.infra.hcl import (
     dynamic_blocks,
     is_literal,
     module,
+    normalize,
     run,
 )
 
@@ -273,14 +275,36 @@ def test_targets_link_the_shared_variables_and_constants(target: Module) -> None
         assert link.is_symlink() and link.resolve() == (MODULES / "shared" / name).resolve()
 
 
+def platform_variables() -> set[str]:
+    """The shared module's inputs a target sets itself (platform.tf), not its users."""
+    with (MODULES / "shared" / "platform.tf").open() as f:
+        doc = normalize(hcl2.load(f))
+    return {name for block in doc.get("variable", []) for name in block}
+
+
 def test_targets_pass_every_shared_variable_on(target: Module) -> None:
     shared = module("shared")
     call = target.modules["shared"]
     assert call["source"] == "../shared"
-    user_facing = {name for name in shared.variables if not name.startswith("platform_")}
+    user_facing = set(shared.variables) - platform_variables()
     for name in user_facing:
         assert name in call, f"{target.path.name} does not pass {name} to the shared module"
         assert f"var.{name}" in call[name], (name, call[name])
+
+
+# Each target's NATS server count, which the task stream's replicas are clamped to.
+CLUSTER_SIZE = {"kubernetes": "var.nats_replicas", "cloudrun": "var.nats_nodes"}
+
+
+def test_targets_pass_their_nats_cluster_size(target: Module) -> None:
+    """R3 on a one-server cluster is refused by JetStream: every submit would fail."""
+    call = target.modules["shared"]
+    if target.path.name == "kubernetes" and "nats_cluster_size" not in call:
+        pytest.xfail("modules/kubernetes passes var.nats_replicas once k8s lands it (contract 2)")
+    assert call["nats_cluster_size"] == "${" + CLUSTER_SIZE[target.path.name] + "}"
+    assert call["nats_stream_replicas"] == "${var.nats_stream_replicas}"
+    required = {name for name, v in module("shared").variables.items() if "default" not in v}
+    assert required <= set(call), sorted(required - set(call))
 
 
 # --- KEDA / CREMA: the nats-jetstream trigger ----------------------------------------
@@ -600,3 +624,19 @@ def test_examples_use_the_modules() -> None:
         assert example.variables["api_key_hashes"]["sensitive"] is True
         if name == "kubernetes":
             assert example.variables["redis_password"]["sensitive"] is True
+
+
+def test_function_memory_is_composes_measured_limit(defaults: dict[str, Any]) -> None:
+    """compose sized submit from a measurement (arbiter + 335 MiB per parse process); the
+    shared module's function memory for the same WORKERS is that limit, not less."""
+    compose = deployment.load_compose()
+    assert compose is not None
+    submit = compose["services"]["submit"]
+    workers = int(submit["environment"]["WORKERS"])
+    limit = str(submit["deploy"]["resources"]["limits"]["memory"])
+    assert limit.endswith("M"), limit
+    assert workers == defaults["function_workers"]
+    assert defaults["function_memory_mib"] >= int(limit[:-1])
+    assert defaults["function_env"]["QMILL_WORKER__MEMORY_BUDGET_MB"] == (
+        defaults["worker_env"]["QMILL_WORKER__MEMORY_BUDGET_MB"]
+    )

@@ -21,13 +21,16 @@ module "shared" {
   function_min_replicas       = var.function_min_replicas
   function_max_replicas       = var.function_max_replicas
   function_workers            = var.function_workers
-  nats_stream_replicas        = min(var.nats_stream_replicas, var.nats_nodes)
+  nats_stream_replicas        = var.nats_stream_replicas
   result_ttl_seconds          = var.result_ttl_seconds
   log_level                   = var.log_level
   auth_enabled                = var.auth_enabled
   api_key_hashes              = var.api_key_hashes
   allowed_hosts               = var.allowed_hosts
   extra_env                   = var.extra_env
+
+  # The task stream has at most one replica per NATS server.
+  nats_cluster_size = var.nats_nodes
 
   # Cloud Run sends SIGKILL 10 s after SIGTERM, and an instance has at most 32 GiB.
   platform_stop_seconds   = local.cloud_run_stop_seconds

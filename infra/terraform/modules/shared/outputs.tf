@@ -18,6 +18,21 @@ output "worker_env" {
   value       = local.worker_env
 }
 
+output "function_memory_mib" {
+  description = "Memory of a function container, in MiB: the arbiter plus function_workers parse processes (measured, see constants.tf)."
+  value       = local.function_memory_mib
+}
+
+output "version_label" {
+  description = "image_tag as a valid Kubernetes label value (app.kubernetes.io/version): digest dropped, at most 63 characters, alphanumeric at both ends."
+  value       = local.version_label
+}
+
+output "nats_stream_replicas" {
+  description = "[nats] stream_replicas in effect: nats_stream_replicas, at most nats_cluster_size."
+  value       = local.nats_stream_replicas
+}
+
 output "function_workers" {
   description = "WORKERS for functions-framework."
   value       = var.function_workers

@@ -13,7 +13,19 @@ variable "platform_max_memory_mib" {
   default     = null
 }
 
+variable "nats_cluster_size" {
+  description = "NATS servers in the target's cluster (Kubernetes: nats_replicas; Cloud Run: nats_nodes). The task stream cannot have more replicas than servers: JetStream refuses to create it, and every submit fails."
+  type        = number
+  validation {
+    condition     = var.nats_cluster_size >= 1 && floor(var.nats_cluster_size) == var.nats_cluster_size
+    error_message = "nats_cluster_size must be an integer >= 1."
+  }
+}
+
 locals {
+  # [nats] stream_replicas as the cluster can hold it: R3 on one server is refused.
+  nats_stream_replicas = min(var.nats_stream_replicas, var.nats_cluster_size)
+
   # Leave the worker this many seconds between its own deadline and SIGKILL.
   stop_margin_seconds = 2
   worker_grace_period_seconds = (

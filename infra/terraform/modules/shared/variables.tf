@@ -166,9 +166,9 @@ variable "worker_tasks_per_replica" {
 }
 
 variable "function_min_replicas" {
-  description = "Fewest replicas of each HTTP function."
+  description = "Fewest replicas of each HTTP function. 2: one replica is a single point of failure (a node drain, a zone, a crashed instance stops the API), and a cold start of the submit function (qiskit's import) takes seconds."
   type        = number
-  default     = 1
+  default     = 2
   validation {
     condition     = var.function_min_replicas >= 0 && floor(var.function_min_replicas) == var.function_min_replicas
     error_message = "function_min_replicas must be an integer >= 0."
@@ -196,7 +196,7 @@ variable "function_workers" {
 }
 
 variable "nats_stream_replicas" {
-  description = "[nats] stream_replicas: copies of the task stream in the NATS cluster (3 on a 3-node cluster)."
+  description = "[nats] stream_replicas: copies of the task stream in the NATS cluster (3 on a 3-node cluster); lowered to the cluster's size when it has fewer servers."
   type        = number
   default     = 3
   validation {
