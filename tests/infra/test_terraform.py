@@ -637,6 +637,7 @@ def test_function_memory_is_composes_measured_limit(defaults: dict[str, Any]) ->
     assert limit.endswith("M"), limit
     assert workers == defaults["function_workers"]
     assert defaults["function_memory_mib"] >= int(limit[:-1])
-    assert defaults["function_env"]["QMILL_WORKER__MEMORY_BUDGET_MB"] == (
-        defaults["worker_env"]["QMILL_WORKER__MEMORY_BUDGET_MB"]
+    assert (
+        defaults["function_env"]["QMILL_WORKER__MEMORY_BUDGET_MB"]
+        == (defaults["worker_env"]["QMILL_WORKER__MEMORY_BUDGET_MB"])
     )

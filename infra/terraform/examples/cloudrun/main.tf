@@ -7,11 +7,11 @@ terraform {
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = ">= 6.50, < 8.0"
+      version = "~> 6.50"
     }
     google-beta = {
       source  = "hashicorp/google-beta"
-      version = ">= 6.50, < 8.0"
+      version = "~> 6.50"
     }
   }
 }

@@ -4,12 +4,12 @@ terraform {
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = ">= 6.50, < 8.0"
+      version = "~> 6.50"
     }
     # Cloud Run worker pools are a beta API.
     google-beta = {
       source  = "hashicorp/google-beta"
-      version = ">= 6.50, < 8.0"
+      version = "~> 6.50"
     }
   }
 }
