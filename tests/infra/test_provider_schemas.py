@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hcl2
 import pytest
 
-from tests.infra.hcl import TERRAFORM_DIR, normalize
+from tests.infra.hcl import TERRAFORM_DIR, load
 
 SCHEMAS = TERRAFORM_DIR / "schemas"
 REGENERATE = "python infra/terraform/schemas/generate.py"
@@ -57,8 +56,7 @@ def terraform_files() -> list[Path]:
 
 def all_blocks() -> Iterator[Block]:
     for file in terraform_files():
-        with file.open() as f:
-            doc = normalize(hcl2.load(f))
+        doc = load(file)
         for kind in ("resource", "data"):
             for block in doc.get(kind, []):
                 for type_name, named in block.items():

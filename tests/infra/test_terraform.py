@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import hcl2
 import pytest
 from pydantic import BaseModel
 
@@ -37,8 +36,8 @@ from tests.infra.hcl import (
     blocks,
     dynamic_blocks,
     is_literal,
+    load,
     module,
-    normalize,
     run,
 )
 
@@ -102,6 +101,11 @@ def qmill_containers(mod: Module) -> Iterator[tuple[str, dict[str, Any]]]:
                     or "module.shared.worker_image" in image
                 ):
                     yield f"{kind}.{name}", container
+
+
+def is_setup(container: dict[str, Any]) -> bool:
+    """The qmill-setup job's container (stream and consumers), not a function."""
+    return bool(container.get("command") == ["qmill-setup"])
 
 
 def env_of(container: dict[str, Any], shared_outputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -277,8 +281,7 @@ def test_targets_link_the_shared_variables_and_constants(target: Module) -> None
 
 def platform_variables() -> set[str]:
     """The shared module's inputs a target sets itself (platform.tf), not its users."""
-    with (MODULES / "shared" / "platform.tf").open() as f:
-        doc = normalize(hcl2.load(f))
+    doc = load(MODULES / "shared" / "platform.tf")
     return {name for block in doc.get("variable", []) for name in block}
 
 
@@ -373,13 +376,21 @@ def test_every_qmill_env_var_is_a_setting_the_code_reads(
         qmill = {name for name in env if name.startswith("QMILL_")}
         assert qmill <= readable, (where, sorted(qmill - readable))
         assert set(env) - qmill <= NON_QMILL_ENV, (where, sorted(set(env) - qmill))
-        # Every container can reach NATS and Redis; the Redis URL (it holds the password)
-        # only ever from a secret.
-        assert {"QMILL_NATS__URL", "QMILL_REDIS__URL"} <= qmill, where
-        redis = env["QMILL_REDIS__URL"]
-        assert "value" not in redis, where
-        assert "secret_key_ref" in str(redis.get("value_from") or redis.get("value_source")), where
-        if "functions_image" in container["image"]:
+        # Every container can reach NATS and Redis (qmill-setup, which creates the stream
+        # and consumers, only NATS); the Redis URL (it holds the password) only ever from
+        # a secret, and on Cloud Run the NATS URL too (it holds the NATS password).
+        needs = (
+            {"QMILL_NATS__URL"} if is_setup(container) else {"QMILL_NATS__URL", "QMILL_REDIS__URL"}
+        )
+        assert needs <= qmill, where
+        secret_urls = ["QMILL_REDIS__URL"] if "QMILL_REDIS__URL" in needs else []
+        if target.path.name == "cloudrun":
+            secret_urls.append("QMILL_NATS__URL")
+        for name in secret_urls:
+            url = env[name]
+            assert "value" not in url, (where, name)
+            assert "secret_key_ref" in str(url.get("value_from") or url.get("value_source")), where
+        if "functions_image" in container["image"] and not is_setup(container):
             # API key hashes, from a secret too; auth on by default.
             hashes = env["QMILL_AUTH__API_KEY_HASHES"]
             assert "value" not in hashes, where
@@ -406,7 +417,7 @@ def test_function_containers_run_the_function_entry_points(
     functions = {
         name: container
         for name, container in qmill_containers(target)
-        if "functions_image" in container["image"]
+        if "functions_image" in container["image"] and not is_setup(container)
     }
     assert len(functions) == 1  # one resource with for_each over the function names
     (container,) = functions.values()

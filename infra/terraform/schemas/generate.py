@@ -51,8 +51,6 @@ EXTRA_TYPES: dict[str, set[str]] = {
         "kubernetes_job_v1",
         "kubernetes_network_policy_v1",
         "kubernetes_service_account_v1",
-        "google_cloud_run_v2_job",
-        "random_password",
     },
     "data": set(),
 }

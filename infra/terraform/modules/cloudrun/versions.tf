@@ -11,5 +11,10 @@ terraform {
       source  = "hashicorp/google-beta"
       version = "~> 6.50"
     }
+    # The NATS password (nats_auth.tf).
+    random = {
+      source  = "hashicorp/random"
+      version = "~> 3.7"
+    }
   }
 }

@@ -77,6 +77,16 @@ output "api_key_hashes_json" {
 output "worker_cpu" {
   description = "CPU cores per worker replica."
   value       = local.worker_cpu
+
+  precondition {
+    condition     = local.worker_cpu >= local.worker_min_cpu
+    error_message = "A worker needs ${local.worker_memory_mib} MiB, which the platform gives only with at least ${local.worker_min_cpu} CPUs (Cloud Run: over 4 GiB 2, over 8 GiB 4, over 16 GiB 6, over 24 GiB 8): set worker_cpu = ${local.worker_min_cpu}, or lower max_qubits or worker_max_concurrent_tasks."
+  }
+}
+
+output "function_min_cpu" {
+  description = "The fewest CPUs the platform allows for function_memory_mib (0: no rule)."
+  value       = local.function_min_cpu
 }
 
 output "termination_grace_period_seconds" {

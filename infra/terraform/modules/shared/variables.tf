@@ -96,11 +96,11 @@ variable "worker_executor" {
 }
 
 variable "worker_grace_period_seconds" {
-  description = "[worker] grace_period_seconds: on SIGTERM, how long running tasks may finish. The platform's termination grace period is set longer."
+  description = "[worker] grace_period_seconds: on SIGTERM, how long running tasks may finish before the worker releases them (hands them back, not counted as a failed attempt). null: max_execution_seconds, so a scale-in lets a running simulation finish where the platform allows it (Kubernetes); Cloud Run caps it at 8 s. The platform's termination grace period is set longer."
   type        = number
-  default     = 20
+  default     = null
   validation {
-    condition     = var.worker_grace_period_seconds >= 0 && var.worker_grace_period_seconds <= 3600
+    condition     = var.worker_grace_period_seconds == null || try(var.worker_grace_period_seconds >= 0 && var.worker_grace_period_seconds <= 3600, false)
     error_message = "worker_grace_period_seconds must be from 0 to 3600."
   }
 }

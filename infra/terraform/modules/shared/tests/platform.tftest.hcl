@@ -141,3 +141,55 @@ run "two_function_replicas_by_default" {
     error_message = "function_min_replicas defaults to 2."
   }
 }
+
+# Kubernetes (no fixed stop timeout): by default a running simulation may finish, so the
+# termination grace covers max_execution_seconds (it was 35 s against 120 s).
+run "default_grace_covers_a_running_simulation" {
+  command = plan
+
+  assert {
+    condition     = tonumber(output.worker_env["QMILL_WORKER__GRACE_PERIOD_SECONDS"]) == 120 && output.termination_grace_period_seconds > 120
+    error_message = "The default grace must cover max_execution_seconds (120 s)."
+  }
+}
+
+# Cloud Run: more memory needs more CPUs. 28 qubits x 2 slots is ~9.2 GiB, which needs
+# 4 CPUs; the default worker_cpu (one per slot) is 2: refused at plan, not at apply.
+run "cloud_run_cpu_per_memory_refuses_too_few_cpus" {
+  command = plan
+
+  variables {
+    max_qubits                = 28
+    platform_min_cpu_over_mib = { "4096" = 2, "8192" = 4, "16384" = 6, "24576" = 8 }
+  }
+
+  expect_failures = [output.worker_cpu]
+}
+
+run "cloud_run_cpu_per_memory_accepts_enough_cpus" {
+  command = plan
+
+  variables {
+    max_qubits                = 28
+    worker_cpu                = 4
+    platform_min_cpu_over_mib = { "4096" = 2, "8192" = 4, "16384" = 6, "24576" = 8 }
+  }
+
+  assert {
+    condition     = output.worker_memory_mib > 8192 && output.worker_cpu == 4
+    error_message = "Over 8 GiB with 4 CPUs is allowed."
+  }
+}
+
+run "cloud_run_functions_fit_one_cpu" {
+  command = plan
+
+  variables {
+    platform_min_cpu_over_mib = { "4096" = 2, "8192" = 4, "16384" = 6, "24576" = 8 }
+  }
+
+  assert {
+    condition     = output.function_min_cpu <= 1 && output.worker_cpu >= 1
+    error_message = "Two parse processes (1536 MiB) fit one CPU."
+  }
+}
