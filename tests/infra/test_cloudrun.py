@@ -144,7 +144,8 @@ def test_the_setup_job_runs_before_any_worker_or_autoscaler() -> None:
     assert job["provider"] == "google-beta"  # run_execution_token is a beta argument
     assert "run_execution_token" in job  # apply waits for a successful execution
     (container,) = list(blocks(job, "containers"))
-    assert container["command"] == ["qmill-setup"]
+    assert container["command"] == ["/bin/sh", "-c", "until qmill-setup; do sleep 5; done"]
+    assert job["template"][0]["template"][0]["timeout"] == "${var.setup_timeout_seconds}s"
     assert container["image"] == "${module.shared.functions_image}"
     (dynamic_env,) = [d["env"] for d in container["dynamic"]]
     assert dynamic_env["for_each"] == "${module.shared.function_env}"

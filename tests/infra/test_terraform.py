@@ -105,7 +105,7 @@ def qmill_containers(mod: Module) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def is_setup(container: dict[str, Any]) -> bool:
     """The qmill-setup job's container (stream and consumers), not a function."""
-    return bool(container.get("command") == ["qmill-setup"])
+    return "qmill-setup" in " ".join(container.get("command", []))
 
 
 def env_of(container: dict[str, Any], shared_outputs: dict[str, Any]) -> dict[str, dict[str, Any]]:

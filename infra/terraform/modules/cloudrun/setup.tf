@@ -40,9 +40,12 @@ resource "google_cloud_run_v2_job" "setup" {
       }
 
       containers {
-        name    = "setup"
-        image   = module.shared.functions_image
-        command = ["qmill-setup"]
+        name  = "setup"
+        image = module.shared.functions_image
+        # On a first apply the NATS VMs are created just before this job and may still be
+        # booting (pulling the nats image, forming the cluster): try again every 5 s
+        # until the task's timeout; each failed try logs qmill-setup's own message.
+        command = ["/bin/sh", "-c", "until qmill-setup; do sleep 5; done"]
 
         env {
           name = "QMILL_NATS__URL"

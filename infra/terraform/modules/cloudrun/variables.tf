@@ -83,9 +83,9 @@ variable "redis_memory_size_gb" {
 }
 
 variable "setup_timeout_seconds" {
-  description = "How long the qmill-setup job (stream and consumers) may run before the apply fails."
+  description = "How long the qmill-setup job may keep trying (the NATS VMs of a first apply boot meanwhile) before the apply fails."
   type        = number
-  default     = 120
+  default     = 600
 }
 
 variable "redis_version" {
