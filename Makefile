@@ -14,7 +14,8 @@ BENCH_ARGS ?= --update-docs
 .PHONY: install lock run test test-fast faults lint lint-terraform fmt openapi bench clean
 
 # Terraform checks (infra/terraform). The provider registry is not reachable from the
-# build machines: fmt, checkov, and init/validate of the provider-free shared module.
+# build machines: fmt, checkov, and init/validate/test of the provider-free shared module
+# (modules/shared/tests/*.tftest.hcl: plan-mode runs with asserts, no provider needed).
 TERRAFORM      ?= terraform
 TF_DIR         := infra/terraform
 TF_ENV         := TF_CLI_CONFIG_FILE=/dev/null TF_IN_AUTOMATION=1 CHECKPOINT_DISABLE=1 TF_DATA_DIR=$(CURDIR)/.terraform-data/shared
@@ -77,10 +78,11 @@ $(CHECKOV_STAMP):
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet '$(CHECKOV)'
 	touch $(CHECKOV_STAMP)
 
-lint-terraform: $(CHECKOV_STAMP)  ## terraform fmt, offline validate of modules/shared, checkov
+lint-terraform: $(CHECKOV_STAMP)  ## terraform fmt, offline validate and `terraform test` (plan-mode asserts) of modules/shared, checkov
 	$(TF_ENV) $(TERRAFORM) fmt -check -recursive $(TF_DIR)
 	$(TF_ENV) $(TERRAFORM) -chdir=$(TF_DIR)/modules/shared init -backend=false -input=false -no-color >/dev/null
 	$(TF_ENV) $(TERRAFORM) -chdir=$(TF_DIR)/modules/shared validate -no-color
+	$(TF_ENV) $(TERRAFORM) -chdir=$(TF_DIR)/modules/shared test -no-color
 	$(CHECKOV_VENV)/bin/checkov --skip-download --config-file $(TF_DIR)/.checkov.yaml -d $(TF_DIR)
 
 fmt: $(STAMP)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -53,6 +54,18 @@ def is_literal(value: Any) -> bool:
     return not (isinstance(value, str) and "${" in value)
 
 
+@functools.cache
+def _parsed(path: Path, mtime_ns: int) -> Any:
+    with path.open() as f:
+        return normalize(hcl2.load(f))
+
+
+def load(path: Path) -> Any:
+    """One .tf file, normalized; parsed once per test run (python-hcl2 is slow), and again
+    if the file changed."""
+    return _parsed(path.resolve(), path.stat().st_mtime_ns)
+
+
 class Module:
     """Every block of one module directory (links such as shared_variables.tf included)."""
 
@@ -63,9 +76,9 @@ class Module:
         self.outputs: dict[str, dict[str, Any]] = {}
         self.modules: dict[str, dict[str, Any]] = {}
         self.resources: dict[tuple[str, str], dict[str, Any]] = {}
+        self.data: dict[tuple[str, str], dict[str, Any]] = {}
         for file in sorted(path.glob("*.tf")):
-            with file.open() as f:
-                doc = normalize(hcl2.load(f))
+            doc = load(file)
             for block in doc.get("variable", []):
                 self.variables.update(block)
             for block in doc.get("locals", []):
@@ -78,6 +91,10 @@ class Module:
                 for kind, named in block.items():
                     for name, body in named.items():
                         self.resources[(kind, name)] = body
+            for block in doc.get("data", []):
+                for kind, named in block.items():
+                    for name, body in named.items():
+                        self.data[(kind, name)] = body
 
     def resource(self, kind: str, name: str) -> dict[str, Any]:
         return self.resources[(kind, name)]
@@ -170,8 +187,12 @@ def run(args: list[str], data_dir: Path, cwd: Path) -> subprocess.CompletedProce
     )
 
 
-# Auth is on by default and then needs at least one key hash.
-BASE_VARIABLES: dict[str, Any] = {"api_key_hashes": [hashlib.sha256(b"test key").hexdigest()]}
+# Auth is on by default and then needs at least one key hash; every target says how many
+# NATS servers it runs.
+BASE_VARIABLES: dict[str, Any] = {
+    "api_key_hashes": [hashlib.sha256(b"test key").hexdigest()],
+    "nats_cluster_size": 3,
+}
 
 
 class SharedModule:

@@ -36,6 +36,7 @@ from tests.infra.hcl import (
     blocks,
     dynamic_blocks,
     is_literal,
+    load,
     module,
     run,
 )
@@ -100,6 +101,11 @@ def qmill_containers(mod: Module) -> Iterator[tuple[str, dict[str, Any]]]:
                     or "module.shared.worker_image" in image
                 ):
                     yield f"{kind}.{name}", container
+
+
+def is_setup(container: dict[str, Any]) -> bool:
+    """The qmill-setup job's container (stream and consumers), not a function."""
+    return "qmill-setup" in " ".join(container.get("command", []))
 
 
 def env_of(container: dict[str, Any], shared_outputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -273,14 +279,35 @@ def test_targets_link_the_shared_variables_and_constants(target: Module) -> None
         assert link.is_symlink() and link.resolve() == (MODULES / "shared" / name).resolve()
 
 
+def platform_variables() -> set[str]:
+    """The shared module's inputs a target sets itself (platform.tf), not its users."""
+    doc = load(MODULES / "shared" / "platform.tf")
+    return {name for block in doc.get("variable", []) for name in block}
+
+
 def test_targets_pass_every_shared_variable_on(target: Module) -> None:
     shared = module("shared")
     call = target.modules["shared"]
     assert call["source"] == "../shared"
-    user_facing = {name for name in shared.variables if not name.startswith("platform_")}
+    user_facing = set(shared.variables) - platform_variables()
     for name in user_facing:
         assert name in call, f"{target.path.name} does not pass {name} to the shared module"
         assert f"var.{name}" in call[name], (name, call[name])
+
+
+# Each target's NATS server count, which the task stream's replicas are clamped to.
+CLUSTER_SIZE = {"kubernetes": "var.nats_replicas", "cloudrun": "var.nats_nodes"}
+
+
+def test_targets_pass_their_nats_cluster_size(target: Module) -> None:
+    """R3 on a one-server cluster is refused by JetStream: every submit would fail."""
+    call = target.modules["shared"]
+    if target.path.name == "kubernetes" and "nats_cluster_size" not in call:
+        pytest.xfail("modules/kubernetes passes var.nats_replicas once k8s lands it (contract 2)")
+    assert call["nats_cluster_size"] == "${" + CLUSTER_SIZE[target.path.name] + "}"
+    assert call["nats_stream_replicas"] == "${var.nats_stream_replicas}"
+    required = {name for name, v in module("shared").variables.items() if "default" not in v}
+    assert required <= set(call), sorted(required - set(call))
 
 
 # --- KEDA / CREMA: the nats-jetstream trigger ----------------------------------------
@@ -349,13 +376,21 @@ def test_every_qmill_env_var_is_a_setting_the_code_reads(
         qmill = {name for name in env if name.startswith("QMILL_")}
         assert qmill <= readable, (where, sorted(qmill - readable))
         assert set(env) - qmill <= NON_QMILL_ENV, (where, sorted(set(env) - qmill))
-        # Every container can reach NATS and Redis; the Redis URL (it holds the password)
-        # only ever from a secret.
-        assert {"QMILL_NATS__URL", "QMILL_REDIS__URL"} <= qmill, where
-        redis = env["QMILL_REDIS__URL"]
-        assert "value" not in redis, where
-        assert "secret_key_ref" in str(redis.get("value_from") or redis.get("value_source")), where
-        if "functions_image" in container["image"]:
+        # Every container can reach NATS and Redis (qmill-setup, which creates the stream
+        # and consumers, only NATS); the Redis URL (it holds the password) only ever from
+        # a secret, and on Cloud Run the NATS URL too (it holds the NATS password).
+        needs = (
+            {"QMILL_NATS__URL"} if is_setup(container) else {"QMILL_NATS__URL", "QMILL_REDIS__URL"}
+        )
+        assert needs <= qmill, where
+        secret_urls = ["QMILL_REDIS__URL"] if "QMILL_REDIS__URL" in needs else []
+        if target.path.name == "cloudrun":
+            secret_urls.append("QMILL_NATS__URL")
+        for name in secret_urls:
+            url = env[name]
+            assert "value" not in url, (where, name)
+            assert "secret_key_ref" in str(url.get("value_from") or url.get("value_source")), where
+        if "functions_image" in container["image"] and not is_setup(container):
             # API key hashes, from a secret too; auth on by default.
             hashes = env["QMILL_AUTH__API_KEY_HASHES"]
             assert "value" not in hashes, where
@@ -382,7 +417,7 @@ def test_function_containers_run_the_function_entry_points(
     functions = {
         name: container
         for name, container in qmill_containers(target)
-        if "functions_image" in container["image"]
+        if "functions_image" in container["image"] and not is_setup(container)
     }
     assert len(functions) == 1  # one resource with for_each over the function names
     (container,) = functions.values()
@@ -600,3 +635,20 @@ def test_examples_use_the_modules() -> None:
         assert example.variables["api_key_hashes"]["sensitive"] is True
         if name == "kubernetes":
             assert example.variables["redis_password"]["sensitive"] is True
+
+
+def test_function_memory_is_composes_measured_limit(defaults: dict[str, Any]) -> None:
+    """compose sized submit from a measurement (arbiter + 335 MiB per parse process); the
+    shared module's function memory for the same WORKERS is that limit, not less."""
+    compose = deployment.load_compose()
+    assert compose is not None
+    submit = compose["services"]["submit"]
+    workers = int(submit["environment"]["WORKERS"])
+    limit = str(submit["deploy"]["resources"]["limits"]["memory"])
+    assert limit.endswith("M"), limit
+    assert workers == defaults["function_workers"]
+    assert defaults["function_memory_mib"] >= int(limit[:-1])
+    assert (
+        defaults["function_env"]["QMILL_WORKER__MEMORY_BUDGET_MB"]
+        == (defaults["worker_env"]["QMILL_WORKER__MEMORY_BUDGET_MB"])
+    )

@@ -1,17 +1,33 @@
 # qmill on Google Cloud: functions on Cloud Run, workers in a Cloud Run worker pool,
 # Memorystore for Redis, NATS on Compute Engine. Copy this file, then:
-# terraform init && terraform apply -var project_id=... -var domain=... (see the README).
+#   gcloud storage buckets create gs://STATE_BUCKET --location=EU \
+#     --uniform-bucket-level-access --public-access-prevention
+#   gcloud storage buckets update gs://STATE_BUCKET --versioning
+#   terraform init -backend-config=bucket=STATE_BUCKET
+#   terraform apply -var project_id=... -var domain=... (see the README)
 terraform {
   required_version = ">= 1.9"
+
+  # The state holds secrets in clear: the Memorystore AUTH string, the NATS password
+  # (both also in Secret Manager) and the API key hashes. Keep it in a bucket of its own
+  # that only the operators can read (uniform access, no public access, versioning so a
+  # bad apply can be undone; a CMEK if your policy asks for one), never on a laptop.
+  backend "gcs" {
+    prefix = "qmill"
+  }
 
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = ">= 6.50, < 8.0"
+      version = "~> 6.50"
     }
     google-beta = {
       source  = "hashicorp/google-beta"
-      version = ">= 6.50, < 8.0"
+      version = "~> 6.50"
+    }
+    random = {
+      source  = "hashicorp/random"
+      version = "~> 3.7"
     }
   }
 }

@@ -51,6 +51,8 @@ resource "google_service_account" "autoscaler" {
   project      = var.project_id
   account_id   = "${var.name_prefix}-autoscaler"
   display_name = "qmill worker autoscaler (CREMA)"
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_parameter_manager_parameter" "autoscaler" {
@@ -149,7 +151,9 @@ resource "google_cloud_run_v2_service" "autoscaler" {
     }
   }
 
+  # The consumers exist before the autoscaler first reads them (setup.tf).
   depends_on = [
+    google_cloud_run_v2_job.setup,
     google_project_iam_member.autoscaler_config,
     google_cloud_run_v2_worker_pool_iam_member.autoscaler,
     google_service_account_iam_member.autoscaler_acts_as_worker,

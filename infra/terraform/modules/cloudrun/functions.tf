@@ -4,6 +4,8 @@ resource "google_service_account" "functions" {
   project      = var.project_id
   account_id   = "${var.name_prefix}-functions"
   display_name = "qmill HTTP functions"
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_cloud_run_v2_service" "function" {
@@ -60,9 +62,15 @@ resource "google_cloud_run_v2_service" "function" {
         value = tostring(module.shared.function_workers)
       }
 
+      # Every NATS server, with the credentials (nats_auth.tf).
       env {
-        name  = "QMILL_NATS__URL"
-        value = local.nats_url
+        name = "QMILL_NATS__URL"
+        value_source {
+          secret_key_ref {
+            secret  = google_secret_manager_secret.nats_url.secret_id
+            version = "latest"
+          }
+        }
       }
 
       env {
@@ -94,7 +102,8 @@ resource "google_cloud_run_v2_service" "function" {
       }
 
       resources {
-        limits            = { cpu = var.function_cpu, memory = var.function_memory }
+        # The arbiter and function_workers parse processes, as measured (modules/shared).
+        limits            = { cpu = var.function_cpu, memory = "${module.shared.function_memory_mib}Mi" }
         cpu_idle          = true
         startup_cpu_boost = true
       }
@@ -110,9 +119,18 @@ resource "google_cloud_run_v2_service" "function" {
     }
   }
 
+  lifecycle {
+    precondition {
+      condition     = tonumber(var.function_cpu) >= module.shared.function_min_cpu
+      error_message = "A function needs ${module.shared.function_memory_mib} MiB (function_workers parse processes); Cloud Run gives that much only with at least ${module.shared.function_min_cpu} CPUs: raise function_cpu or lower function_workers."
+    }
+  }
+
   depends_on = [
     google_secret_manager_secret_iam_member.redis_url,
     google_secret_manager_secret_version.redis_url,
+    google_secret_manager_secret_iam_member.nats_url,
+    google_secret_manager_secret_version.nats_url,
     google_secret_manager_secret_iam_member.api_key_hashes,
     google_secret_manager_secret_version.api_key_hashes,
   ]

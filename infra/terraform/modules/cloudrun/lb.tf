@@ -64,6 +64,8 @@ resource "google_compute_managed_ssl_certificate" "api" {
   managed {
     domains = [var.domain]
   }
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_compute_ssl_policy" "api" {
@@ -71,6 +73,8 @@ resource "google_compute_ssl_policy" "api" {
   name            = "${var.name_prefix}-api"
   profile         = "MODERN"
   min_tls_version = "TLS_1_2"
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_compute_target_https_proxy" "api" {
@@ -84,6 +88,8 @@ resource "google_compute_target_https_proxy" "api" {
 resource "google_compute_global_address" "api" {
   project = var.project_id
   name    = "${var.name_prefix}-api"
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_compute_global_forwarding_rule" "https" {
@@ -105,6 +111,8 @@ resource "google_compute_url_map" "redirect" {
     redirect_response_code = "MOVED_PERMANENTLY_DEFAULT"
     strip_query            = false
   }
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_compute_target_http_proxy" "redirect" {

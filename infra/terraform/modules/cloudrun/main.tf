@@ -21,7 +21,7 @@ module "shared" {
   function_min_replicas       = var.function_min_replicas
   function_max_replicas       = var.function_max_replicas
   function_workers            = var.function_workers
-  nats_stream_replicas        = min(var.nats_stream_replicas, var.nats_nodes)
+  nats_stream_replicas        = var.nats_stream_replicas
   result_ttl_seconds          = var.result_ttl_seconds
   log_level                   = var.log_level
   auth_enabled                = var.auth_enabled
@@ -29,14 +29,25 @@ module "shared" {
   allowed_hosts               = var.allowed_hosts
   extra_env                   = var.extra_env
 
-  # Cloud Run sends SIGKILL 10 s after SIGTERM, and an instance has at most 32 GiB.
-  platform_stop_seconds   = local.cloud_run_stop_seconds
-  platform_max_memory_mib = local.cloud_run_max_memory_mib
+  # The task stream has at most one replica per NATS server.
+  nats_cluster_size = var.nats_nodes
+
+  # Cloud Run sends SIGKILL 10 s after SIGTERM, an instance has at most 32 GiB, and
+  # more memory needs more CPUs.
+  platform_stop_seconds     = local.cloud_run_stop_seconds
+  platform_max_memory_mib   = local.cloud_run_max_memory_mib
+  platform_min_cpu_over_mib = local.cloud_run_min_cpu_over_mib
 }
 
 locals {
   cloud_run_stop_seconds   = 10
   cloud_run_max_memory_mib = 32768
+  # Cloud Run's CPU-per-memory rule: an instance with more than 4 GiB needs 2 CPUs, more
+  # than 8 GiB 4, more than 16 GiB 6, more than 24 GiB 8; and 4 CPUs need at least
+  # 2 GiB, 6 or 8 CPUs 4 GiB. An instance that breaks it fails only at apply, so the
+  # shared module's worker_cpu output and the preconditions here check it at plan.
+  cloud_run_min_cpu_over_mib = { "4096" = 2, "8192" = 4, "16384" = 6, "24576" = 8 }
+  worker_min_memory_mib      = module.shared.worker_cpu >= 6 ? 4096 : module.shared.worker_cpu >= 4 ? 2048 : 512
 
   labels = merge(var.labels, { "part-of" = "qmill", "managed-by" = "terraform" })
 
@@ -44,7 +55,8 @@ locals {
   # (KEDA's scaler asks a consumer's leader at <server name>.<monitoring host>).
   dns_domain = "${var.name_prefix}.internal."
   nats_host  = "nats.${trimsuffix(local.dns_domain, ".")}"
-  nats_url   = "nats://${local.nats_host}:${local.nats_client_port}"
+  # Without credentials: the containers get the full URL from Secret Manager (nats_auth.tf).
+  nats_url = "nats://${local.nats_host}:${local.nats_client_port}"
 
   nats_monitoring_endpoint = "${local.nats_host}:${local.nats_monitor_port}"
 

@@ -1,15 +1,25 @@
 # NATS JetStream on Compute Engine: one server per zone, each with a persistent disk for
 # the file store and a fixed internal address, clustered over routes. Google offers no
 # managed NATS, and Cloud Run has no persistent disks, so these are the pieces we run.
+#
+# In a fresh project the Compute API is off until google_project_service enables it:
+# these data sources would be read (and fail) at plan time without the depends_on.
 data "google_compute_zones" "available" {
   project = var.project_id
   region  = var.region
   status  = "UP"
+
+  depends_on = [google_project_service.apis]
 }
 
+# The COS image a NATS VM is created from. A later COS release does not replace the VMs
+# (ignore_changes below): replacing all of them at once would stop the cluster. Roll a
+# new image one VM at a time (README: "Rolling the NATS VMs").
 data "google_compute_image" "cos" {
   project = "cos-cloud"
-  family  = "cos-stable"
+  family  = var.nats_boot_image_family
+
+  depends_on = [google_project_service.apis]
 }
 
 locals {
@@ -20,6 +30,8 @@ resource "google_service_account" "nats" {
   project      = var.project_id
   account_id   = "${var.name_prefix}-nats"
   display_name = "qmill NATS servers"
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_project_iam_member" "nats" {
@@ -94,6 +106,9 @@ resource "google_compute_instance" "nats" {
     enable-oslogin         = "TRUE"
     user-data = templatefile("${path.module}/templates/nats-cloud-init.yaml.tftpl", {
       image = var.nats_image
+      # Clients authenticate (nats_auth.tf); the VM holds only the password's bcrypt hash.
+      auth_user          = local.nats_user
+      auth_password_hash = random_password.nats.bcrypt_hash
       nats_conf = templatefile("${path.module}/templates/nats.conf.tftpl", {
         server_name       = "nats-${count.index}"
         host              = "0.0.0.0"
@@ -111,6 +126,12 @@ resource "google_compute_instance" "nats" {
   }
 
   allow_stopping_for_update = true
+
+  lifecycle {
+    # A new cos-stable release would otherwise replace every NATS VM in one apply: the
+    # boot image is fixed at creation; roll a new one VM by VM with -replace.
+    ignore_changes = [boot_disk[0].initialize_params[0].image]
+  }
 
   depends_on = [google_compute_router_nat.qmill]
 }

@@ -14,8 +14,18 @@ resource "google_redis_instance" "qmill" {
   transit_encryption_mode = "DISABLED"
   labels                  = local.labels
 
-  # Memorystore for Redis offers RDB snapshots, not an append-only file; the
-  # STANDARD_HA replica covers a zone's loss between snapshots.
+  # Every task record has a TTL, so Memorystore's default volatile-lru would evict task
+  # state (a pending task forgotten) when memory fills. noeviction refuses writes
+  # instead: a submit gets 503, nothing accepted is lost.
+  redis_configs = {
+    "maxmemory-policy" = "noeviction"
+  }
+
+  # Memorystore for Redis has RDB snapshots only (no append-only file), and one hour is
+  # its shortest period. Against a node's loss the STANDARD_HA replica (asynchronous,
+  # in another zone) is what keeps task state; the snapshot is for losing both. AOF needs
+  # Memorystore for Valkey or Redis Cluster, whose IAM-only auth or cluster protocol
+  # qmill's Redis client does not speak yet (README).
   persistence_config {
     persistence_mode    = "RDB"
     rdb_snapshot_period = "ONE_HOUR"

@@ -42,6 +42,12 @@ variable "nats_image" {
   default     = "nats:2.15.1-alpine"
 }
 
+variable "nats_boot_image_family" {
+  description = "Container-Optimized OS image family of the NATS VMs, read when a VM is created; a newer release in the family does not replace running VMs (roll them one at a time, see the README)."
+  type        = string
+  default     = "cos-stable"
+}
+
 variable "nats_machine_type" {
   description = "Machine type of each NATS server."
   type        = string
@@ -76,6 +82,12 @@ variable "redis_memory_size_gb" {
   default     = 5
 }
 
+variable "setup_timeout_seconds" {
+  description = "How long the qmill-setup job may keep trying (the NATS VMs of a first apply boot meanwhile) before the apply fails."
+  type        = number
+  default     = 600
+}
+
 variable "redis_version" {
   description = "Memorystore for Redis version."
   type        = string
@@ -83,15 +95,9 @@ variable "redis_version" {
 }
 
 variable "function_cpu" {
-  description = "CPU of each function instance."
+  description = "CPU of each function instance (its memory is the shared module's function_memory_mib, from function_workers)."
   type        = string
   default     = "1"
-}
-
-variable "function_memory" {
-  description = "Memory of each function instance."
-  type        = string
-  default     = "1Gi"
 }
 
 variable "function_concurrency" {
@@ -107,9 +113,9 @@ variable "autoscaler_enabled" {
 }
 
 variable "autoscaler_image" {
-  description = "CREMA's prebuilt image."
+  description = "CREMA's prebuilt image, at its preferred release tag (1.2: KEDA 2.20; 1.0 and 1.1 are legacy releases without fixes, and images before 2026-04-29 leak memory)."
   type        = string
-  default     = "us-central1-docker.pkg.dev/cloud-run-oss-images/crema-v1/autoscaler:1.0"
+  default     = "us-central1-docker.pkg.dev/cloud-run-oss-images/crema-v1/autoscaler:1.2"
 }
 
 variable "autoscaler_base_image" {

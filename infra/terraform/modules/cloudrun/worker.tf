@@ -4,6 +4,8 @@ resource "google_service_account" "worker" {
   project      = var.project_id
   account_id   = "${var.name_prefix}-worker"
   display_name = "qmill workers"
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_cloud_run_v2_worker_pool" "worker" {
@@ -38,9 +40,15 @@ resource "google_cloud_run_v2_worker_pool" "worker" {
       image   = module.shared.worker_image
       command = ["qmill-worker"]
 
+      # Every NATS server, with the credentials (nats_auth.tf).
       env {
-        name  = "QMILL_NATS__URL"
-        value = local.nats_url
+        name = "QMILL_NATS__URL"
+        value_source {
+          secret_key_ref {
+            secret  = google_secret_manager_secret.nats_url.secret_id
+            version = "latest"
+          }
+        }
       }
 
       env {
@@ -53,8 +61,10 @@ resource "google_cloud_run_v2_worker_pool" "worker" {
         }
       }
 
-      # Includes QMILL_WORKER__GRACE_PERIOD_SECONDS capped below Cloud Run's 10 s
-      # between SIGTERM and SIGKILL; tasks still running then are released for redelivery.
+      # Includes QMILL_WORKER__GRACE_PERIOD_SECONDS capped at 8 s, 2 s before Cloud Run's
+      # SIGKILL (10 s after SIGTERM, fixed): tasks still running then are released,
+      # handed back to JetStream without counting as a failed attempt, and another
+      # worker runs them from the start.
       dynamic "env" {
         for_each = module.shared.worker_env
         content {
@@ -81,7 +91,20 @@ resource "google_cloud_run_v2_worker_pool" "worker" {
       condition     = contains([1, 2, 4, 6, 8], module.shared.worker_cpu)
       error_message = "Cloud Run instances have 1, 2, 4, 6 or 8 CPUs: set worker_cpu (or worker_max_concurrent_tasks) to one of them."
     }
+
+    precondition {
+      condition     = module.shared.worker_memory_mib >= local.worker_min_memory_mib
+      error_message = "Cloud Run needs at least ${local.worker_min_memory_mib} MiB with ${module.shared.worker_cpu} CPUs; the worker has ${module.shared.worker_memory_mib} MiB: raise worker_memory_headroom_mib or lower worker_cpu."
+    }
   }
 
-  depends_on = [google_secret_manager_secret_iam_member.redis_url, google_secret_manager_secret_version.redis_url]
+  # The stream and both consumers exist (the setup job ran) before a worker starts, so
+  # the autoscaler sees them even with no worker ever started.
+  depends_on = [
+    google_cloud_run_v2_job.setup,
+    google_secret_manager_secret_iam_member.redis_url,
+    google_secret_manager_secret_version.redis_url,
+    google_secret_manager_secret_iam_member.nats_url,
+    google_secret_manager_secret_version.nats_url,
+  ]
 }

@@ -43,6 +43,13 @@ locals {
   # What one simulating process costs besides its statevector (config.PROCESS_OVERHEAD_BYTES).
   process_overhead_bytes = 335544320
 
+  # What a function container holds (infra/compose.yaml, measured): functions-framework's
+  # arbiter, one server process that has parsed a 400 KB program, and the room a 1 MiB
+  # program ([limits] max_body_bytes) adds to a process.
+  function_base_mib         = 60
+  function_process_mib      = 335
+  function_program_room_mib = 400
+
   # The worker's liveness file, checked by `qmill-worker --check`.
   worker_heartbeat_file = "/tmp/qmill-worker.alive"
 

@@ -18,6 +18,21 @@ output "worker_env" {
   value       = local.worker_env
 }
 
+output "function_memory_mib" {
+  description = "Memory of a function container, in MiB: the arbiter plus function_workers parse processes (measured, see constants.tf)."
+  value       = local.function_memory_mib
+}
+
+output "version_label" {
+  description = "image_tag as a valid Kubernetes label value (app.kubernetes.io/version): digest dropped, at most 63 characters, alphanumeric at both ends."
+  value       = local.version_label
+}
+
+output "nats_stream_replicas" {
+  description = "[nats] stream_replicas in effect: nats_stream_replicas, at most nats_cluster_size."
+  value       = local.nats_stream_replicas
+}
+
 output "function_workers" {
   description = "WORKERS for functions-framework."
   value       = var.function_workers
@@ -62,6 +77,16 @@ output "api_key_hashes_json" {
 output "worker_cpu" {
   description = "CPU cores per worker replica."
   value       = local.worker_cpu
+
+  precondition {
+    condition     = local.worker_cpu >= local.worker_min_cpu
+    error_message = "A worker needs ${local.worker_memory_mib} MiB, which the platform gives only with at least ${local.worker_min_cpu} CPUs (Cloud Run: over 4 GiB 2, over 8 GiB 4, over 16 GiB 6, over 24 GiB 8): set worker_cpu = ${local.worker_min_cpu}, or lower max_qubits or worker_max_concurrent_tasks."
+  }
+}
+
+output "function_min_cpu" {
+  description = "The fewest CPUs the platform allows for function_memory_mib (0: no rule)."
+  value       = local.function_min_cpu
 }
 
 output "termination_grace_period_seconds" {

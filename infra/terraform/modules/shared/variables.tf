@@ -96,11 +96,11 @@ variable "worker_executor" {
 }
 
 variable "worker_grace_period_seconds" {
-  description = "[worker] grace_period_seconds: on SIGTERM, how long running tasks may finish. The platform's termination grace period is set longer."
+  description = "[worker] grace_period_seconds: on SIGTERM, how long running tasks may finish before the worker releases them (hands them back, not counted as a failed attempt). null: max_execution_seconds, so a scale-in lets a running simulation finish where the platform allows it (Kubernetes); Cloud Run caps it at 8 s. The platform's termination grace period is set longer."
   type        = number
-  default     = 20
+  default     = null
   validation {
-    condition     = var.worker_grace_period_seconds >= 0 && var.worker_grace_period_seconds <= 3600
+    condition     = var.worker_grace_period_seconds == null || try(var.worker_grace_period_seconds >= 0 && var.worker_grace_period_seconds <= 3600, false)
     error_message = "worker_grace_period_seconds must be from 0 to 3600."
   }
 }
@@ -166,9 +166,9 @@ variable "worker_tasks_per_replica" {
 }
 
 variable "function_min_replicas" {
-  description = "Fewest replicas of each HTTP function."
+  description = "Fewest replicas of each HTTP function. 2: one replica is a single point of failure (a node drain, a zone, a crashed instance stops the API), and a cold start of the submit function (qiskit's import) takes seconds."
   type        = number
-  default     = 1
+  default     = 2
   validation {
     condition     = var.function_min_replicas >= 0 && floor(var.function_min_replicas) == var.function_min_replicas
     error_message = "function_min_replicas must be an integer >= 0."
@@ -196,7 +196,7 @@ variable "function_workers" {
 }
 
 variable "nats_stream_replicas" {
-  description = "[nats] stream_replicas: copies of the task stream in the NATS cluster (3 on a 3-node cluster)."
+  description = "[nats] stream_replicas: copies of the task stream in the NATS cluster (3 on a 3-node cluster); lowered to the cluster's size when it has fewer servers."
   type        = number
   default     = 3
   validation {
