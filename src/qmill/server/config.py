@@ -417,6 +417,11 @@ class EmbeddedSettings(_Section):
     # ~2 ms of CPU a request). "split": the gateway and a process per function, as
     # compose and Kubernetes run them (what the fault tests exercise).
     topology: Literal["combined", "split"] = "combined"
+    # Whether `qmill up` starts nats-server / redis-server itself (when the URL is on this
+    # machine). False runs the system against servers it did not start: a NATS cluster
+    # or a Redis behind Sentinel that an operator runs, as the deployments do.
+    start_nats: bool = True
+    start_redis: bool = True
 
 
 class LogSettings(_Section):

@@ -2,7 +2,8 @@
 
 It starts the same commands that the containers run (see infra/compose.yaml):
 ``nats-server`` and ``redis-server`` (from pip-installed binaries, unless the configured
-URL points to a remote host), ``qmill-worker`` (``[worker] processes`` of them) and the
+URL points to a remote host or ``[embedded] start_nats`` / ``start_redis`` is false),
+``qmill-worker`` (``[worker] processes`` of them) and the
 API on ``[server] port``, in one of two topologies (``[embedded] topology``):
 
 * ``combined`` (the default): one process, ``python -m qmill.server.combined``, that
@@ -172,11 +173,11 @@ def services(settings: Settings) -> list[Service]:
     """Every child of the embedded run, in start order."""
     data = settings.embedded.data_dir
     result: list[Service] = []
-    if is_local_url(settings.nats.url):
+    if settings.embedded.start_nats and is_local_url(settings.nats.url):
         port = url_port(settings.nats.url, 4222)
         command = nats_command(port, data / "nats", stream_max_bytes=settings.nats.stream_max_bytes)
         result.append(Service("nats", command, port))
-    if is_local_url(settings.redis.url):
+    if settings.embedded.start_redis and is_local_url(settings.redis.url):
         port = url_port(settings.redis.url, 6379)
         command = redis_command(port, data / "redis", max_memory_mb=settings.redis.max_memory_mb)
         result.append(Service("redis", command, port))

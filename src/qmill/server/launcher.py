@@ -95,21 +95,27 @@ class Launcher:
         self.mark = mark or uuid.uuid4().hex[:12]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        embedded_config = (config or {}).get("embedded", {})
         self.placement: dict[str, dict[str, Any]] = {
             "server": {"port": self.port},
-            "nats": {"url": f"nats://127.0.0.1:{free_port()}"},
-            "redis": {"url": f"redis://127.0.0.1:{free_port()}"},
             "embedded": {
                 "data_dir": str(root / "data"),
                 "functions_base_port": free_ports(len(constants.FUNCTION_NAMES)),
             },
         }
+        # A server the launcher starts gets a free port; one it does not start
+        # ([embedded] start_nats / start_redis false) is wherever ``config`` says.
+        if embedded_config.get("start_nats", True):
+            self.placement["nats"] = {"url": f"nats://127.0.0.1:{free_port()}"}
+        if embedded_config.get("start_redis", True):
+            self.placement["redis"] = {"url": f"redis://127.0.0.1:{free_port()}"}
         self.settings = Settings.model_validate(_merge(config or {}, self.placement))
         self.env = {**settings_env(self.settings), MARK_ENV: self.mark}
         plan = embedded.services(self.settings)
         self._services = {service.name: service for service in plan}
         self.nats = self._server("nats")
         self.redis = self._server("redis")
+        self.servers = [server for server in (self.nats, self.redis) if server is not None]
         self.services: list[Process] = []
         self.workers: list[Worker] = []
         self.worker_env: dict[str, str] = {}
@@ -124,7 +130,10 @@ class Launcher:
     def redis_url(self) -> str:
         return self.settings.redis.url
 
-    def _server(self, name: str) -> Server:
+    def _server(self, name: str) -> Server | None:
+        """The server the launcher starts, or None when it runs against one it did not."""
+        if name not in self._services:
+            return None
         port = self._services[name].port
         assert port is not None
         data = self.settings.embedded.data_dir / name
@@ -144,8 +153,8 @@ class Launcher:
 
     # --- start, one process per service ----------------------------------------------------
     def start_servers(self) -> None:
-        """nats-server and redis-server, ready when this returns."""
-        for server in (self.nats, self.redis):
+        """nats-server and redis-server (those the launcher runs), ready when this returns."""
+        for server in self.servers:
             server.start()
 
     def start(self, workers: int = 2, **worker_env: str) -> None:
@@ -233,7 +242,7 @@ class Launcher:
     def started(self) -> list[Process]:
         """Every process started directly, in start order."""
         first: list[Process] = [self.supervisor] if self.supervisor is not None else []
-        servers = [s for s in (self.nats, self.redis) if s.proc is not None]
+        servers = [s for s in self.servers if s.proc is not None]
         return [*first, *servers, *self.services, *self.workers]
 
     def leftovers(self) -> list[str]:

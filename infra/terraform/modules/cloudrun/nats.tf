@@ -93,15 +93,20 @@ resource "google_compute_instance" "nats" {
     block-project-ssh-keys = "true"
     enable-oslogin         = "TRUE"
     user-data = templatefile("${path.module}/templates/nats-cloud-init.yaml.tftpl", {
-      image         = var.nats_image
-      server_name   = "nats-${count.index}"
-      cluster_name  = "${var.name_prefix}-nats"
-      client_port   = local.nats_client_port
-      cluster_port  = local.nats_cluster_port
-      monitor_port  = local.nats_monitor_port
-      sync_interval = local.nats_sync_interval
-      routes        = join(", ", [for address in google_compute_address.nats : "\"nats-route://${address.address}:${local.nats_cluster_port}\""])
-      clustered     = var.nats_nodes > 1
+      image = var.nats_image
+      nats_conf = templatefile("${path.module}/templates/nats.conf.tftpl", {
+        server_name       = "nats-${count.index}"
+        host              = "0.0.0.0"
+        client_port       = local.nats_client_port
+        monitor_port      = local.nats_monitor_port
+        client_advertise  = "${google_compute_address.nats[count.index].address}:${local.nats_client_port}"
+        store_dir         = "/data/jetstream"
+        sync_interval     = local.nats_sync_interval
+        cluster_name      = "${var.name_prefix}-nats"
+        cluster_port      = local.nats_cluster_port
+        cluster_advertise = "${google_compute_address.nats[count.index].address}:${local.nats_cluster_port}"
+        routes            = var.nats_nodes > 1 ? [for address in google_compute_address.nats : "nats-route://${address.address}:${local.nats_cluster_port}"] : []
+      })
     })
   }
 
