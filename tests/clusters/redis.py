@@ -192,8 +192,15 @@ class RedisCluster:
             time.sleep(0.05)
 
     def revive(self, node: Server, timeout: float = 30.0) -> None:
-        """Start a killed node on its data; the Sentinels turn it into a replica of the
-        new primary. Returns once it replicates (the primary sees it online)."""
+        """Start a killed node on its data as a replica of the current primary, as a
+        deployment's Redis pod does when it restarts (asking the Sentinels first; left
+        to the Sentinels, a returning old primary is turned into a replica only at
+        their next INFO, up to 10 s later). Returns once it replicates."""
+        primary = self.primary()
+        base = (
+            node.argv[: node.argv.index("--replicaof")] if "--replicaof" in node.argv else node.argv
+        )
+        node.argv = [*base, "--replicaof", primary[0], str(primary[1])]
         node.start()
         deadline = time.monotonic() + timeout
         while True:

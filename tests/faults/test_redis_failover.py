@@ -1,0 +1,164 @@
+"""Scenario: the Redis primary SIGKILLed under load; Sentinel fails over; the load goes on.
+
+The system runs against a replicated Redis it did not start (``[embedded] start_redis =
+false``): a primary, one replica and three Sentinels (tests/clusters/redis.py), which
+every qmill process reaches through ``[redis] sentinels``, as deployments do. Writes
+that qmill acknowledges (a submit's 201, a worker's ack of its task message) wait for
+the replica (``[redis] min_replicas_to_ack = 1``, Redis WAIT): replication is
+asynchronous, and without the wait a primary killed right after a write takes the write
+with it when the replica is promoted.
+
+The killed primary comes back as a replica of the new one (as a restarted pod does),
+since a primary without a replica acknowledges nothing: until then submits are 503.
+The checker (itself through the Sentinels) fails the scenario if any task accepted
+(201) is lost, wrong, or was final twice; the summary line states the window of 503s
+(first to last refusal around the kill) and how long the failover took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from qmill.server.launcher import Launcher
+from tests.clusters.redis import RedisCluster
+from tests.conftest import REPO
+from tests.faults.harness import (
+    BASE_SETTINGS,
+    Checker,
+    Circuit,
+    Cluster,
+    LoadStats,
+    completed,
+    messages,
+    mixed,
+    run_load,
+    scaled,
+    until,
+)
+
+# Results stored before the kill, and submits accepted after the failover.
+BEFORE = 10
+RECOVERED = 10
+
+
+class SentinelCluster(Cluster):
+    """The fault campaign's `Cluster` on a replicated Redis it did not start."""
+
+    def __init__(self, root: Path, scenario: str, redis: RedisCluster) -> None:
+        config: dict[str, dict[str, Any]] = {
+            **BASE_SETTINGS,
+            "embedded": {**BASE_SETTINGS["embedded"], "start_redis": False},
+            "redis": {**redis.settings(), "min_replicas_to_ack": 1},
+        }
+        Launcher.__init__(self, root, config, mark=f"{scenario}-{redis.master}", cwd=REPO)
+        self.scenario = scenario
+
+
+@pytest.fixture
+def replicated(tmp_path: Path) -> Iterator[RedisCluster]:
+    redis = RedisCluster(tmp_path / "redis")
+    try:
+        redis.start()
+        yield redis
+    finally:
+        assert redis.stop() == [], "Redis processes left running"
+
+
+@pytest.fixture
+def sentinel_cluster(tmp_path: Path, replicated: RedisCluster) -> Iterator[SentinelCluster]:
+    system = SentinelCluster(tmp_path / "qmill", "redis-failover", replicated)
+    try:
+        yield system
+    finally:
+        left = system.shutdown()
+        assert not left, f"processes left running: {left}"
+
+
+async def test_redis_failover(sentinel_cluster: SentinelCluster, replicated: RedisCluster) -> None:
+    cluster = sentinel_cluster
+    await cluster.start(workers=2)
+    stop = asyncio.Event()
+    stats = LoadStats()
+    redis = cluster.settings.redis
+
+    def circuit(i: int) -> Circuit:
+        return mixed(i)
+
+    async with (
+        httpx.AsyncClient(base_url=cluster.url, timeout=15) as client,
+        Checker(cluster.scenario, redis.url, sentinels=redis.sentinels) as checker,
+    ):
+        load = asyncio.create_task(
+            run_load(
+                client,
+                checker,
+                circuit,
+                clients=4,
+                rate=scaled(12.0, 15.0),
+                stop=stop,
+                stats=stats,
+                max_outstanding=scaled(12, 30),
+            )
+        )
+        await asyncio.sleep(scaled(0.0, 10.0))
+        await until(lambda: completed(checker) >= BEFORE, 60, f"{BEFORE} completed before")
+        completed_before = completed(checker)
+        old = replicated.primary()
+        victim = replicated.kill_primary()
+        killed_at = time.monotonic()
+        await asyncio.to_thread(replicated.wait_failover, old)
+        failover = time.monotonic() - killed_at
+        # The promoted replica has no replica of its own: the old primary returns as one.
+        await asyncio.to_thread(replicated.revive, victim)
+        revived = time.monotonic() - killed_at
+        await until(
+            lambda: (
+                stats.codes([s for s in stats.samples if s.started > killed_at + revived])[201]
+                >= RECOVERED
+            ),
+            60,
+            f"{RECOVERED} submits accepted after the failover",
+        )
+        await asyncio.sleep(scaled(0.0, 15.0))
+        stop.set()
+        await load
+        report = await checker.verify(client, timeout=scaled(90.0, 180.0))
+    left = cluster.shutdown()
+    events = cluster.events()
+    released = {
+        str(e["task_id"]) for e in messages(events, "could not store outcome; task released")
+    }
+    refused = [s for s in stats.samples if s.status in (0, 503)]
+    window = max(s.ended for s in refused) - min(s.started for s in refused) if refused else 0.0
+    report.publish(
+        failover=f"{failover:.1f}s",
+        replica_back=f"{revived:.1f}s",
+        completed_before_kill=completed_before,
+        refused=len(refused),
+        window_503=f"{window:.1f}s",
+        accepted_during_window=sum(
+            1
+            for s in stats.samples
+            if s.status == 201
+            and refused
+            and min(r.started for r in refused) <= s.started
+            and s.ended <= max(r.ended for r in refused)
+        ),
+        result_writes_released=len(released),
+        http_5xx=len(stats.server_errors()),
+        leaked=len(left),
+    )
+    report.assert_ok()
+    assert report.completed == report.accepted
+    assert completed_before > 0
+    assert not stats.server_errors(), stats.server_errors()[:3]
+    assert not stats.unavailable_without_retry_after()
+    after = [s for s in stats.samples if s.started > killed_at + revived]
+    assert stats.codes(after)[201] >= RECOVERED
