@@ -44,8 +44,8 @@ from tests.faults.harness import (
 )
 
 # Results stored before the kill, and submits accepted after the failover.
-BEFORE = 10
-RECOVERED = 10
+BEFORE = scaled(6, 20)
+RECOVERED = scaled(6, 20)
 
 
 class SentinelCluster(Cluster):
@@ -87,6 +87,9 @@ async def test_redis_failover(sentinel_cluster: SentinelCluster, replicated: Red
     stop = asyncio.Event()
     stats = LoadStats()
     redis = cluster.settings.redis
+    failovers: list[float] = []
+    revived: list[float] = []
+    kills: list[float] = []
 
     def circuit(i: int) -> Circuit:
         return mixed(i)
@@ -110,22 +113,25 @@ async def test_redis_failover(sentinel_cluster: SentinelCluster, replicated: Red
         await asyncio.sleep(scaled(0.0, 10.0))
         await until(lambda: completed(checker) >= BEFORE, 60, f"{BEFORE} completed before")
         completed_before = completed(checker)
-        old = replicated.primary()
-        victim = replicated.kill_primary()
-        killed_at = time.monotonic()
-        await asyncio.to_thread(replicated.wait_failover, old)
-        failover = time.monotonic() - killed_at
-        # The promoted replica has no replica of its own: the old primary returns as one.
-        await asyncio.to_thread(replicated.revive, victim)
-        revived = time.monotonic() - killed_at
-        await until(
-            lambda: (
-                stats.codes([s for s in stats.samples if s.started > killed_at + revived])[201]
-                >= RECOVERED
-            ),
-            60,
-            f"{RECOVERED} submits accepted after the failover",
-        )
+        # `make faults` fails over twice: the second time back to the first primary.
+        for _ in range(scaled(1, 2)):
+            old = replicated.primary()
+            victim = replicated.kill_primary()
+            killed_at = time.monotonic()
+            await asyncio.to_thread(replicated.wait_failover, old)
+            failovers.append(time.monotonic() - killed_at)
+            # The promoted replica has none of its own: the old primary returns as one.
+            await asyncio.to_thread(replicated.revive, victim)
+            kills.append(killed_at)
+            revived.append(time.monotonic() - killed_at)
+            await until(
+                lambda: (
+                    stats.codes([s for s in stats.samples if s.started > kills[-1]])[201]
+                    >= RECOVERED
+                ),
+                60,
+                f"{RECOVERED} submits accepted after the failover",
+            )
         await asyncio.sleep(scaled(0.0, 15.0))
         stop.set()
         await load
@@ -135,22 +141,23 @@ async def test_redis_failover(sentinel_cluster: SentinelCluster, replicated: Red
     released = {
         str(e["task_id"]) for e in messages(events, "could not store outcome; task released")
     }
-    refused = [s for s in stats.samples if s.status in (0, 503)]
-    window = max(s.ended for s in refused) - min(s.started for s in refused) if refused else 0.0
+    # Refused for Redis (the parse pool may also refuse a submit on a busy machine).
+    refused = [s for s in stats.samples if s.status == 503 and '"service":"redis"' in str(s.error)]
+    # Per failover, the window of 503s: from the kill to the end of the last refusal
+    # before the next kill.
+    windows = []
+    for i, kill in enumerate(kills):
+        until_next = kills[i + 1] if i + 1 < len(kills) else float("inf")
+        ends = [s.ended for s in refused if s.ended >= kill and s.started < until_next]
+        windows.append(max(ends, default=kill) - kill)
     report.publish(
-        failover=f"{failover:.1f}s",
-        replica_back=f"{revived:.1f}s",
+        failovers=len(failovers),
+        failover="/".join(f"{t:.1f}s" for t in failovers),
+        replica_back="/".join(f"{t:.1f}s" for t in revived),
         completed_before_kill=completed_before,
         refused=len(refused),
-        window_503=f"{window:.1f}s",
-        accepted_during_window=sum(
-            1
-            for s in stats.samples
-            if s.status == 201
-            and refused
-            and min(r.started for r in refused) <= s.started
-            and s.ended <= max(r.ended for r in refused)
-        ),
+        refused_other=stats.codes()[503] - len(refused),
+        window_503="/".join(f"{t:.1f}s" for t in windows),
         result_writes_released=len(released),
         http_5xx=len(stats.server_errors()),
         leaked=len(left),
@@ -160,5 +167,6 @@ async def test_redis_failover(sentinel_cluster: SentinelCluster, replicated: Red
     assert completed_before > 0
     assert not stats.server_errors(), stats.server_errors()[:3]
     assert not stats.unavailable_without_retry_after()
-    after = [s for s in stats.samples if s.started > killed_at + revived]
-    assert stats.codes(after)[201] >= RECOVERED
+    assert len(failovers) == scaled(1, 2)
+    early = [s.error for s in refused if s.ended < kills[0]]
+    assert not early, f"refused for Redis before it failed: {early[:3]}"

@@ -20,6 +20,7 @@ from qmill.server.bus import Bus
 from qmill.server.config import Settings
 from qmill.server.errors import DependencyUnavailable
 from qmill.server.store import Stores
+from qmill.server.store.worker_tasks import Finish, WorkerTasks
 from tests.clusters.redis import RedisCluster
 from tests.conftest import BELL, submit_task
 
@@ -127,3 +128,17 @@ async def _connected(settings: Settings) -> AsyncIterator[Stores]:
         yield stores
     finally:
         await stores.close()
+
+
+async def test_an_outcome_no_replica_acknowledges_is_refused_so_the_worker_releases_it(
+    module_stores: Stores, replicated: RedisCluster
+) -> None:
+    # Still no replica: a worker's result (then acked to NATS) must not be taken as
+    # stored, alone or in a batch; the worker releases the task for another attempt.
+    task_id = SUBMITTED[0]
+    assert (await module_stores.tasks.start(task_id, "w-1")).task is not None
+    with pytest.raises(DependencyUnavailable, match="replicas"):
+        await module_stores.tasks.fail(task_id, "boom", worker_id="w-1")
+    batch = WorkerTasks(module_stores.tasks)
+    with pytest.raises(DependencyUnavailable, match="replicas"):
+        await batch.finish_many([Finish(task_id, None, "w-1", None, error="boom")])
