@@ -19,7 +19,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, OutOfMemoryError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from qmill.server.errors import DependencyUnavailable, StoreFull
@@ -102,14 +102,24 @@ class RedisClient:
         many replicas have it (Redis WAIT), else DependencyUnavailable.
 
         WAIT waits for the writes of its own connection, so it is pipelined with the
-        script: both go on one connection, in one round trip.
+        script: both go on one connection, in one round trip. By SHA, not as the
+        pipeline's registered script, which would first cost a SCRIPT EXISTS round trip
+        on every call; a server that does not know it yet (NOSCRIPT: nothing ran) is
+        given it and asked again.
         """
         if not self.replicas_to_ack:
             return await script(keys=keys, args=args)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await script(keys=keys, args=args, client=pipe)
-            self.wait_replicas(pipe)
-            reply, replicas = await pipe.execute()
+        for attempt in range(2):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                self.wait_replicas(pipe)
+                reply, replicas = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, NoScriptError) and attempt == 0:
+                script.sha = await self.redis.script_load(script.script)
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            break
         self.check_replicas(replicas)
         return reply
 
