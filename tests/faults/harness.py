@@ -30,7 +30,7 @@ import os
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +42,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from qmill.server import constants
+from qmill.server.config import sentinel_addresses
 from qmill.server.launcher import Launcher
 from qmill.server.processes import Process, Worker
+from qmill.server.store import RedisClient
 from tests.conftest import REPO
 
 FULL = os.environ.get("FAULTS_SCALE", "fast") == "full"
@@ -56,6 +58,22 @@ T = TypeVar("T")
 def scaled(fast: T, full: T) -> T:
     """``fast`` in `make test`, ``full`` in `make faults`."""
     return full if FULL else fast
+
+
+@contextlib.asynccontextmanager
+async def redis_of(
+    url: str, sentinels: str = "", master: str = "qmill", timeout: float | None = None
+) -> AsyncIterator[aioredis.Redis]:
+    """A Redis client for the harness: at ``url``, or through ``sentinels`` (the
+    ``[redis]`` settings), as qmill's own clients connect, so it follows a failover."""
+    client = RedisClient(
+        url, socket_timeout=timeout, sentinels=sentinel_addresses(sentinels), master=master
+    )
+    try:
+        yield client.redis
+    finally:
+        with contextlib.suppress(RedisError, OSError):
+            await client.close()
 
 
 # --- circuits whose outcomes are known exactly ----------------------------------------------
@@ -232,7 +250,8 @@ class Cluster(Launcher):
         counts it accepted), and a kill must see what the victim held all the same.
         """
         held: dict[str, list[str]] = defaultdict(list)
-        async with aioredis.Redis.from_url(self.redis_url, decode_responses=True) as client:
+        redis = self.settings.redis
+        async with redis_of(redis.url, redis.sentinels, redis.sentinel_master) as client:
             if task_ids is None:
                 prefix = constants.TASK_KEY_PREFIX
                 task_ids = [
@@ -488,9 +507,14 @@ class Checker:
     it ends up looking fine.
     """
 
-    def __init__(self, scenario: str, redis_url: str) -> None:
+    def __init__(
+        self, scenario: str, redis_url: str, *, sentinels: str = "", master: str = "qmill"
+    ) -> None:
+        """``sentinels``: watch Redis through them (``[redis] sentinels``) across failovers."""
         self.scenario = scenario
         self.redis_url = redis_url
+        self.sentinels = sentinels
+        self.master = master
         self.accepted: dict[str, Circuit] = {}
         self.first_terminal: dict[str, dict[str, str]] = {}
         self.changed: dict[str, str] = {}
@@ -524,16 +548,11 @@ class Checker:
         self._tasks = []
 
     async def _watch_states(self) -> None:
-        client = aioredis.Redis.from_url(
-            self.redis_url, decode_responses=True, socket_timeout=2, socket_connect_timeout=1
-        )
-        try:
+        async with redis_of(self.redis_url, self.sentinels, self.master, timeout=2) as client:
             while True:
                 with contextlib.suppress(RedisError, OSError):
                     await self._snapshot(client)
                 await asyncio.sleep(0.3)
-        finally:
-            await client.aclose()
 
     async def _snapshot(self, client: aioredis.Redis) -> None:
         ids = list(self.accepted)
@@ -557,19 +576,16 @@ class Checker:
     async def _count_publishes(self) -> None:
         """Count ``qmill:done:<id>`` messages; reconnects (and resubscribes) after outages."""
         while True:
-            client = aioredis.Redis.from_url(self.redis_url, decode_responses=True)
             try:
-                pubsub = client.pubsub(ignore_subscribe_messages=True)
-                await pubsub.psubscribe(constants.TASK_DONE_CHANNEL_PREFIX + "*")
-                async for message in pubsub.listen():
-                    if message.get("type") == "pmessage":
-                        channel = str(message["channel"])
-                        self.publishes[channel[len(constants.TASK_DONE_CHANNEL_PREFIX) :]] += 1
+                async with redis_of(self.redis_url, self.sentinels, self.master) as client:
+                    pubsub = client.pubsub(ignore_subscribe_messages=True)
+                    await pubsub.psubscribe(constants.TASK_DONE_CHANNEL_PREFIX + "*")
+                    async for message in pubsub.listen():
+                        if message.get("type") == "pmessage":
+                            channel = str(message["channel"])
+                            self.publishes[channel[len(constants.TASK_DONE_CHANNEL_PREFIX) :]] += 1
             except (RedisError, OSError):
                 await asyncio.sleep(0.3)
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await client.aclose()
 
     async def verify(self, client: httpx.AsyncClient, timeout: float = 120.0) -> Report:
         """Read every accepted task back through the API (long-polling until terminal or
@@ -605,7 +621,7 @@ class Checker:
         await asyncio.gather(*(read(task_id) for task_id in self.accepted))
         # One last look at Redis for changes after the final reads.
         with contextlib.suppress(RedisError, OSError):
-            async with aioredis.Redis.from_url(self.redis_url, decode_responses=True) as r:
+            async with redis_of(self.redis_url, self.sentinels, self.master, timeout=2) as r:
                 await self._snapshot(r)
         await self._stop_watching()
         return self._judge(views)

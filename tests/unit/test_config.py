@@ -57,6 +57,12 @@ def test_qmill_config_names_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: 
         ("QMILL_SERVER__PORT", "70000", "QMILL_SERVER__PORT"),
         ("QMILL_NATS__URL", "http://x:4222", "[nats] url"),
         ("QMILL_WORKER__EXECUTOR", "gpu", "QMILL_WORKER__EXECUTOR"),
+        ("QMILL_REDIS__SENTINELS", "10.0.0.1", "[redis] sentinels"),
+        ("QMILL_REDIS__SENTINELS", "10.0.0.1:26379,", "[redis] sentinels"),
+        ("QMILL_REDIS__SENTINELS", "10.0.0.1:70000", "[redis] sentinels"),
+        ("QMILL_REDIS__SENTINELS", "a b:26379", "[redis] sentinels"),
+        ("QMILL_REDIS__SENTINEL_MASTER", "my master", "[redis] sentinel_master"),
+        ("QMILL_REDIS__REPLICA_ACK_TIMEOUT_SECONDS", "0", "[redis] replica_ack_timeout_seconds"),
     ],
 )
 def test_bad_value_names_the_key(
@@ -110,3 +116,22 @@ def test_statevector_qubit_limit_follows_memory(
     settings = load_settings()
     assert settings.statevector_qubit_limit == limit
     assert 16 * 2**limit <= settings.memory_budget_bytes
+
+
+def test_sentinels_are_host_port_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().redis.sentinel_addresses == []  # empty: Redis at `url` directly
+    monkeypatch.setenv("QMILL_REDIS__SENTINELS", " s-0.svc:26379, 10.0.0.2:26380,[::1]:26381")
+    assert load_settings().redis.sentinel_addresses == [
+        ("s-0.svc", 26379),
+        ("10.0.0.2", 26380),
+        ("::1", 26381),
+    ]
+
+
+def test_replica_ack_must_answer_before_the_call_times_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("QMILL_REDIS__MIN_REPLICAS_TO_ACK", "1")
+    monkeypatch.setenv("QMILL_REDIS__REPLICA_ACK_TIMEOUT_SECONDS", "1.0")
+    with pytest.raises(ConfigError, match="replica_ack_timeout_seconds must be below"):
+        load_settings()

@@ -31,9 +31,8 @@ log = logging.getLogger("qmill_worker")
 
 async def serve(worker_id: str) -> None:
     settings = get_settings()
-    stores = Stores.open(
-        settings.redis.url,
-        result_ttl_seconds=settings.redis.result_ttl_seconds,
+    stores = Stores.connect(
+        settings.redis,
         # No socket timeout: with the thread executor the event loop freezes while Aer
         # runs, and a timeout measured across that freeze would fail a healthy call.
         socket_timeout=None,

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -156,11 +163,79 @@ class RedisSettings(_Section):
     # when enough will have expired. A quarter of max_memory_mb, so no one tenant can
     # fill Redis alone; ~100k Bell tasks kept a week, or 16 answers at the maximum size.
     tenant_storage_mb: int = Field(256, ge=1)
+    # Redis Sentinels to ask which node is the primary (comma-separated host:port), for
+    # a replicated Redis that fails over: every client connects to the primary they
+    # name and follows a failover without a restart. Empty: connect to `url` directly
+    # (one Redis, as `make run` starts). With Sentinels, `url` gives only the password,
+    # username and db.
+    sentinels: str = ""
+    # The name the Sentinels monitor the primary under (`sentinel monitor <name> ...`).
+    sentinel_master: str = "qmill"
+    # Replicas that must have a submit's records (and a worker's outcome) before qmill
+    # acknowledges it (Redis WAIT): replication is asynchronous, so a primary that dies
+    # right after a write may take it with it when a replica is promoted. 0 (the default:
+    # `make run` and compose have no replica) waits for none; 1 where a replica exists.
+    # Not acknowledged within replica_ack_timeout_seconds, a submit is a 503 that
+    # withdraws its task and a worker releases the task for another attempt.
+    min_replicas_to_ack: int = Field(0, ge=0, le=16)
+    # How long a write waits for min_replicas_to_ack replicas (replication on a LAN takes
+    # well under a millisecond); below socket_timeout_seconds, so the WAIT's own reply
+    # arrives before the call times out.
+    replica_ack_timeout_seconds: float = Field(0.5, gt=0, le=10)
 
     @field_validator("url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
         return _check_url(value, ("redis", "rediss", "unix"))
+
+    @field_validator("sentinels")
+    @classmethod
+    def _sentinel_list(cls, value: str) -> str:
+        sentinel_addresses(value)
+        return value
+
+    @field_validator("sentinel_master")
+    @classmethod
+    def _master_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", value):
+            raise ValueError("must be a Sentinel master name ([A-Za-z0-9._-], 1-64 characters)")
+        return value
+
+    @model_validator(mode="after")
+    def _ack_within_timeout(self) -> RedisSettings:
+        if self.min_replicas_to_ack and self.replica_ack_timeout_seconds >= (
+            self.socket_timeout_seconds
+        ):
+            raise ValueError(
+                "replica_ack_timeout_seconds must be below socket_timeout_seconds "
+                f"({self.socket_timeout_seconds:g}), or every waited write times out"
+            )
+        if self.sentinels and urlsplit(self.url).scheme == "unix":
+            raise ValueError("with sentinels, url must be redis:// or rediss:// (not unix)")
+        return self
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """``sentinels`` as (host, port) pairs; empty when Redis is reached directly."""
+        return sentinel_addresses(self.sentinels)
+
+
+def sentinel_addresses(value: str) -> list[tuple[str, int]]:
+    """Parse ``host:port,host:port`` (IPv6 as ``[::1]:26379``); a clear error otherwise."""
+    found: list[tuple[str, int]] = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            if value.strip():
+                raise ValueError(f"empty entry in {value!r}: expected host:port,host:port")
+            continue
+        host, sep, port = item.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"{item!r} is not host:port (a port from 1 to 65535)")
+        if not re.fullmatch(r"[A-Za-z0-9._:-]+", host):
+            raise ValueError(f"{item!r}: {host!r} is not a host name or IP address")
+        found.append((host, int(port)))
+    return found
 
 
 class WorkerSettings(_Section):

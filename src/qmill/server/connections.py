@@ -32,11 +32,7 @@ def stores() -> Stores:
     global _stores
     if _stores is None:
         cfg = settings()
-        _stores = Stores.open(
-            cfg.redis.url,
-            result_ttl_seconds=cfg.redis.result_ttl_seconds,
-            socket_timeout=cfg.redis.socket_timeout_seconds,
-        )
+        _stores = Stores.connect(cfg.redis, socket_timeout=cfg.redis.socket_timeout_seconds)
     return _stores
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from qmill.server.config import RedisSettings
 from qmill.server.store.batches import Batches
 from qmill.server.store.client import RedisClient
 from qmill.server.store.events import EventHub, stream_slots
@@ -74,6 +75,23 @@ class Stores:
     streams: LongPolls
 
     @classmethod
+    def connect(
+        cls, settings: RedisSettings, *, socket_timeout: float | None, retries: int = 0
+    ) -> Stores:
+        """`open` with every connection setting of ``[redis]`` (its URL, or its Sentinels;
+        the replicas a write waits for): what the functions, the worker and the CLI use."""
+        client = RedisClient(
+            settings.url,
+            socket_timeout=socket_timeout,
+            retries=retries,
+            sentinels=settings.sentinel_addresses,
+            master=settings.sentinel_master,
+            replicas_to_ack=settings.min_replicas_to_ack,
+            ack_timeout=settings.replica_ack_timeout_seconds,
+        )
+        return cls.over(client, result_ttl_seconds=settings.result_ttl_seconds)
+
+    @classmethod
     def open(
         cls,
         url: str,
@@ -92,6 +110,11 @@ class Stores:
             retries: retries of a call that lost its connection (0: fail fast, 503).
         """
         client = RedisClient(url, socket_timeout=socket_timeout, retries=retries)
+        return cls.over(client, result_ttl_seconds=result_ttl_seconds)
+
+    @classmethod
+    def over(cls, client: RedisClient, *, result_ttl_seconds: int) -> Stores:
+        """Every store module over ``client``."""
         quotas = Quotas(client, result_ttl_seconds=result_ttl_seconds)
         tasks = TaskStore(client, result_ttl_seconds=result_ttl_seconds, quotas=quotas)
         return cls(

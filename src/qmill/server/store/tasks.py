@@ -128,6 +128,7 @@ class TaskStore:
     def __init__(
         self, client: RedisClient, *, result_ttl_seconds: int, quotas: Quotas | None = None
     ) -> None:
+        self._client = client
         self._redis = client.redis
         self._ttl = result_ttl_seconds
         self._quotas = quotas
@@ -207,8 +208,8 @@ class TaskStore:
         keys = [constants.task_key(t) for t in task_ids]
         if batch_id is not None:
             keys.append(constants.batch_key(batch_id))
-        async with guard():
-            alive = await self._confirm(keys=keys, args=[self._ttl])
+        async with guard():  # the last write before a 201: replicated first (`acked`)
+            alive = await self._client.acked(self._confirm, keys, [self._ttl])
         return int(alive) == len(keys)
 
     async def delete(self, task_id: str) -> None:
@@ -416,8 +417,8 @@ class TaskStore:
         """The terminal transition; ``full_ok`` for the few bytes of a failure or a
         cancel, which are written even into a full Redis (see `_FINISH`)."""
         keys, args = self._finish_call(task_id, status, owner, fields, answer, full_ok)
-        async with guard():
-            return Outcome(str(await self._finish(keys=keys, args=args)))
+        async with guard():  # acknowledged to the worker, which then acks its message
+            return Outcome(str(await self._client.acked(self._finish, keys, args)))
 
     def _finish_call(
         self,

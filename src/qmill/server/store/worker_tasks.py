@@ -100,8 +100,12 @@ class WorkerTasks:
                 finish.task_id, status, finish.owner, fields, deflated, full_ok
             )
             await self._tasks._finish(keys=keys, args=args, client=pipe)
+        client = self._tasks._client
+        client.wait_replicas(pipe)  # the worker acks these tasks' messages next
         async with guard():
             replies = await pipe.execute(raise_on_error=False)
+        if client.replicas_to_ack:
+            client.check_replicas(replies.pop())
         outcomes: list[Outcome | StoreFull] = []
         for reply in replies:
             if isinstance(reply, OutOfMemoryError) or (
