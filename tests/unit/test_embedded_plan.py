@@ -45,3 +45,14 @@ def test_flags_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     loaded = Settings(embedded={"data_dir": tmp_path})  # type: ignore[arg-type]
     assert not loaded.embedded.start_nats and not loaded.embedded.start_redis
     assert {"nats", "redis"}.isdisjoint(names(loaded))
+
+
+def test_no_redis_is_started_behind_sentinel(tmp_path: Path) -> None:
+    behind = Settings.model_validate(
+        {
+            "embedded": {"data_dir": str(tmp_path)},
+            "redis": {"sentinels": "127.0.0.1:26379,127.0.0.1:26380"},
+        }
+    )
+    assert "redis" not in names(behind)
+    assert "nats" in names(behind)

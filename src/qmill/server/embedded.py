@@ -177,7 +177,13 @@ def services(settings: Settings) -> list[Service]:
         port = url_port(settings.nats.url, 4222)
         command = nats_command(port, data / "nats", stream_max_bytes=settings.nats.stream_max_bytes)
         result.append(Service("nats", command, port))
-    if settings.embedded.start_redis and is_local_url(settings.redis.url):
+    # Behind Sentinel, ``url`` carries only the password and db: the primary is wherever
+    # the Sentinels say, so there is nothing here to start.
+    if (
+        settings.embedded.start_redis
+        and not settings.redis.sentinels
+        and is_local_url(settings.redis.url)
+    ):
         port = url_port(settings.redis.url, 6379)
         command = redis_command(port, data / "redis", max_memory_mb=settings.redis.max_memory_mb)
         result.append(Service("redis", command, port))
