@@ -9,8 +9,10 @@ with the planned values by Helm's own Go code (helm-python-sdk: no binary, no cl
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -44,22 +46,29 @@ def module_arguments(k8s: Module) -> dict[str, Any]:
     return found
 
 
+@functools.cache
+def kubernetes() -> Module:
+    """modules/kubernetes, parsed once per process (python-hcl2 takes about a second)."""
+    return module("kubernetes")
+
+
 class ChartValues:
     """`terraform plan` of chart_values with the module's arguments (and overrides)."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.k8s = module("kubernetes")
+        self.k8s = kubernetes()
         self.arguments = module_arguments(self.k8s)
         done = run(["init", "-backend=false", "-input=false", "-no-color"], data_dir, CHART_VALUES)
         assert done.returncode == 0, done.stdout + done.stderr
         self._cache: dict[str, dict[str, Any]] = {}
 
     def outputs(self, **overrides: Any) -> dict[str, Any]:
-        key = json.dumps(overrides, sort_keys=True)
+        arguments = {**self.arguments, **overrides}
+        key = json.dumps(arguments, sort_keys=True)
         if key not in self._cache:
             var_file = self.data_dir / "values.tfvars.json"
-            var_file.write_text(json.dumps({**self.arguments, **overrides}))
+            var_file.write_text(json.dumps(arguments))
             plan = self.data_dir / "plan.out"
             args = ["plan", "-input=false", "-no-color", "-lock=false"]
             done = run(
@@ -71,6 +80,12 @@ class ChartValues:
             planned = json.loads(shown.stdout)["planned_values"]["outputs"]
             self._cache[key] = {name: out["value"] for name, out in planned.items()}
         return self._cache[key]
+
+
+@functools.cache
+def chart_values() -> ChartValues:
+    """One initialised chart_values per process, its plans cached by arguments."""
+    return ChartValues(Path(tempfile.mkdtemp(prefix="tf-chart-values-")))
 
 
 def chart_version(chart: str) -> str:

@@ -8,38 +8,44 @@ The rendered nats.conf is also read by nats-server itself (`-t`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import helm_python
+import httpx
+import nats
 import pytest
 import yaml
 
 from qmill.server import constants
 from qmill.server.embedded import binary
+from qmill.server.ports import free_ports, wait_port
 from tests.conftest import require_binary
 from tests.infra import deployment
 from tests.infra.charts import (
     CHARTS,
     ChartValues,
     chart_version,
+    kubernetes,
     lint,
     one,
     render,
     validate_schema,
 )
-from tests.infra.hcl import module
+from tests.infra.charts import chart_values as shared_chart_values
 
 NAMESPACE = "qmill"
 
 
 @pytest.fixture(scope="module")
-def chart_values(tmp_path_factory: pytest.TempPathFactory) -> ChartValues:
+def chart_values() -> ChartValues:
     require_binary("terraform", "evaluates the provider-free chart values module")
-    return ChartValues(tmp_path_factory.mktemp("tf-chart-values"))
+    return shared_chart_values()
 
 
 def nats_objects(chart_values: ChartValues, **overrides: Any) -> list[dict[str, Any]]:
@@ -76,7 +82,7 @@ def mib(quantity: str) -> int:
 
 
 def test_vendored_charts_are_the_pinned_versions() -> None:
-    k8s = module("kubernetes")
+    k8s = kubernetes()
     assert chart_version("nats") == k8s.variables["nats_chart_version"]["default"]
     assert chart_version("valkey") == k8s.variables["valkey_chart_version"]["default"]
     assert k8s.resource("helm_release", "nats")["version"] == "${var.nats_chart_version}"
@@ -194,7 +200,7 @@ def test_nats_server_names_resolve_as_keda_asks_for_them(chart_values: ChartValu
     ]
     (service,) = headless
     assert statefulset["spec"]["serviceName"] == service["metadata"]["name"]
-    k8s = module("kubernetes")
+    k8s = kubernetes()
     # local.namespace is var.namespace (or the namespace made from it).
     assert k8s.variables["namespace"]["default"] == NAMESPACE
     endpoint = str(k8s.locals["keda_normal_lane"]["natsServerMonitoringEndpoint"])
@@ -236,7 +242,7 @@ def test_nats_container_has_gomemlimit_below_its_limit_and_the_password_secret(
     assert gomemlimit.endswith("MiB")
     assert 0.8 * limit <= int(gomemlimit[:-3]) < limit
     ref = env["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
-    k8s = module("kubernetes")
+    k8s = kubernetes()
     secret = k8s.resource("kubernetes_secret_v1", "nats_auth")
     assert ref["name"] == k8s.resolve(secret["metadata"][0]["name"])
     assert ref["key"] in secret["data"]
@@ -279,3 +285,79 @@ def test_valkey_conf_has_aof_maxmemory_noeviction_below_the_limit(
     limit = mib(valkey["resources"]["limits"]["memory"])
     assert int(maxmemory[:-2]) <= 0.8 * limit  # room for the AOF rewrite's fork
     assert valkey["resources"]["requests"]["memory"] == valkey["resources"]["limits"]["memory"]
+
+
+def test_rendered_nats_conf_runs_takes_the_modules_url_and_keeps_account_g(
+    chart_values: ChartValues, tmp_path: Path
+) -> None:
+    """One nats-server on the rendered file (ports and store moved to this machine):
+    the module's URL form logs in, a client without the password is refused, and the
+    stream lands in "$G", the account KEDA's trigger names."""
+    _, conf = nats_conf(nats_objects(chart_values, nats_replicas=1))
+    client_port = free_ports(2)
+    monitor_port = client_port + 1
+    conf.update(port=client_port, http_port=monitor_port, pid_file=str(tmp_path / "nats.pid"))
+    conf["jetstream"] = {**conf["jetstream"], "store_dir": str(tmp_path / "js")}
+    conf["jetstream"]["max_file_store"] = "<<1GB>>"
+    text = json.dumps(conf, indent=2)
+    # Back to what the chart writes: variables and sizes unquoted.
+    text = re.sub(r'"(\$\w+|<<\d+GB>>)"', lambda m: m[1].strip("<>"), text)
+    conf_file = tmp_path / "nats.conf"
+    conf_file.write_text(text)
+    password = "p4ssw0rd0123456789"
+    env = {"NATS_PASSWORD": password, "SERVER_NAME": "qmill-nats-0", "PATH": "/usr/bin:/bin"}
+    server = subprocess.Popen(
+        [binary("nats-server"), "-c", str(conf_file)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(client_port)
+        wait_port(monitor_port)
+        k8s = kubernetes()
+        url = str(k8s.locals["nats_url"])
+        for ref, value in {
+            "${local.nats_user}": "qmill",
+            "${random_password.nats.result}": password,
+            "${local.nats_host}": "127.0.0.1",
+            "${local.nats_client_port}": str(client_port),
+        }.items():
+            url = url.replace(ref, value)
+        assert url == f"nats://qmill:{password}@127.0.0.1:{client_port}"
+        _anonymous_refused(client_port)
+        asyncio.run(_stream_as(url))
+        jsz = httpx.get(
+            f"http://127.0.0.1:{monitor_port}/jsz",
+            params={"acc": "$G", "consumers": "true", "config": "true"},
+            timeout=10,
+        ).json()
+        (account,) = jsz["account_details"]
+        assert account["name"] == k8s.resolve(k8s.locals["keda_normal_lane"]["account"])
+        assert [s["name"] for s in account["stream_detail"]] == ["K8S_CHART_CHECK"]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _anonymous_refused(port: int) -> None:
+    """A client that sends no user and password gets nats-server's refusal."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.settimeout(5)
+        assert conn.recv(4096).startswith(b"INFO ")
+        conn.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\nPING\r\n')
+        reply = b""
+        while b"\r\n" not in reply:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    assert reply.startswith(b"-ERR 'Authorization Violation'"), reply
+
+
+async def _stream_as(url: str) -> None:
+    client = await nats.connect(url, allow_reconnect=False, connect_timeout=5)
+    try:
+        await client.jetstream().add_stream(name="K8S_CHART_CHECK", subjects=["k8s.check"])
+    finally:
+        await client.close()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import require_binary
-from tests.infra.charts import ChartValues, one, render
+from tests.infra.charts import chart_values, kubernetes, one, render
 from tests.infra.hcl import Module, SharedModule, blocks, dynamic_blocks, module
 
 NAMESPACE = "qmill"
@@ -17,7 +17,7 @@ NAMESPACE = "qmill"
 
 @pytest.fixture(scope="module")
 def k8s() -> Module:
-    return module("kubernetes")
+    return kubernetes()
 
 
 @pytest.fixture(scope="module")
@@ -230,9 +230,9 @@ def test_default_deny_closes_the_namespace(k8s: Module) -> None:
     assert "ingress" not in deny
 
 
-def test_only_qmill_pods_reach_nats_and_valkey(k8s: Module, tmp_path_factory: Any) -> None:
+def test_only_qmill_pods_reach_nats_and_valkey(k8s: Module) -> None:
     require_binary("terraform", "evaluates the provider-free chart values module")
-    values = ChartValues(tmp_path_factory.mktemp("tf-chart-values-netpol"))
+    values = chart_values()
     outputs = values.outputs()
     clients = k8s.locals["client_components"]
     components = {
