@@ -119,8 +119,9 @@ def test_shared_gets_the_cluster_size_and_labels_take_its_version_label(k8s: Mod
 def test_shared_clamps_stream_replicas_and_makes_a_digest_tag_a_label(
     shared: SharedModule,
 ) -> None:
-    """The two fixes live in modules/shared (the gcp helper's): this module passes
-    nats_cluster_size and uses version_label; here they are checked as Kubernetes needs."""
+    """These fixes live in modules/shared (the gcp helper's): this module passes
+    nats_cluster_size and uses version_label and function_memory_mib; here they are
+    checked as Kubernetes needs them."""
     if "version_label" not in module("shared").outputs:
         pytest.skip("modules/shared has no version_label / nats_cluster_size yet")
     digest = "0.1.0@sha256:" + "a" * 64
@@ -130,6 +131,13 @@ def test_shared_clamps_stream_replicas_and_makes_a_digest_tag_a_label(
     assert out["function_env"]["QMILL_NATS__STREAM_REPLICAS"] == "1"
     label = out["version_label"]
     assert label == "0.1.0" and len(label) <= 63
+    # Functions: the worker's memory budget, room for their processes, two replicas.
+    defaults = shared.outputs()
+    budget = defaults["worker_env"]["QMILL_WORKER__MEMORY_BUDGET_MB"]
+    assert defaults["function_env"]["QMILL_WORKER__MEMORY_BUDGET_MB"] == budget
+    workers = defaults["function_workers"]
+    assert defaults["function_memory_mib"] >= 60 + 335 * workers
+    assert defaults["function_replicas"]["min"] == 2
 
 
 def test_worker_grace_covers_a_whole_simulation(k8s: Module, shared: SharedModule) -> None:
