@@ -11,10 +11,10 @@ module "shared" {
   max_execution_seconds       = var.max_execution_seconds
   worker_max_concurrent_tasks = var.worker_max_concurrent_tasks
   worker_executor             = var.worker_executor
-  # Kubernetes imposes no stop timeout: on SIGTERM a running simulation may run to its
-  # end (max_execution_seconds) plus the time to store its result, so scaling in never
-  # interrupts one; the pod's termination grace is longer still (shared/platform.tf).
-  worker_grace_period_seconds = max(var.worker_grace_period_seconds, var.max_execution_seconds + local.result_margin_seconds)
+  # Kubernetes imposes no stop timeout (no platform_stop_seconds): the shared module's
+  # default grace is max_execution_seconds, so a scale-in lets a running simulation
+  # finish, and the pod's termination grace is 15 s longer (shared/platform.tf).
+  worker_grace_period_seconds = var.worker_grace_period_seconds
   worker_max_attempts         = var.worker_max_attempts
   worker_cpu                  = var.worker_cpu
   worker_memory_headroom_mib  = var.worker_memory_headroom_mib
@@ -36,9 +36,6 @@ module "shared" {
 }
 
 locals {
-  # After a simulation's deadline: storing the result and acknowledging the message.
-  result_margin_seconds = 10
-
   namespace = var.create_namespace ? kubernetes_namespace_v1.qmill[0].metadata[0].name : var.namespace
 
   nats_name  = "${var.name_prefix}-nats"

@@ -30,8 +30,8 @@ resource "kubernetes_deployment_v1" "worker" {
       spec {
         automount_service_account_token = false
         enable_service_links            = false
-        # SIGTERM, then [worker] grace_period_seconds (at least max_execution_seconds plus
-        # a margin here, main.tf) for running tasks, then release the rest for redelivery:
+        # SIGTERM, then [worker] grace_period_seconds (max_execution_seconds by default)
+        # for running tasks, then release the rest for redelivery (not a failed attempt):
         # the kubelet waits longer than that before SIGKILL.
         termination_grace_period_seconds = module.shared.termination_grace_period_seconds
 
