@@ -19,6 +19,7 @@ BENCH_ARGS ?= --update-docs
 TERRAFORM      ?= terraform
 TF_DIR         := infra/terraform
 TF_ENV         := TF_CLI_CONFIG_FILE=/dev/null TF_IN_AUTOMATION=1 CHECKPOINT_DISABLE=1 TF_DATA_DIR=$(CURDIR)/.terraform-data/shared
+TF_ENV_CHARTS  := TF_CLI_CONFIG_FILE=/dev/null TF_IN_AUTOMATION=1 CHECKPOINT_DISABLE=1 TF_DATA_DIR=$(CURDIR)/.terraform-data/chart_values
 # checkov has heavy, conflicting dependencies: its own venv, built on first use.
 CHECKOV_VENV   := .venv-checkov
 CHECKOV_STAMP  := $(CHECKOV_VENV)/.installed-stamp
@@ -78,11 +79,13 @@ $(CHECKOV_STAMP):
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet '$(CHECKOV)'
 	touch $(CHECKOV_STAMP)
 
-lint-terraform: $(CHECKOV_STAMP)  ## terraform fmt, offline validate and `terraform test` (plan-mode asserts) of modules/shared, checkov
+lint-terraform: $(CHECKOV_STAMP)  ## terraform fmt, offline validate of the provider-free modules, `terraform test` (plan-mode asserts) of modules/shared, checkov
 	$(TF_ENV) $(TERRAFORM) fmt -check -recursive $(TF_DIR)
 	$(TF_ENV) $(TERRAFORM) -chdir=$(TF_DIR)/modules/shared init -backend=false -input=false -no-color >/dev/null
 	$(TF_ENV) $(TERRAFORM) -chdir=$(TF_DIR)/modules/shared validate -no-color
 	$(TF_ENV) $(TERRAFORM) -chdir=$(TF_DIR)/modules/shared test -no-color
+	$(TF_ENV_CHARTS) $(TERRAFORM) -chdir=$(TF_DIR)/modules/kubernetes/chart_values init -backend=false -input=false -no-color >/dev/null
+	$(TF_ENV_CHARTS) $(TERRAFORM) -chdir=$(TF_DIR)/modules/kubernetes/chart_values validate -no-color
 	$(CHECKOV_VENV)/bin/checkov --skip-download --config-file $(TF_DIR)/.checkov.yaml -d $(TF_DIR)
 
 fmt: $(STAMP)

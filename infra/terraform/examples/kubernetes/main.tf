@@ -12,7 +12,18 @@ terraform {
       source  = "hashicorp/helm"
       version = "~> 3.0"
     }
+    # The NATS password the module generates.
+    random = {
+      source  = "hashicorp/random"
+      version = "~> 3.6"
+    }
   }
+
+  # The state holds redis_password and the NATS password the module generates: keep it in
+  # an encrypted, access-controlled remote backend, not on a laptop. For example one of
+  #   backend "gcs" { bucket = "acme-tf-state", prefix = "qmill" }
+  #   backend "s3" { bucket = "acme-tf-state", key = "qmill.tfstate", region = "eu-west-1", encrypt = true }
+  #   backend "kubernetes" { secret_suffix = "qmill", config_path = "~/.kube/config" }
 }
 
 variable "kubeconfig" {
@@ -73,8 +84,14 @@ module "qmill" {
   # Each worker runs 2 simulations of up to 26 qubits at once: 3264 MiB per pod.
   worker_max_concurrent_tasks = 2
   max_qubits                  = 26
-  worker_min_replicas         = 0
-  worker_max_replicas         = 10
+  # Workers scale from zero: the setup Job creates the stream and consumers KEDA reads.
+  worker_min_replicas = 0
+  worker_max_replicas = 10
+
+  # Three NATS servers, each on its own node (fewer nodes: nats_replicas = 1, and the
+  # stream's replicas follow). On a multi-zone cluster, one per zone:
+  nats_replicas       = 3
+  spread_across_zones = false
 }
 
 output "namespace" {

