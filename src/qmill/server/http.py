@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from qmill.server import connections, constants, hosts, logs, metrics, probes, routes, telemetry
+from qmill.server.config import Settings
 from qmill.server.errors import (
     InvalidRequest,
     MethodNotAllowed,
@@ -114,6 +115,7 @@ async def serve(request: Request, router: Router) -> Response:
     logged while it is handled (`logs.REQUEST_ID`) and on the answer; the request is a
     SERVER span continuing the caller's ``traceparent`` (`qmill.server.telemetry`).
     """
+    settings = connections.settings()  # first: sets up logging and tracing once
     path = request.url.path
     if request.method == "GET" and path in routes.PROCESS_PATHS:
         if path == metrics.METRICS_PATH:
@@ -131,7 +133,7 @@ async def serve(request: Request, router: Router) -> Response:
         kind=telemetry.SpanKind.SERVER,
         attributes={"http.request.method": request.method, "qmill.request_id": request_id},
     ) as span:
-        response = await _dispatch(request, router)
+        response = await _dispatch(request, router, settings)
         span.set_attribute("http.response.status_code", response.status_code)
     response.headers[constants.REQUEST_ID_HEADER] = request_id
     metrics.REQUEST_SECONDS.labels(router.function).observe(time.perf_counter() - started)
@@ -139,11 +141,11 @@ async def serve(request: Request, router: Router) -> Response:
     return response
 
 
-async def _dispatch(request: Request, router: Router) -> Response:
+async def _dispatch(request: Request, router: Router, settings: Settings) -> Response:
     try:
         # Before anything else, on every path: a foreign Host is a 421, a foreign Origin
         # on a POST or DELETE a 403 (DNS rebinding, cross-site writes; see hosts).
-        hosts.check(request.method, request.headers, connections.settings().server)
+        hosts.check(request.method, request.headers, settings.server)
         resolved = router.resolve(request.method, request.url.path)
         if resolved is None:
             return not_found()
