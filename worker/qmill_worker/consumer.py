@@ -292,11 +292,11 @@ class Worker(Settling):
         # This slot's asyncio task is this delivery's: every line it logs names the request
         # that submitted it, and its handling continues that request's trace.
         logs.REQUEST_ID.set(ctx.request_id)
-        span = telemetry.tracer().start_span(
+        span = telemetry.start_span(
             "qmill.execute",
-            context=telemetry.context_of(msg.headers),
-            kind=telemetry.SpanKind.CONSUMER,
-            attributes={"qmill.task_id": task_id, "qmill.attempt": ctx.attempt},
+            telemetry.SpanKind.CONSUMER,
+            {"qmill.task_id": task_id, "qmill.attempt": ctx.attempt},
+            telemetry.context_of(msg.headers),
         )
         # Tell JetStream we hold it while we wait for memory and while it runs.
         progress = asyncio.create_task(self._keep_alive(msg))

@@ -204,9 +204,7 @@ class Bus:
             raise DependencyUnavailable("nats", "not connected (reconnecting)", retry_after=2)
         payload = TaskMessage(task_id=task_id, state_bytes=state_bytes).model_dump_json().encode()
         attributes = {"qmill.task_id": task_id, "messaging.destination.name": lane.subject}
-        span = telemetry.tracer().start_as_current_span(
-            "qmill.publish", kind=telemetry.SpanKind.PRODUCER, attributes=attributes
-        )
+        span = telemetry.span("qmill.publish", telemetry.SpanKind.PRODUCER, attributes)
         try:
             with span:  # headers: the request id and this span's traceparent
                 await js.publish(

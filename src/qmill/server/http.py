@@ -127,11 +127,11 @@ async def serve(request: Request, router: Router) -> Response:
     request_id = logs.request_id_of(request.headers.get(constants.REQUEST_ID_HEADER))
     logs.REQUEST_ID.set(request_id)
     started = time.perf_counter()
-    with telemetry.tracer().start_as_current_span(
+    with telemetry.span(
         f"{request.method} {router.function}",
-        context=telemetry.context_of(request.headers),
-        kind=telemetry.SpanKind.SERVER,
-        attributes={"http.request.method": request.method, "qmill.request_id": request_id},
+        telemetry.SpanKind.SERVER,
+        {"http.request.method": request.method, "qmill.request_id": request_id},
+        telemetry.context_of(request.headers),
     ) as span:
         response = await _dispatch(request, router, settings)
         span.set_attribute("http.response.status_code", response.status_code)

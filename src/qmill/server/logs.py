@@ -13,9 +13,9 @@ handling starts, so no call has to pass it along.
 from __future__ import annotations
 
 import logging
+import random
 import re
 import sys
-import uuid
 from contextvars import ContextVar
 
 from pythonjsonlogger.json import JsonFormatter
@@ -42,8 +42,12 @@ def valid_request_id(header: str | bytes | None) -> str | None:
 
 
 def request_id_of(header: str | bytes | None) -> str:
-    """The client's request id if it is a valid one, else a new one (32 hex digits)."""
-    return valid_request_id(header) or uuid.uuid4().hex
+    """The client's request id if it is a valid one, else a new one (32 hex digits).
+
+    A new one need only be unique, not unguessable (it grants nothing): from `random`,
+    0.3 us, not from the OS's entropy as uuid4 (4 us, a system call each).
+    """
+    return valid_request_id(header) or f"{random.getrandbits(128):032x}"
 
 
 class _RequestIdFilter(logging.Filter):
