@@ -5,8 +5,8 @@ document does not list for the operation, a body that does not match its schema,
 content type it does not list, or a required header (Retry-After, Allow,
 WWW-Authenticate) that is missing or malformed. Paths the document does not list must
 be 404s, and listed paths with unlisted methods 405s with ``Allow``, both with the
-error body. ``/metrics`` is not part of the public API (each function serves it for
-Prometheus; the gateway does not route it) and is not checked.
+error body. ``/metrics``, ``/livez`` and ``/readyz`` are not part of the public API (each
+process answers them about itself, `routes.PROCESS_PATHS`) and are not checked.
 
 tests/e2e/conftest.py installs this on every httpx client an e2e test creates.
 """
@@ -25,10 +25,10 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from qmill.server import openapi
+from qmill.server import openapi, routes
 
 BASE = "urn:qmill-openapi"
-NOT_PUBLIC = frozenset({"/metrics"})
+NOT_PUBLIC = frozenset(routes.PROCESS_PATHS)
 
 
 def _escape(token: str) -> str:

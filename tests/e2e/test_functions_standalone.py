@@ -54,6 +54,17 @@ async def test_each_function_serves_its_route(procs: Processes, stores: Stores, 
         assert 'qmill_http_requests_total{function="submit",method="POST",status="201"}' in (
             scraped
         )
+        # Each answers its probes about itself (no Host check: kubelet asks by address),
+        # and echoes a valid request id, or makes one.
+        for base in (submit, result, health):
+            live = await client.get(f"{base}/livez", headers={"host": "10.1.2.3:8080"})
+            assert (live.status_code, live.json()) == (200, {"status": "alive"})
+            ready = (await client.get(f"{base}/readyz")).json()
+            assert ready == {"status": "ready", "down": [], "checks": {"nats": True, "redis": True}}
+        echoed = await client.get(f"{result}/tasks/{task_id}", headers={"x-request-id": "req-1"})
+        assert echoed.headers["x-request-id"] == "req-1"
+        made = await client.get(f"{result}/tasks/{task_id}", headers={"x-request-id": "a b"})
+        assert len(made.headers["x-request-id"]) == 32
         # A function answers only for its own route.
         assert (await client.put(f"{submit}/tasks")).status_code == 405
         listed = await client.get(f"{submit}/tasks")  # the listing is the submit function's

@@ -83,6 +83,7 @@ def _request(method: str, path: str, body: bytes = b"", *headers: str) -> bytes:
 # What differs between two systems for the same request: dates, ids, times, counts.
 _VARYING = [
     (rb"date: [^\r]*", b"date: -"),
+    (rb"x-request-id: [0-9a-f]{32}", b"x-request-id: -"),  # made by the front door
     (rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", b"ID"),
     (rb'"(\w+_at|\w+_seconds|worker_id)":("[^"]*"|[0-9.e-]+)', rb'"\1":-'),
     (rb'"result":\{[^}]*\}', b'"result":-'),

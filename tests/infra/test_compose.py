@@ -102,8 +102,19 @@ def test_root_compose_is_the_infra_compose(compose: dict[str, Any]) -> None:
     assert root["name"] == "qmill"
 
 
+# What operators see: Prometheus and Grafana (see "metrics" below).
+OBSERVERS = {"prometheus", "grafana"}
+
+
 def test_services(services: dict[str, Any]) -> None:
-    assert set(services) == {"nats", "redis", "gateway", "worker", *constants.FUNCTION_NAMES}
+    assert set(services) == {
+        "nats",
+        "redis",
+        "gateway",
+        "worker",
+        *constants.FUNCTION_NAMES,
+        *OBSERVERS,
+    }
 
 
 # --- one source of truth for how each service starts -------------------------------------------
@@ -362,7 +373,8 @@ def test_images_are_pinned(services: dict[str, Any]) -> None:
         image = svc["image"]
         repo, _, tag = image.rpartition(":")
         assert repo and "/" not in tag, f"{name}: {image} has no tag"
-        assert tag != "latest" and re.match(r"\d+\.\d+\.\d+", tag), f"{name}: {image}"
+        # A release, as each project writes it (Prometheus's tags start with a "v").
+        assert tag != "latest" and re.match(r"v?\d+\.\d+\.\d+", tag), f"{name}: {image}"
 
 
 def test_our_images_carry_the_project_version(services: dict[str, Any]) -> None:
@@ -396,6 +408,8 @@ def test_ports(services: dict[str, Any]) -> None:
         "gateway": {("127.0.0.1", default_port, default_port)},
         "nats": {("127.0.0.1", nats, nats), ("127.0.0.1", 8222, 8222)},
         "redis": {("127.0.0.1", redis, redis)},
+        "prometheus": {("127.0.0.1", 9090, 9090)},
+        "grafana": {("127.0.0.1", 3000, 3000)},
     }
     for name in constants.FUNCTION_NAMES:
         assert expose_port(services[name]) == 8080

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 
-from qmill.server import constants, embedded
+from qmill.server import constants, embedded, routes
 from qmill.server.launcher import base_env
 from qmill.server.processes import Process
 from tests.conftest import free_port, require_binary, wait_port
@@ -134,14 +134,15 @@ def test_function_health_check_passes(
     assert probe(argv) == 0
 
 
-def test_function_health_checks_tell_functions_apart(
+def test_function_health_checks_ask_the_process_only(
     services: dict[str, Any], functions: Functions
 ) -> None:
-    """A probe passes only on its own function: submit's check fails on result (which
-    routes no /tasks: 404) and on a port where nothing listens."""
-    test = services["submit"]["healthcheck"]["test"]
-    assert probe(local_probe(test, functions.ports["result"])) != 0
-    assert probe(local_probe(test, free_port())) != 0
+    """A function's check is its /livez (NATS and Redis are unreachable here, and it
+    passes), and it fails on a port where nothing listens."""
+    for name in constants.FUNCTION_NAMES:
+        test = services[name]["healthcheck"]["test"]
+        assert test[-2:] == [f"http://127.0.0.1:8080{routes.LIVEZ_PATH}", "200"], name
+    assert probe(local_probe(services["submit"]["healthcheck"]["test"], free_port())) != 0
 
 
 def test_worker_health_check(services: dict[str, Any], tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from qmill.server.errors import IdempotencyConflict
 from qmill.server.models import TaskStatus, TaskView
 from qmill.server.store import Stores
 from tests.conftest import BELL, Processes, submit_task, wait_for
+from tests.metrics_check import dashboard_metrics, exported_names
 
 
 @cache
@@ -287,3 +288,12 @@ async def test_worker_metrics(
         text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
     assert "qmill_tasks_completed_total{worker=" in text
     assert "qmill_task_execution_seconds_count{worker=" in text
+    # The Grafana dashboard (infra/grafana) queries only what a running worker exports.
+    assert dashboard_metrics() <= exported_names(text)
+    # Its probes, on the same server: alive, and ready with NATS and Redis answering.
+    async with httpx.AsyncClient() as client:
+        live = await client.get(f"http://127.0.0.1:{port}/livez")
+        ready = await client.get(f"http://127.0.0.1:{port}/readyz")
+    assert (live.status_code, live.json()) == (200, {"status": "alive"})
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "down": [], "checks": {"nats": True, "redis": True}}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
@@ -119,7 +120,12 @@ async def test_a_function_gets_the_request_and_the_caller_its_answer_as_through_
     request = scope("POST", "/tasks", [(b"x-padded", b"  v \t"), (b"connection", b"keep-alive")])
     status, headers, body = answer(await call(app, request, [b'{"a":', b"1}"]))
     assert echo.body == b'{"a":1}'
-    assert dict(echo.scope["headers"]) == {
+    # The front door's request id (none was given): the function's, and the caller's.
+    given = dict(echo.scope["headers"])
+    request_id = given.pop(b"x-request-id")
+    assert re.fullmatch(rb"[0-9a-f]{32}", request_id)
+    assert headers.pop(b"x-request-id") == request_id
+    assert given == {
         b"host": b"127.0.0.1:8000",
         b"x-padded": b"v",
         b"accept-encoding": b"identity",

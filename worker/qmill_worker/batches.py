@@ -23,6 +23,7 @@ import logging
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
+from qmill.server import telemetry
 from qmill.server.errors import DependencyUnavailable, StoreFull
 from qmill.server.models import utcnow
 from qmill.server.store import Outcome as Stored
@@ -63,6 +64,21 @@ class Batch:
         worker = self.worker
         ids = [ctx.task_id for ctx in self.contexts]
         worker.batched.update(ids)
+        # Each task's handling continues its own submit's trace, as `Worker._handle`'s;
+        # the lines about each carry its request id (`TaskContext.log_extra`).
+        spans = [
+            telemetry.start_span(
+                "qmill.execute",
+                telemetry.SpanKind.CONSUMER,
+                {
+                    "qmill.task_id": ctx.task_id,
+                    "qmill.attempt": ctx.attempt,
+                    "qmill.batch": len(ids),
+                },
+                telemetry.context_of(ctx.msg.headers),
+            )
+            for ctx in self.contexts
+        ]
         progress = asyncio.create_task(self._keep_alive())
         try:
             async with worker.memory.reserve(sum(ctx.state_bytes for ctx in self.contexts)):
@@ -85,6 +101,8 @@ class Batch:
         finally:
             progress.cancel()
             worker.batched.difference_update(ids)
+            for span in spans:
+                span.end()
 
     def _pending(self) -> list[TaskContext]:
         return [ctx for ctx in self.contexts if ctx.task_id not in self._settled]

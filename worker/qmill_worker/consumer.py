@@ -17,12 +17,13 @@ import contextlib
 import json
 import logging
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
 from nats.aio.msg import Msg
 
-from qmill.server import metrics
+from qmill.server import logs, metrics, telemetry
 from qmill.server.bus import Bus, Lane, Subscriptions
 from qmill.server.config import Settings
 from qmill.server.errors import DependencyUnavailable, TaskNotFound
@@ -84,6 +85,8 @@ class Worker(Settling):
         self._by_task: dict[str, asyncio.Task[Any]] = {}
         self._cancelled: set[str] = set()
         self._stopping = asyncio.Event()
+        # When Redis last took this worker's heartbeat (monotonic): what /readyz reads.
+        self.redis_answered_at: float | None = None
 
     @property
     def keep_alive_seconds(self) -> float:
@@ -286,6 +289,15 @@ class Worker(Settling):
         current = asyncio.current_task()
         assert current is not None
         self._by_task[task_id] = current
+        # This slot's asyncio task is this delivery's: every line it logs names the request
+        # that submitted it, and its handling continues that request's trace.
+        logs.REQUEST_ID.set(ctx.request_id)
+        span = telemetry.start_span(
+            "qmill.execute",
+            telemetry.SpanKind.CONSUMER,
+            {"qmill.task_id": task_id, "qmill.attempt": ctx.attempt},
+            telemetry.context_of(msg.headers),
+        )
         # Tell JetStream we hold it while we wait for memory and while it runs.
         progress = asyncio.create_task(self._keep_alive(msg))
         try:
@@ -312,6 +324,7 @@ class Worker(Settling):
             )
             await self.settle(ctx, Released(delay=1.0))
         finally:
+            span.end()
             progress.cancel()
             self._by_task.pop(task_id, None)
             self._cancelled.discard(task_id)
@@ -454,4 +467,5 @@ class Worker(Settling):
             )
             with contextlib.suppress(DependencyUnavailable):
                 await self.stores.heartbeats.beat(self.worker_id, ttl, info)
+                self.redis_answered_at = time.monotonic()
             await asyncio.sleep(HEARTBEAT_SECONDS)

@@ -23,6 +23,8 @@ from qmill.server.config import get_settings
 from qmill.server.errors import ConfigError
 from qmill.server.logs import setup_logging
 from qmill.server.store import Stores
+from qmill.server.telemetry import setup_tracing
+from qmill_worker import probes
 from qmill_worker.consumer import HEARTBEAT_STALE_SECONDS, Worker, default_worker_id
 from qmill_worker.executors import make_executor
 
@@ -42,6 +44,8 @@ async def serve(worker_id: str) -> None:
     slots = settings.worker.concurrency
     executor = make_executor(settings.worker.executor, slots, settings.worker.aer_threads)
     worker = Worker(settings, stores, bus, executor, worker_id)
+    if settings.worker.metrics_port:
+        probes.start(settings.worker.metrics_port, worker)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
@@ -102,10 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.check:
         raise SystemExit(check(settings.worker.heartbeat_file))
     setup_logging(settings.log, service="worker")
-    if settings.worker.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.worker.metrics_port)
+    setup_tracing(settings.telemetry, service="worker")
     uvloop.run(serve(args.worker_id or default_worker_id()))
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
+from qmill.server import logs
+from qmill.server.constants import REQUEST_ID_HEADER
 from qmill.server.models import TaskMessage
 from qmill_worker.errors import FailureReason
 from qmill_worker.simulator import SimResult
@@ -34,6 +36,8 @@ class TaskContext:
     attempt: int
     max_attempts: int
     owner: str | None = None
+    # The X-Request-ID of the request that submitted it (from the message's headers).
+    request_id: str | None = None
 
     @classmethod
     def parse(cls, msg: Msg, worker_id: str, max_attempts: int) -> TaskContext:
@@ -46,6 +50,7 @@ class TaskContext:
             state_bytes=message.state_bytes,
             attempt=msg.metadata.num_delivered,
             max_attempts=max_attempts,
+            request_id=logs.valid_request_id((msg.headers or {}).get(REQUEST_ID_HEADER)),
         )
 
     @property
@@ -68,6 +73,8 @@ class TaskContext:
         extra: dict[str, Any] = {"task_id": self.task_id, "worker_id": self.worker_id}
         if self.owner is not None:
             extra["owner"] = self.owner
+        if self.request_id is not None:
+            extra["request_id"] = self.request_id
         return extra
 
 

@@ -30,7 +30,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import APIError, NotFoundError
 
-from qmill.server import constants
+from qmill.server import constants, telemetry
 from qmill.server.config import Settings
 from qmill.server.errors import DependencyUnavailable
 from qmill.server.models import TaskMessage
@@ -203,13 +203,16 @@ class Bus:
         if not self.connected:
             raise DependencyUnavailable("nats", "not connected (reconnecting)", retry_after=2)
         payload = TaskMessage(task_id=task_id, state_bytes=state_bytes).model_dump_json().encode()
+        attributes = {"qmill.task_id": task_id, "messaging.destination.name": lane.subject}
+        span = telemetry.span("qmill.publish", telemetry.SpanKind.PRODUCER, attributes)
         try:
-            await js.publish(
-                lane.subject,
-                payload,
-                timeout=self._settings.nats.publish_timeout_seconds,
-                headers={"Nats-Msg-Id": task_id},
-            )
+            with span:  # headers: the request id and this span's traceparent
+                await js.publish(
+                    lane.subject,
+                    payload,
+                    timeout=self._settings.nats.publish_timeout_seconds,
+                    headers=telemetry.message_headers(task_id),
+                )
         except APIError as exc:
             if _stream_full(exc):
                 raise DependencyUnavailable(

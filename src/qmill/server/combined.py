@@ -29,7 +29,7 @@ import h11
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from qmill.server import constants, embedded, gateway_protocol, routes
+from qmill.server import constants, embedded, gateway_protocol, probes, routes
 from qmill.server.config import Settings, get_settings
 from qmill.server.gateway import (
     DROPPED_FROM_ANSWERS,
@@ -91,6 +91,11 @@ class Combined(FrontDoor):
             return
         answer = _Buffered(send)
         await app(inner, replay, answer.send)
+
+    async def readiness(self) -> probes.Readiness:
+        """The functions' own: they live in this process and share its NATS and Redis
+        clients (`qmill.server.connections`)."""
+        return await probes.dependencies()
 
     async def _stream(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
         """An event stream's messages as they come; a write not taken within ``[server]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from qmill.server import auth
+from qmill.server import auth, telemetry
 from qmill.server.bus import Bus
 from qmill.server.config import Settings, get_settings
 from qmill.server.logs import setup_logging
@@ -24,6 +24,7 @@ def settings() -> Settings:
     current = get_settings()
     if not _configured:
         setup_logging(current.log, service="functions")
+        telemetry.setup_tracing(current.telemetry, service="functions")
         _configured = True
     return current
 

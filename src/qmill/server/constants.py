@@ -170,6 +170,10 @@ FUNCTION_NAMES: Final = ("submit", "result", "health")
 # "{id}" segment.
 ROUTES: Final = tuple(route.proxied for route in routes.ROUTES)
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
+# A request's id: kept from the client when valid (qmill.server.logs.request_id_of), else
+# made by the front door; returned on the answer, logged on every line of the request and
+# carried in the task's NATS message to the worker's lines about it.
+REQUEST_ID_HEADER: Final = "X-Request-ID"
 
 # What ``GET /tasks/{id}?include=`` may name (comma-separated); anything else is a 422.
 INCLUDABLE: Final = ("circuit",)

@@ -32,9 +32,9 @@ from urllib.parse import parse_qsl
 
 import httpx
 import uvicorn
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
-from qmill.server import constants, gateway_protocol, routes
+from qmill.server import constants, gateway_protocol, logs, probes, routes
 from qmill.server.config import Settings, get_settings
 from qmill.server.errors import RequestTimeout
 from qmill.server.logs import setup_logging
@@ -67,6 +67,9 @@ _POOL_IDLE_CONNECTIONS = 64
 # workers close idle ones after gunicorn's keepalive, 2 s), so none is reused as it
 # closes; httpx keeps them 5 s by default. nginx.conf's keepalive_timeout, likewise.
 _POOL_IDLE_SECONDS = 1.0
+# How long ``/readyz`` waits for each function's own, which takes up to
+# tasks.HEALTH_TIMEOUT_SECONDS (1.5 s) when NATS or Redis does not answer: that and room.
+_READINESS_TIMEOUT = 3.0
 
 
 # The answer to a request header the split topology's HTTP client (h11) will not send.
@@ -137,6 +140,14 @@ class FrontDoor:
             return
         if scope["type"] != "http":
             return
+        scope, send = _with_request_id(scope, send)
+        if scope["method"] == "GET" and scope["path"] in routes.PROBES:
+            readiness = await self.readiness() if scope["path"] == routes.READYZ_PATH else None
+            if readiness is None:
+                await json_answer(send, 200, probes.LIVE_BODY)
+            else:
+                await json_answer(send, readiness.status_code, readiness.body())
+            return
         # An encoded "/" (%2F) is a path separator only once decoded, and routers
         # disagree on whether to decode it; no id has one, so such a path is nobody's.
         encoded_slash = b"%2f" in scope["raw_path"].lower()
@@ -171,6 +182,10 @@ class FrontDoor:
         self, function: str, content: bytes, scope: Scope, receive: Receive, send: Send
     ) -> None:
         """Answer an admitted request (its body read: ``content``) by ``function``."""
+        raise NotImplementedError
+
+    async def readiness(self) -> probes.Readiness:
+        """What ``/readyz`` on the public address answers: whoever answers behind it."""
         raise NotImplementedError
 
     async def aclose(self) -> None:
@@ -290,9 +305,33 @@ class Gateway(FrontDoor):
             await asyncio.gather(*tasks, return_exceptions=True)
             await upstream.aclose()
 
+    async def readiness(self) -> probes.Readiness:
+        client = self._clients[next(iter(self._clients))]
+        return await probes.functions_ready(self._upstreams, client, _READINESS_TIMEOUT)
+
     async def aclose(self) -> None:
         for client in (*self._clients.values(), self._long_polls, self._streams):
             await client.aclose()
+
+
+def _with_request_id(scope: Scope, send: Send) -> tuple[Scope, Send]:
+    """The request with its id (the caller's valid ``X-Request-ID``, else a new one) as
+    the only X-Request-ID the function gets, and a ``send`` that puts it on the answer
+    unless the function already did (it echoes the one it got)."""
+    name = constants.REQUEST_ID_HEADER.lower().encode()
+    given = [v for k, v in scope["headers"] if k.lower() == name]
+    request_id = logs.request_id_of(given[0] if len(given) == 1 else None).encode()
+    headers = [(k, v) for k, v in scope["headers"] if k.lower() != name]
+    headers.append((name, request_id))
+
+    async def tagged(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            out = list(message.get("headers", []))
+            if not any(k.lower() == name for k, _ in out):
+                message = {**message, "headers": [*out, (name, request_id)]}
+        await send(message)
+
+    return {**scope, "headers": headers}, tagged
 
 
 def _is_long_poll(scope: Scope) -> bool:

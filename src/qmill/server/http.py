@@ -17,11 +17,12 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from opentelemetry import trace
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from qmill.server import hosts, metrics, routes
-from qmill.server.config import get_settings
+from qmill.server import connections, constants, hosts, logs, metrics, probes, routes, telemetry
+from qmill.server.config import Settings
 from qmill.server.errors import (
     InvalidRequest,
     MethodNotAllowed,
@@ -103,30 +104,57 @@ class Router:
 
 
 async def serve(request: Request, router: Router) -> Response:
-    """Dispatch a request through ``router``, counted and timed.
+    """Dispatch a request through ``router``, counted, timed and traced.
 
     A path the function does not own is a 404, a known path with another verb a 405,
-    and every error is mapped here, in one place. ``GET /metrics`` is answered by every
-    function, for Prometheus to scrape each instance.
+    and every error is mapped here, in one place. ``GET /metrics``, ``/livez`` and
+    ``/readyz`` (`routes.PROCESS_PATHS`) are answered by every function about itself,
+    before the Host check: kubelet and Prometheus ask by address.
+
+    The request's id (its valid ``X-Request-ID``, else a new one) is on every line
+    logged while it is handled (`logs.REQUEST_ID`) and on the answer; the request is a
+    SERVER span continuing the caller's ``traceparent`` (`qmill.server.telemetry`).
     """
-    if request.url.path == metrics.METRICS_PATH and request.method == "GET":
-        return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)
+    settings = connections.settings()  # first: sets up logging and tracing once
+    path = request.url.path
+    if request.method == "GET" and path in routes.PROCESS_PATHS:
+        if path == metrics.METRICS_PATH:
+            return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)
+        return await probes.answer(path)
+    # Not reset after: the answer's body (an event stream) is sent after this returns,
+    # still in this request's own asyncio task and context, and its lines are this
+    # request's too.
+    request_id = logs.request_id_of(request.headers.get(constants.REQUEST_ID_HEADER))
+    logs.REQUEST_ID.set(request_id)
     started = time.perf_counter()
-    response = await _dispatch(request, router)
+    with telemetry.span(
+        f"{request.method} {router.function}",
+        telemetry.SpanKind.SERVER,
+        {"http.request.method": request.method, "qmill.request_id": request_id},
+        telemetry.context_of(request.headers),
+    ) as span:
+        response = await _dispatch(request, router, settings)
+        span.set_attribute("http.response.status_code", response.status_code)
+    response.headers[constants.REQUEST_ID_HEADER] = request_id
     metrics.REQUEST_SECONDS.labels(router.function).observe(time.perf_counter() - started)
     metrics.REQUESTS.labels(router.function, request.method, str(response.status_code)).inc()
     return response
 
 
-async def _dispatch(request: Request, router: Router) -> Response:
+async def _dispatch(request: Request, router: Router, settings: Settings) -> Response:
     try:
         # Before anything else, on every path: a foreign Host is a 421, a foreign Origin
         # on a POST or DELETE a 403 (DNS rebinding, cross-site writes; see hosts).
-        hosts.check(request.method, request.headers, get_settings().server)
+        hosts.check(request.method, request.headers, settings.server)
         resolved = router.resolve(request.method, request.url.path)
         if resolved is None:
             return not_found()
         handler, route, params = resolved
+        span = trace.get_current_span()
+        span.update_name(f"{route.method} {route.path}")
+        span.set_attribute("http.route", route.path)
+        if route.param is not None:
+            span.set_attribute(f"qmill.{route.param}", params[route.param])
         unknown = [key for key in request.query_params if key not in route.query]
         if unknown:
             accepted = ", ".join(route.query) or "none"

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
-METRICS_PATH = "/metrics"
+# Re-exported: where every process serves its registry (a process path, see routes).
+from qmill.server.routes import METRICS_PATH as METRICS_PATH
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)

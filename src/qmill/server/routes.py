@@ -122,6 +122,21 @@ ROUTES: Final = (
 )
 
 
+# Paths every qmill process answers about itself, on its own address, before any route:
+# its metrics, and its probes (`qmill.server.probes`): ``/livez`` (the process serves;
+# nothing else is asked) and ``/readyz`` (what it depends on answers: 200, else 503
+# naming what does not). They are not routes: no proxy sends them to a function, since
+# a proxy would pick one replica of one function to answer for all of them, and they
+# are not in the OpenAPI document (the public API); kubelet, Cloud Run and Prometheus
+# ask each instance directly. The gateway answers them for itself (its /readyz asks the
+# functions behind it).
+METRICS_PATH: Final = "/metrics"
+LIVEZ_PATH: Final = "/livez"
+READYZ_PATH: Final = "/readyz"
+PROBES: Final = (LIVEZ_PATH, READYZ_PATH)
+PROCESS_PATHS: Final = (METRICS_PATH, *PROBES)
+
+
 def matching(path: str, function: str | None = None) -> Iterator[tuple[Route, dict[str, str]]]:
     """The routes (of one function, or all) that fit ``path``, in match order."""
     for route in ROUTES:

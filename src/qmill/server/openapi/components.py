@@ -32,7 +32,12 @@ INFO: dict[str, Any] = {
         "to the key that submitted it (another key gets 404). When auth is off (the local "
         "`make run`), the document served at `/openapi.json` marks the security requirement "
         "optional.\n\n"
-        'Any path not listed here is a 404 `{"detail": "Not Found"}`; a listed path with a '
+        "Every answer carries `X-Request-ID`: the one the request sent, if it is 1-128 of "
+        "`A-Z a-z 0-9 . _ : + / = -` starting with a letter or digit, else a new one. The "
+        "server's log lines about the request, and the worker's about a task it submitted, "
+        "name it (`request_id`): quote it when reporting a problem.\n\n"
+        'Any path not listed here is a 404 `{"detail": "Not Found"}`, except `/livez` and '
+        "`/readyz`, each process's own probes (not part of this API); a listed path with a "
         "method not listed is a 405 with an `Allow` header and `allowed` in the body."
     ),
     "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
