@@ -30,7 +30,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import APIError, NotFoundError
 
-from qmill.server import constants
+from qmill.server import constants, jetstream
 from qmill.server.config import Settings
 from qmill.server.errors import DependencyUnavailable
 from qmill.server.models import TaskMessage
@@ -150,7 +150,9 @@ class Bus:
             # too; bound it, so a function answers 503 instead of hanging.
             await asyncio.wait_for(
                 nc.connect(
-                    self._settings.nats.url,
+                    # Every server of a cluster: nats-py connects to one and, when it
+                    # goes, reconnects to another (and to those the servers announce).
+                    servers=self._settings.nats.servers,
                     name=self._name,
                     connect_timeout=max(1, round(timeout)),
                     allow_reconnect=True,
@@ -173,27 +175,37 @@ class Bus:
             raise DependencyUnavailable("nats", str(exc) or type(exc).__name__) from exc
         js = nc.jetstream(timeout=timeout)
         try:
-            await self._ensure_stream(js)
-        except _NATS_FAILURES as exc:
+            # The consumers too, not only the stream: before any worker has run, the
+            # queue KEDA scales on must exist (created only if missing: a function
+            # never rewrites the consumer a worker or qmill-setup configured).
+            await self.ensure(js, update_consumers=False)
+        except (*_NATS_FAILURES, DependencyUnavailable) as exc:
             await nc.close()
+            if isinstance(exc, jetstream.PlacementRefused):
+                log.error("nats stream not placed", extra={"error": exc.message})
+            if isinstance(exc, DependencyUnavailable):
+                raise
             raise DependencyUnavailable("nats", f"JetStream: {exc}") from exc
         self._nc, self._js = nc, js
         return js
 
-    async def _ensure_stream(self, js: JetStreamContext) -> None:
-        config = stream_config(self._settings)
-        try:
-            await js.stream_info(constants.STREAM_NAME)
-        except NotFoundError:
-            await js.add_stream(config)
-            return
-        await js.update_stream(config)
+    async def ensure(
+        self, js: JetStreamContext, *, update_consumers: bool
+    ) -> list[jetstream.Ensured]:
+        """The stream as configured, then both lanes' consumers (see `qmill.server.jetstream`)."""
+        stream = await jetstream.ensure_stream(js, stream_config(self._settings))
+        configs = [consumer_config(self._settings, lane) for lane in Lane]
+        consumers = await jetstream.ensure_consumers(
+            js, constants.STREAM_NAME, configs, update=update_consumers
+        )
+        return [stream, *consumers]
 
     async def ensure_consumer(self) -> None:
+        """Both lanes' consumers as this process configures them (a worker's)."""
         js = await self.connect()
+        configs = [consumer_config(self._settings, lane) for lane in Lane]
         try:
-            for lane in Lane:
-                await js.add_consumer(constants.STREAM_NAME, consumer_config(self._settings, lane))
+            await jetstream.ensure_consumers(js, constants.STREAM_NAME, configs, update=True)
         except _NATS_FAILURES as exc:
             raise DependencyUnavailable("nats", f"consumer: {exc}") from exc
 
