@@ -87,8 +87,13 @@ async def ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> En
         await js.update_stream(config)
         return Ensured("stream", config.name, Change.UPDATED)
     except APIError as exc:
+        reason = exc.description or str(exc)
+        if exc.err_code in _PLACEMENT_CODES and "offline" in reason:
+            # A server of the cluster is down or still rejoining: the same request
+            # succeeds once it is back, so this is an outage, not a setting to fix.
+            raise DependencyUnavailable("nats", f"stream not placed now: {reason}") from exc
         if exc.err_code in _PLACEMENT_CODES:
-            raise PlacementRefused(replicas, exc.description or str(exc)) from exc
+            raise PlacementRefused(replicas, reason) from exc
         raise
 
 
@@ -140,9 +145,7 @@ async def placement(js: JetStreamContext, stream: str, wanted: int) -> Placement
     return Placement(cluster.leader or "", (1 if cluster.leader else 0) + followers, wanted)
 
 
-async def wait_placed(
-    js: JetStreamContext, stream: str, wanted: int, timeout: float
-) -> Placement:
+async def wait_placed(js: JetStreamContext, stream: str, wanted: int, timeout: float) -> Placement:
     """Until the stream has a leader and ``wanted`` current replicas, or ``timeout``
     passed (the last placement seen is returned either way). Moving a stream to more
     replicas takes JetStream ~10 s here before the new followers report current."""

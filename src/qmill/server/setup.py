@@ -71,7 +71,26 @@ async def connect(settings: Settings, wait: float) -> NATS:
 
 
 async def apply(settings: Settings, wait: float) -> list[str]:
-    """Ensure the stream and consumers; the problems left (empty: as configured)."""
+    """Ensure the stream and consumers; the problems left (empty: as configured).
+
+    An outage (NATS unreachable, a cluster peer offline) is retried for ``wait``
+    seconds; a configuration JetStream refuses (`jetstream.PlacementRefused`) is not.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        try:
+            return await _apply(settings, max(0.0, deadline - loop.time()))
+        except jetstream.PlacementRefused:
+            raise
+        except DependencyUnavailable as exc:
+            if loop.time() >= deadline:
+                raise
+            say(f"retrying: {exc.message}")
+            await asyncio.sleep(1)
+
+
+async def _apply(settings: Settings, wait: float) -> list[str]:
     nc = await connect(settings, wait)
     try:
         js = nc.jetstream(timeout=max(5.0, settings.nats.publish_timeout_seconds))
