@@ -78,9 +78,8 @@ def up() -> None:
     process per function ("split", as compose runs them). Ctrl-C stops all.
     """
     from qmill.server import embedded
-    from qmill.server.logs import setup_logging
-
     from qmill.server.errors import ConfigError
+    from qmill.server.logs import setup_logging
 
     settings = _settings_or_exit()
     try:
