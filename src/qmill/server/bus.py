@@ -44,6 +44,13 @@ _REQUEST_TIMEOUT = "408"
 _HEARTBEAT = "100"
 
 
+# Publishes in a row that got no JetStream ack before a client of several servers moves to
+# another: its server may be cut off from the cluster (its routes down, its clients still
+# connected, so nats-py sees nothing wrong), and then every publish through it fails until
+# the partition heals. Two, so one slow ack (a leader election, ~5 s) costs at most a
+# reconnect (milliseconds), while a cut-off server holds submits for ~2 publish timeouts.
+PUBLISH_FAILURES_BEFORE_SWITCH = 2
+
 # A full task stream drains as workers finish tasks: seconds, not minutes.
 QUEUE_FULL_RETRY_AFTER_SECONDS = 5
 
@@ -120,6 +127,7 @@ class Bus:
         self._lock = asyncio.Lock()
         self._closing = False
         self._failed_at = -1e9  # monotonic time of the last failed connect
+        self._publish_failures = 0  # in a row (see PUBLISH_FAILURES_BEFORE_SWITCH)
 
     @property
     def connected(self) -> bool:
@@ -232,7 +240,23 @@ class Bus:
                 ) from exc
             raise DependencyUnavailable("nats", f"publish: {exc}", retry_after=2) from exc
         except _NATS_FAILURES as exc:
+            await self._publish_failed()
             raise DependencyUnavailable("nats", f"publish: {exc}", retry_after=2) from exc
+        self._publish_failures = 0
+
+    async def _publish_failed(self) -> None:
+        """After PUBLISH_FAILURES_BEFORE_SWITCH failed publishes in a row, reconnect to
+        another of ``[nats] url``'s servers (nats-py shuffles them; a pick of the same one
+        is switched away from again after as many failures)."""
+        self._publish_failures += 1
+        if (
+            self._publish_failures >= PUBLISH_FAILURES_BEFORE_SWITCH
+            and len(self._settings.nats.servers) > 1
+            and self._nc is not None
+        ):
+            self._publish_failures = 0
+            log.warning("nats publishes failing: switching server")
+            await self._nc.force_reconnect()
 
     async def signal_cancel(self, task_id: str) -> None:
         """Best effort: tell whichever worker runs ``task_id`` to stop it.
