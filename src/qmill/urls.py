@@ -15,7 +15,10 @@ MASK = "***"
 
 def redact_url(url: str) -> str:
     """``url`` with its userinfo masked: ``user:***@`` where there is a password, ``***@``
-    where there is only a user part (NATS reads that as a token); else unchanged."""
+    where there is only a user part (NATS reads that as a token); else unchanged. A
+    comma-separated list of URLs (``[nats] url`` of a cluster) has each one masked."""
+    if "," in url:
+        return ",".join(redact_url(part) for part in url.split(","))
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -191,8 +191,15 @@ class Cluster(Launcher):
     returns what, if anything, was left running.
     """
 
-    def __init__(self, root: Path, scenario: str) -> None:
-        super().__init__(root, BASE_SETTINGS, mark=f"{scenario}-{uuid.uuid4().hex[:8]}", cwd=REPO)
+    def __init__(
+        self, root: Path, scenario: str, config: dict[str, dict[str, Any]] | None = None
+    ) -> None:
+        """``config`` is merged over BASE_SETTINGS by section (a NATS cluster's url)."""
+        merged = {
+            key: {**value, **(config or {}).get(key, {})} for key, value in BASE_SETTINGS.items()
+        }
+        merged |= {key: value for key, value in (config or {}).items() if key not in merged}
+        super().__init__(root, merged, mark=f"{scenario}-{uuid.uuid4().hex[:8]}", cwd=REPO)
         self.scenario = scenario
 
     async def start(self, workers: int = 2, **worker_env: str) -> None:  # type: ignore[override]

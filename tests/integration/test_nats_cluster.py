@@ -12,6 +12,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from qmill.server import constants, jetstream, setup
+from qmill.server.bus import Bus, Lane
+from qmill.server.config import Settings
+from qmill.server.errors import DependencyUnavailable
 from tests.clusters.nats import NODES, NatsCluster, nats_cluster
 
 
@@ -66,3 +70,56 @@ def test_partition_cuts_a_servers_routes_and_heal_restores_them(cluster: NatsClu
         cluster.heal(node)
     until(lambda: all(count > 0 for count in routes(cluster)))
     cluster.wait_meta_leader()
+
+
+# --- the task stream on the cluster (issue 16: nats.stream_replicas, qmill-setup) ---------
+def cluster_settings(cluster: NatsCluster, replicas: int) -> Settings:
+    return Settings.model_validate(
+        {
+            "nats": {"url": cluster.url, "stream_replicas": replicas},
+            "embedded": {"start_nats": False},
+        }
+    )
+
+
+async def test_qmill_setup_places_the_stream_and_consumers_on_three_servers(
+    cluster: NatsCluster,
+) -> None:
+    settings = cluster_settings(cluster, 3)
+    assert await setup.apply(settings, wait=10) == []
+    probe = Bus(settings, name="test-probe")
+    try:
+        js = await probe.connect()
+        placed = await jetstream.placement(js, constants.STREAM_NAME, 3)
+        assert placed.complete, placed
+        for lane in Lane:
+            info = await js.consumer_info(constants.STREAM_NAME, lane.consumer)
+            assert info.cluster is not None and len(info.cluster.replicas or []) == NODES - 1
+    finally:
+        await probe.close()
+
+
+async def test_more_replicas_than_servers_is_a_named_error_not_a_500(
+    cluster: NatsCluster,
+) -> None:
+    five = cluster_settings(cluster, 5)
+    with pytest.raises(jetstream.PlacementRefused, match=r"stream_replicas = 5 .*at most"):
+        await setup.apply(five, wait=10)
+    # A function connecting with it answers 503 with the same reason, not a 500.
+    with pytest.raises(DependencyUnavailable, match=r"stream_replicas = 5") as raised:
+        await Bus(five, name="test-five").connect()
+    assert raised.value.status_code == 503
+
+
+async def test_an_existing_stream_with_other_replicas_is_updated(cluster: NatsCluster) -> None:
+    three = cluster_settings(cluster, 3)
+    assert await setup.apply(three, wait=10) == []
+    one = cluster_settings(cluster, 1)
+    assert await setup.apply(one, wait=10) == []
+    probe = Bus(one, name="test-probe")
+    try:
+        js = await probe.connect()
+        info = await js.stream_info(constants.STREAM_NAME)
+        assert info.config.num_replicas == 1
+    finally:
+        await probe.close()

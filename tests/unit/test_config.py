@@ -135,3 +135,23 @@ def test_replica_ack_must_answer_before_the_call_times_out(
     monkeypatch.setenv("QMILL_REDIS__REPLICA_ACK_TIMEOUT_SECONDS", "1.0")
     with pytest.raises(ConfigError, match="replica_ack_timeout_seconds must be below"):
         load_settings()
+
+
+def test_nats_url_takes_a_list_of_servers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QMILL_NATS__URL", " nats://a:4222, tls://b:4222 ,nats://c:4222")
+    nats = load_settings().nats
+    assert nats.servers == ["nats://a:4222", "tls://b:4222", "nats://c:4222"]
+    assert nats.url == "nats://a:4222,tls://b:4222,nats://c:4222"
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [("nats://a:4222,http://b:4222", "http://b:4222"), (" , ", "no server")],
+)
+def test_every_listed_nats_server_is_checked(
+    monkeypatch: pytest.MonkeyPatch, url: str, named: str
+) -> None:
+    monkeypatch.setenv("QMILL_NATS__URL", url)
+    with pytest.raises(ConfigError, match=r"\[nats\] url") as raised:
+        load_settings()
+    assert named in str(raised.value)

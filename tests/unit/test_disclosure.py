@@ -29,6 +29,7 @@ from qmill_worker.consumer import default_worker_id
         ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
         ("unix:///run/redis.sock", "unix:///run/redis.sock"),
         ("http://u:p@[::1]:8000/x?y=1", "http://u:***@[::1]:8000/x?y=1"),
+        ("nats://a:pw@n1:4222,nats://n2:4222", "nats://a:***@n1:4222,nats://n2:4222"),
     ],
 )
 def test_urls_are_shown_without_their_credentials(url: str, shown: str) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from qmill.server import embedded
 from qmill.server.config import Settings
+from qmill.server.errors import ConfigError
 
 
 def names(settings: Settings) -> list[str]:
@@ -56,3 +57,20 @@ def test_no_redis_is_started_behind_sentinel(tmp_path: Path) -> None:
     )
     assert "redis" not in names(behind)
     assert "nats" in names(behind)
+
+
+CLUSTER = "nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224"
+
+
+def test_a_server_list_is_not_started_as_one_server(tmp_path: Path) -> None:
+    """`qmill up` cannot start a cluster: a list with start_nats on is refused, naming
+    the way out, instead of starting one nats-server for the first URL."""
+    listed = Settings.model_validate(
+        {"embedded": {"data_dir": str(tmp_path)}, "nats": {"url": CLUSTER}}
+    )
+    with pytest.raises(ConfigError, match=r"lists 3 servers.*start_nats = false"):
+        embedded.services(listed)
+    against = listed.model_copy(
+        update={"embedded": listed.embedded.model_copy(update={"start_nats": False})}
+    )
+    assert "nats" not in [service.name for service in embedded.services(against)]

@@ -30,7 +30,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import APIError, NotFoundError
 
-from qmill.server import constants, telemetry
+from qmill.server import constants, jetstream, telemetry
 from qmill.server.config import Settings
 from qmill.server.errors import DependencyUnavailable
 from qmill.server.models import TaskMessage
@@ -43,6 +43,13 @@ _NO_MESSAGES = "404"
 _REQUEST_TIMEOUT = "408"
 _HEARTBEAT = "100"
 
+
+# Publishes in a row that got no JetStream ack before a client of several servers moves to
+# another: its server may be cut off from the cluster (its routes down, its clients still
+# connected, so nats-py sees nothing wrong), and then every publish through it fails until
+# the partition heals. Two, so one slow ack (a leader election, ~5 s) costs at most a
+# reconnect (milliseconds), while a cut-off server holds submits for ~2 publish timeouts.
+PUBLISH_FAILURES_BEFORE_SWITCH = 2
 
 # A full task stream drains as workers finish tasks: seconds, not minutes.
 QUEUE_FULL_RETRY_AFTER_SECONDS = 5
@@ -120,6 +127,7 @@ class Bus:
         self._lock = asyncio.Lock()
         self._closing = False
         self._failed_at = -1e9  # monotonic time of the last failed connect
+        self._publish_failures = 0  # in a row (see PUBLISH_FAILURES_BEFORE_SWITCH)
 
     @property
     def connected(self) -> bool:
@@ -150,7 +158,9 @@ class Bus:
             # too; bound it, so a function answers 503 instead of hanging.
             await asyncio.wait_for(
                 nc.connect(
-                    self._settings.nats.url,
+                    # Every server of a cluster: nats-py connects to one and, when it
+                    # goes, reconnects to another (and to those the servers announce).
+                    servers=self._settings.nats.servers,
                     name=self._name,
                     connect_timeout=max(1, round(timeout)),
                     allow_reconnect=True,
@@ -173,27 +183,37 @@ class Bus:
             raise DependencyUnavailable("nats", str(exc) or type(exc).__name__) from exc
         js = nc.jetstream(timeout=timeout)
         try:
-            await self._ensure_stream(js)
-        except _NATS_FAILURES as exc:
+            # The consumers too, not only the stream: before any worker has run, the
+            # queue KEDA scales on must exist (created only if missing: a function
+            # never rewrites the consumer a worker or qmill-setup configured).
+            await self.ensure(js, update_consumers=False)
+        except (*_NATS_FAILURES, DependencyUnavailable) as exc:
             await nc.close()
+            if isinstance(exc, jetstream.PlacementRefused):
+                log.error("nats stream not placed", extra={"error": exc.message})
+            if isinstance(exc, DependencyUnavailable):
+                raise
             raise DependencyUnavailable("nats", f"JetStream: {exc}") from exc
         self._nc, self._js = nc, js
         return js
 
-    async def _ensure_stream(self, js: JetStreamContext) -> None:
-        config = stream_config(self._settings)
-        try:
-            await js.stream_info(constants.STREAM_NAME)
-        except NotFoundError:
-            await js.add_stream(config)
-            return
-        await js.update_stream(config)
+    async def ensure(
+        self, js: JetStreamContext, *, update_consumers: bool
+    ) -> list[jetstream.Ensured]:
+        """The stream as configured, then both lanes' consumers (see `qmill.server.jetstream`)."""
+        stream = await jetstream.ensure_stream(js, stream_config(self._settings))
+        configs = [consumer_config(self._settings, lane) for lane in Lane]
+        consumers = await jetstream.ensure_consumers(
+            js, constants.STREAM_NAME, configs, update=update_consumers
+        )
+        return [stream, *consumers]
 
     async def ensure_consumer(self) -> None:
+        """Both lanes' consumers as this process configures them (a worker's)."""
         js = await self.connect()
+        configs = [consumer_config(self._settings, lane) for lane in Lane]
         try:
-            for lane in Lane:
-                await js.add_consumer(constants.STREAM_NAME, consumer_config(self._settings, lane))
+            await jetstream.ensure_consumers(js, constants.STREAM_NAME, configs, update=True)
         except _NATS_FAILURES as exc:
             raise DependencyUnavailable("nats", f"consumer: {exc}") from exc
 
@@ -223,7 +243,23 @@ class Bus:
                 ) from exc
             raise DependencyUnavailable("nats", f"publish: {exc}", retry_after=2) from exc
         except _NATS_FAILURES as exc:
+            await self._publish_failed()
             raise DependencyUnavailable("nats", f"publish: {exc}", retry_after=2) from exc
+        self._publish_failures = 0
+
+    async def _publish_failed(self) -> None:
+        """After PUBLISH_FAILURES_BEFORE_SWITCH failed publishes in a row, reconnect to
+        another of ``[nats] url``'s servers (nats-py shuffles them; a pick of the same one
+        is switched away from again after as many failures)."""
+        self._publish_failures += 1
+        if (
+            self._publish_failures >= PUBLISH_FAILURES_BEFORE_SWITCH
+            and len(self._settings.nats.servers) > 1
+            and self._nc is not None
+        ):
+            self._publish_failures = 0
+            log.warning("nats publishes failing: switching server")
+            await self._nc.force_reconnect()
 
     async def signal_cancel(self, task_id: str) -> None:
         """Best effort: tell whichever worker runs ``task_id`` to stop it.

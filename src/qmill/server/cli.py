@@ -78,9 +78,15 @@ def up() -> None:
     process per function ("split", as compose runs them). Ctrl-C stops all.
     """
     from qmill.server import embedded
+    from qmill.server.errors import ConfigError
     from qmill.server.logs import setup_logging
 
     settings = _settings_or_exit()
+    try:
+        plan = embedded.services(settings)
+    except ConfigError as exc:  # settings valid alone, not for `qmill up` (a NATS cluster)
+        click.echo(f"qmill: {exc}", err=True)
+        sys.exit(_exit_usage())
     setup_logging(settings.log, service="supervisor")
     topology = _TOPOLOGIES[settings.embedded.topology]
     click.echo(
@@ -96,7 +102,7 @@ def up() -> None:
             "421); add the names clients use (QMILL_SERVER__ALLOWED_HOSTS)",
             err=True,
         )
-    sys.exit(asyncio.run(embedded.up(settings)))
+    sys.exit(asyncio.run(embedded.up(plan)))
 
 
 def source_root() -> Path:

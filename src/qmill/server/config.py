@@ -107,6 +107,9 @@ class ServerSettings(_Section):
 
 
 class NatsSettings(_Section):
+    # One server, or a cluster's servers comma-separated ("nats://a:4222,nats://b:4222"):
+    # every client (functions, workers, qmill-setup) connects to one of them and fails
+    # over to the others, so one server down is not an outage. Each a nats:// or tls:// URL.
     url: str = "nats://127.0.0.1:4222"
     connect_timeout_seconds: float = Field(1.0, gt=0)
     # How long a publish waits for JetStream's ack before the submit answers 503.
@@ -118,7 +121,10 @@ class NatsSettings(_Section):
     # waits after its worker died; with the thread executor it is raised to cover a
     # whole run (see Settings.ack_wait_seconds).
     ack_wait_seconds: float = Field(30.0, ge=1)
-    # Replicas of the task stream: 1 on a single server, 3 on a cluster.
+    # Replicas of the task stream and its consumers: 1 on a single server, 3 on a cluster
+    # (a 201 then means a majority of the servers stored the task). At most the cluster's
+    # size: JetStream refuses more when the stream is created or updated, and qmill-setup
+    # says so. Changing it updates an existing stream (its consumers follow).
     stream_replicas: int = Field(1, ge=1, le=5)
     # Fair scheduling across tenants (auth on): a tenant's tasks go to the normal lane
     # while it has fewer than this many unfinished, the rest to the bulk lane, which
@@ -139,7 +145,17 @@ class NatsSettings(_Section):
     @field_validator("url")
     @classmethod
     def _nats_scheme(cls, value: str) -> str:
-        return _check_url(value, ("nats", "tls"))
+        servers = split_servers(value)
+        if not servers:
+            raise ValueError("no server: give one URL or several, comma-separated")
+        for server in servers:
+            _check_url(server, ("nats", "tls"))
+        return ",".join(servers)
+
+    @property
+    def servers(self) -> list[str]:
+        """``url`` as the list of servers nats-py's ``connect(servers=...)`` takes."""
+        return split_servers(self.url)
 
 
 class RedisSettings(_Section):
@@ -575,6 +591,11 @@ def is_local_url(url: str) -> bool:
     """True when a URL points at this machine, so the embedded run may start a server for it."""
     host = urlsplit(url).hostname or ""
     return host in {"localhost", "127.0.0.1", "::1", "0.0.0.0"} or host.startswith("127.")
+
+
+def split_servers(url: str) -> list[str]:
+    """The URLs of a comma-separated list (``[nats] url``), blanks dropped."""
+    return [part.strip() for part in url.split(",") if part.strip()]
 
 
 def url_port(url: str, default: int) -> int:

@@ -40,6 +40,7 @@ from qmill.server.config import (
     is_local_url,
     url_port,
 )
+from qmill.server.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,14 @@ def services(settings: Settings) -> list[Service]:
     """Every child of the embedded run, in start order."""
     data = settings.embedded.data_dir
     result: list[Service] = []
-    if settings.embedded.start_nats and is_local_url(settings.nats.url):
+    if settings.embedded.start_nats and any(map(is_local_url, settings.nats.servers)):
+        if len(settings.nats.servers) > 1:
+            raise ConfigError(
+                f"invalid configuration: [nats] url lists {len(settings.nats.servers)} servers, "
+                "but [embedded] start_nats starts one nats-server, not a cluster: set "
+                "start_nats = false (env QMILL_EMBEDDED__START_NATS=false) to run against "
+                "the servers listed, or give one URL"
+            )
         port = url_port(settings.nats.url, 4222)
         command = nats_command(port, data / "nats", stream_max_bytes=settings.nats.stream_max_bytes)
         result.append(Service("nats", command, port))
@@ -330,8 +338,9 @@ async def port_open(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-async def up(settings: Settings) -> int:
-    supervisor = Supervisor(services(settings))
+async def up(plan: list[Service]) -> int:
+    """Run ``plan`` (`services`) under a `Supervisor` until SIGINT or SIGTERM."""
+    supervisor = Supervisor(plan)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, supervisor.stop)
