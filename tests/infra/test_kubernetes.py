@@ -122,8 +122,6 @@ def test_shared_clamps_stream_replicas_and_makes_a_digest_tag_a_label(
     """These fixes live in modules/shared (the gcp helper's): this module passes
     nats_cluster_size and uses version_label and function_memory_mib; here they are
     checked as Kubernetes needs them."""
-    if "version_label" not in module("shared").outputs:
-        pytest.skip("modules/shared has no version_label / nats_cluster_size yet")
     digest = "0.1.0@sha256:" + "a" * 64
     out = shared.outputs(nats_cluster_size=1, image_tag=digest)
     assert out["nats_stream_replicas"] == 1
@@ -143,8 +141,7 @@ def test_shared_clamps_stream_replicas_and_makes_a_digest_tag_a_label(
 def test_worker_grace_covers_a_whole_simulation(k8s: Module, shared: SharedModule) -> None:
     """Scale-in never interrupts a running simulation: by default the worker waits
     max_execution_seconds for it, and the kubelet waits longer than the worker."""
-    if module("shared").variables["worker_grace_period_seconds"]["default"] is not None:
-        pytest.skip("modules/shared's grace does not default to max_execution_seconds yet")
+    assert module("shared").variables["worker_grace_period_seconds"]["default"] is None
     assert k8s.modules["shared"]["worker_grace_period_seconds"] == (
         "${var.worker_grace_period_seconds}"
     )
@@ -163,19 +160,17 @@ def test_worker_grace_covers_a_whole_simulation(k8s: Module, shared: SharedModul
 # --- probes and metrics ------------------------------------------------------------
 
 
-def test_worker_probes_livez_and_readyz_on_its_metrics_port(k8s: Module) -> None:
+def test_worker_probes_livez_and_readyz_on_its_metrics_port(
+    k8s: Module, shared: SharedModule
+) -> None:
     (container,) = pod_spec(k8s, "kubernetes_deployment_v1", "worker")["container"]
     (port,) = container["port"]
     assert port["name"] == "metrics"
     assert port["container_port"] == "${local.worker_metrics_port}"
-    env = env_names(container)
-    assert env["QMILL_WORKER__METRICS_PORT"]["value"] == "${tostring(local.worker_metrics_port)}"
-    # After the shared settings' env blocks (Kubernetes takes the last of one name), so
-    # an extra_env value cannot move the port away from the probes.
-    text = (k8s.path / "worker.tf").read_text()
-    assert text.index("for_each = module.shared.worker_env") < text.index(
-        '"QMILL_WORKER__METRICS_PORT"'
-    )
+    # The port the probes use is the one the shared settings give the worker (a reserved
+    # key, so extra_env cannot move it away from them).
+    assert shared.outputs()["worker_env"]["QMILL_WORKER__METRICS_PORT"] == "9100"
+    assert "QMILL_WORKER__METRICS_PORT" not in env_names(container)
     paths = {
         probe: container[probe][0]["http_get"][0]
         for probe in ("startup_probe", "liveness_probe", "readiness_probe")

@@ -60,8 +60,6 @@ locals {
     "app.kubernetes.io/version" = module.shared.version_label
   }
 
-  # The worker serves /metrics, /livez and /readyz here ([worker] metrics_port).
-  worker_metrics_port = 9100
   # Pod annotations Prometheus' usual kubernetes_sd relabelling reads.
   scrape_annotations = {
     worker = {

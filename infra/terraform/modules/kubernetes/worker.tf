@@ -86,13 +86,6 @@ resource "kubernetes_deployment_v1" "worker" {
             }
           }
 
-          # Where the probes and Prometheus find /livez, /readyz and /metrics (after the
-          # shared settings, so this one wins).
-          env {
-            name  = "QMILL_WORKER__METRICS_PORT"
-            value = tostring(local.worker_metrics_port)
-          }
-
           # Memory from Settings.worker_memory_bytes (every slot simulating max_qubits),
           # requested in full so the scheduler never overcommits a node with statevectors.
           resources {

@@ -39,6 +39,8 @@ locals {
   nats_cluster_port = 6222
   nats_monitor_port = 8222
   redis_port        = 6379
+  # [worker] metrics_port of a deployed worker: /metrics, /livez and /readyz.
+  worker_metrics_port = 9100
 
   # What one simulating process costs besides its statevector (config.PROCESS_OVERHEAD_BYTES).
   process_overhead_bytes = 335544320

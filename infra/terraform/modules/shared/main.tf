@@ -84,5 +84,6 @@ locals {
     QMILL_WORKER__AER_THREADS          = tostring(local.aer_threads)
     QMILL_WORKER__GRACE_PERIOD_SECONDS = tostring(local.worker_grace_period_seconds)
     QMILL_WORKER__HEARTBEAT_FILE       = local.worker_heartbeat_file
+    QMILL_WORKER__METRICS_PORT         = tostring(local.worker_metrics_port)
   })
 }
