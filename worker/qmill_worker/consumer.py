@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,15 @@ from qmill_worker.admission import MemoryBudget, Slots
 from qmill_worker.batches import Batch
 from qmill_worker.errors import FailureReason, SimulationError
 from qmill_worker.executors import Executor
-from qmill_worker.outcomes import Completed, Failed, Outcome, Released, Settled, TaskContext
+from qmill_worker.outcomes import (
+    Completed,
+    Failed,
+    HandedBack,
+    Outcome,
+    Released,
+    Settled,
+    TaskContext,
+)
 from qmill_worker.settling import NATS_FAILURES, Settling
 from qmill_worker.simulator import SimJob
 
@@ -84,6 +93,9 @@ class Worker(Settling):
         self._by_task: dict[str, asyncio.Task[Any]] = {}
         self._cancelled: set[str] = set()
         self._stopping = asyncio.Event()
+        # Until when (monotonic) a pull request this worker sent may still be open on
+        # the server, able to deliver a task to it (see `handback_delay`).
+        self._pull_open_until = 0.0
 
     @property
     def keep_alive_seconds(self) -> float:
@@ -93,6 +105,15 @@ class Worker(Settling):
     def stop(self) -> None:
         """Stop pulling; `run` then finishes or releases what it holds and returns."""
         self._stopping.set()
+
+    def handback_delay(self) -> float | None:
+        """The nak delay of a task this stopping worker hands back: none (another
+        worker gets it at once), unless a pull request of this worker may still be
+        open on the server (a fetch's lingering request outlives a stop by up to
+        `FETCH_TIMEOUT_SECONDS`): the task would come straight back to this worker,
+        which no longer reads it, and wait out ack_wait. Then just past its expiry."""
+        left = self._pull_open_until - time.monotonic()
+        return round(left + 0.05, 3) if left > 0 else None
 
     async def run(self) -> None:
         await self.executor.start()
@@ -197,6 +218,7 @@ class Worker(Settling):
         once instead of after its fetch's wait. A task the server delivers after that
         stays in the subscription's queue and is released with the other undelivered
         ones (`_release_undelivered`)."""
+        self._pull_open_until = time.monotonic() + FETCH_TIMEOUT_SECONDS
         fetch = asyncio.ensure_future(self.bus.fetch_next(subs, FETCH_TIMEOUT_SECONDS))
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
@@ -236,12 +258,21 @@ class Worker(Settling):
         self._held.clear()
         for sub in subs.values():
             held += self.bus.undelivered(sub)
+        delay = self.handback_delay()
         for msg in held:
             with contextlib.suppress(*_NATS_FAILURES):
-                await msg.nak()
+                await msg.nak(delay=delay)
 
     async def _drain(self) -> None:
-        """Give running tasks the grace period, then release the rest for redelivery."""
+        """Give running tasks the grace period, then hand the rest back (`HandedBack`):
+        released at once for another worker, their attempts not counted.
+
+        Where the platform allows it, the grace period covers a whole run (Kubernetes:
+        ``max_execution_seconds`` plus a margin) and nothing is handed back; where it
+        does not (Cloud Run stops an instance 10 s after SIGTERM), it ends before the
+        platform's deadline and the hand-back takes milliseconds (a Redis write and a
+        nak per task).
+        """
         running = self.slots.tasks
         if not running:
             return
@@ -304,7 +335,7 @@ class Worker(Settling):
             if await self.outcome_stored(task_id):
                 await self.settle(ctx, Settled())
                 return
-            await self.settle(ctx, Released())
+            await self.settle(ctx, HandedBack(self.handback_delay()))
             raise
         except Exception:
             log.exception(
@@ -326,11 +357,12 @@ class Worker(Settling):
         """Start the task in Redis and run it, unless Redis says it is already final."""
         outcome = await self._start(ctx)
         if outcome is None:
-            return Released()
+            return HandedBack(self.handback_delay())
         if outcome.task is None:
             log.info("task already %s; acking", outcome.status, extra=ctx.log_extra)
             return Settled()
         ctx.owner = outcome.task.owner
+        ctx.attempt = outcome.task.attempts
         if ctx.attempts_spent:
             return self.gave_up(ctx)
         return await self.execute(ctx, outcome.task)
@@ -348,11 +380,10 @@ class Worker(Settling):
         """Move the task to `processing`, holding the message while Redis is unreachable.
 
         Releasing it (nak) instead would make every queued task cycle through the
-        workers during an outage, each pass costing one of the consumer's
-        ``max_deliver`` deliveries; once they are spent JetStream never delivers the
-        task again and it stays `pending` forever. Held here (the in-progress
-        heartbeat keeps it ours), it costs nothing and starts as soon as Redis is back.
-        Returns None if the worker is stopping meanwhile: the message is then released.
+        workers during an outage, each pass a delivery for nothing. Held here (the
+        in-progress heartbeat keeps it ours), it costs nothing and starts as soon as
+        Redis is back. Returns None if the worker is stopping meanwhile: the message
+        is then handed back (not started, so no attempt counted).
         """
         task_id = ctx.task_id
         delay = 0.25
