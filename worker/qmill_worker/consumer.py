@@ -218,7 +218,7 @@ class Worker(Settling):
         once instead of after its fetch's wait. A task the server delivers after that
         stays in the subscription's queue and is released with the other undelivered
         ones (`_release_undelivered`)."""
-        self._pull_open_until = time.monotonic() + FETCH_TIMEOUT_SECONDS
+        sent = time.monotonic()
         fetch = asyncio.ensure_future(self.bus.fetch_next(subs, FETCH_TIMEOUT_SECONDS))
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
@@ -226,7 +226,9 @@ class Worker(Settling):
         finally:
             stopping.cancel()
         if fetch.done():
-            return fetch.result()
+            return fetch.result()  # its pull request was answered or expired: closed
+        # Its lingering pull request may still deliver a task (see `handback_delay`).
+        self._pull_open_until = sent + FETCH_TIMEOUT_SECONDS
         fetch.cancel()
         await asyncio.wait({fetch})  # unlike `await fetch`, never raises its cancellation
         if fetch.cancelled() or fetch.exception() is not None:
