@@ -46,6 +46,7 @@ from qmill_worker.outcomes import (
 )
 from qmill_worker.settling import NATS_FAILURES, Settling
 from qmill_worker.simulator import SimJob
+from qmill_worker.stopping import Stopping
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def default_worker_id() -> str:
     return "w-" + secrets.token_hex(6)
 
 
-class Worker(Settling):
+class Worker(Settling, Stopping):
     """One worker process's consumer: pulls as many tasks as it has free slots and runs them.
 
     Stores, bus and executor are passed in, so tests run it in their own event loop with
@@ -93,27 +94,12 @@ class Worker(Settling):
         self._by_task: dict[str, asyncio.Task[Any]] = {}
         self._cancelled: set[str] = set()
         self._stopping = asyncio.Event()
-        # Until when (monotonic) a pull request this worker sent may still be open on
-        # the server, able to deliver a task to it (see `handback_delay`).
         self._pull_open_until = 0.0
 
     @property
     def keep_alive_seconds(self) -> float:
         """How often a held task is marked in progress: well inside ack_wait."""
         return max(1.0, self.settings.ack_wait_seconds / 3)
-
-    def stop(self) -> None:
-        """Stop pulling; `run` then finishes or releases what it holds and returns."""
-        self._stopping.set()
-
-    def handback_delay(self) -> float | None:
-        """The nak delay of a task this stopping worker hands back: none (another
-        worker gets it at once), unless a pull request of this worker may still be
-        open on the server (a fetch's lingering request outlives a stop by up to
-        `FETCH_TIMEOUT_SECONDS`): the task would come straight back to this worker,
-        which no longer reads it, and wait out ack_wait. Then just past its expiry."""
-        left = self._pull_open_until - time.monotonic()
-        return round(left + 0.05, 3) if left > 0 else None
 
     async def run(self) -> None:
         await self.executor.start()
@@ -252,42 +238,6 @@ class Worker(Settling):
                 for msg in held:
                     with contextlib.suppress(*_NATS_FAILURES):
                         await msg.in_progress()
-
-    async def _release_undelivered(self, subs: Subscriptions) -> None:
-        """Stopping: hand back at once what was delivered but never started, rather than
-        leave it to wait out ack_wait."""
-        held = list(self._held)
-        self._held.clear()
-        for sub in subs.values():
-            held += self.bus.undelivered(sub)
-        delay = self.handback_delay()
-        for msg in held:
-            with contextlib.suppress(*_NATS_FAILURES):
-                await msg.nak(delay=delay)
-
-    async def _drain(self) -> None:
-        """Give running tasks the grace period, then hand the rest back (`HandedBack`):
-        released at once for another worker, their attempts not counted.
-
-        Where the platform allows it, the grace period covers a whole run (Kubernetes:
-        ``max_execution_seconds`` plus a margin) and nothing is handed back; where it
-        does not (Cloud Run stops an instance 10 s after SIGTERM), it ends before the
-        platform's deadline and the hand-back takes milliseconds (a Redis write and a
-        nak per task).
-        """
-        running = self.slots.tasks
-        if not running:
-            return
-        grace = self.settings.worker.grace_period_seconds
-        log.info(
-            "stopping: waiting for running tasks",
-            extra={"worker_id": self.worker_id, "running": len(running)},
-        )
-        _, pending = await asyncio.wait(running, timeout=grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
 
     def cancel(self, task_id: str) -> None:
         """A user cancelled ``task_id``: stop it if it runs here (the process executor
