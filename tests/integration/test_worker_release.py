@@ -12,6 +12,9 @@ tests/faults/test_graceful_stop.py and test_scale_in.py.
 from __future__ import annotations
 
 import asyncio
+import uuid
+
+import pytest
 
 from qmill.server import constants
 from qmill.server.bus import Bus
@@ -19,6 +22,7 @@ from qmill.server.config import Settings
 from qmill.server.models import TaskStatus
 from qmill.server.store import Stores
 from qmill.server.store.worker_tasks import WorkerTasks
+from qmill_worker import consumer
 from tests.conftest import BELL
 from tests.integration.test_worker_inprocess import (  # noqa: F401 (fixture)
     CRASH,
@@ -132,3 +136,28 @@ async def test_a_release_is_recorded_only_by_the_worker_that_holds_the_task(
     await stores.tasks.fail(task_id, "boom")
     assert await releasing.release(task_id, "w-b") == 0  # final: left alone
     assert await releasing.release(str(task_id) + "-gone", "w-b") == 0
+
+
+async def test_a_task_delivered_to_a_stopping_worker_is_handed_back(
+    settings: Settings,
+    stores: Stores,
+    bus: Bus,
+    start_worker: StartWorker,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stop cancels the idle worker's fetch, but its pull request stays open on the
+    server until it expires (`FETCH_TIMEOUT_SECONDS`): a task queued meanwhile (or a
+    task another stopping worker hands back) is delivered to this worker, which must
+    hand it back too rather than leave it for ack_wait (5 s here)."""
+    monkeypatch.setattr(consumer, "FETCH_TIMEOUT_SECONDS", 1.0)
+    task_id = str(uuid.uuid4())
+    await stores.tasks.create(task_id, BELL, 100)  # recorded; queued only after the stop
+    idle = await start_worker(FakeExecutor())
+    await asyncio.sleep(0.5)  # pulling: a lingering request is open
+    idle.worker.stop()
+    await bus.publish(task_id)
+    await asyncio.wait_for(asyncio.shield(idle.task), 5)
+    other = await start_worker(FakeExecutor())
+    view = await until(stores, task_id, TaskStatus.COMPLETED, timeout=3)
+    assert view.worker_id == other.id and idle.executor.runs == []
+    assert view.attempts == 1

@@ -108,6 +108,7 @@ class Worker(Settling, Stopping):
             await self._pull_loop()
         finally:
             await self._drain()
+            await self._release_late()
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat

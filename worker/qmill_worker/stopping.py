@@ -38,6 +38,8 @@ class Stopping:
     # Until when (monotonic) a pull request this worker sent may still be open on the
     # server, able to deliver a task to it (see `handback_delay`).
     _pull_open_until: float = 0.0
+    # The pull subscriptions, once the pull loop has ended (see `_release_late`).
+    _stopped_subs: Subscriptions | None = None
 
     def stop(self) -> None:
         """Stop pulling; `run` then finishes or releases what it holds and returns."""
@@ -55,6 +57,7 @@ class Stopping:
     async def _release_undelivered(self, subs: Subscriptions) -> None:
         """Stopping: hand back at once what was delivered but never started, rather than
         leave it to wait out ack_wait."""
+        self._stopped_subs = subs
         held = list(self._held)
         self._held.clear()
         for sub in subs.values():
@@ -63,6 +66,19 @@ class Stopping:
         for msg in held:
             with contextlib.suppress(*NATS_FAILURES):
                 await msg.nak(delay=delay)
+
+    async def _release_late(self) -> None:
+        """After the drain: wait until this worker's last pull request has expired (at
+        most `FETCH_TIMEOUT_SECONDS`, and only if its fetch was cut short by the stop),
+        then hand back what it delivered meanwhile. A task queued after the stop, or
+        handed back by another worker stopping at the same time (a scale-in stops
+        several), lands in that request; unreleased it would wait out ack_wait."""
+        if self._stopped_subs is None:
+            return
+        left = self._pull_open_until - time.monotonic()
+        if left > 0:
+            await asyncio.sleep(left + 0.05)
+        await self._release_undelivered(self._stopped_subs)
 
     async def _drain(self) -> None:
         """Give running tasks the grace period, then hand the rest back (`HandedBack`):
