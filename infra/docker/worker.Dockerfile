@@ -23,8 +23,13 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 COPY README.md ./
 COPY src/ src/
 COPY worker/ worker/
+# The lock pins only what it names: fail the build unless the virtualenv holds exactly
+# the lock's versions (a dependency the lock lacks would have floated to its newest) and
+# every installed requirement is met.
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python -m pip --python /opt/venv/bin/python install --no-deps .
+    python -m pip --python /opt/venv/bin/python install --no-deps . \
+    && python requirements.py --verify /opt/venv \
+    && python -m pip --python /opt/venv/bin/python check
 
 # --- runtime: the virtualenv only, run as an unprivileged user ----------------------------------
 FROM python:3.11.14-slim-bookworm

@@ -127,5 +127,13 @@ async def test_worker_kill(cluster: Cluster) -> None:
     # Workers were SIGKILLed mid-task more than once, not just once by luck.
     assert sum(1 for _, n in victims if n) >= 2, f"fewer than two kills hit a task: {victims}"
     assert not over, f"more executions than 1 + kills that hit them (attempts, hits): {over}"
+    # And no fewer: a SIGKILLed worker hands nothing back, so each kill that hit a task
+    # costs it an attempt (unlike a SIGTERM's hand-back, tests/faults/test_scale_in.py).
+    under = {
+        task_id: (report.views[task_id].get("attempts"), n)
+        for task_id, n in hits.items()
+        if task_id in report.views and int(report.views[task_id].get("attempts") or 0) != 1 + n
+    }
+    assert not under, f"a kill that hit a task did not cost an attempt (attempts, hits): {under}"
     assert not logged_over, f"more runs logged than 1 + kills that hit them: {logged_over}"
     assert not stats.server_errors(), stats.server_errors()[:3]

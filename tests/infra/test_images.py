@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from qmill.server import constants, embedded
 from tests.infra.conftest import DOCKERFILES, REPO
@@ -226,3 +228,61 @@ def test_requirements_refuse_unlocked_or_unknown(tmp_path: Path) -> None:
     assert "starlette" in done.stderr and "httpx" not in done.stderr.split("for", 1)[1]
     unknown = run_requirements("no-such-extra")
     assert unknown.returncode == 2 and "no-such-extra" in unknown.stderr
+
+
+@pytest.mark.parametrize("kind", sorted(DOCKERFILES))
+def test_the_build_fails_unless_the_venv_holds_exactly_the_locks_versions(kind: str) -> None:
+    """The constraint pins only what the lock names; after the last install the build
+    checks the virtualenv against the lock (`--verify`) and pip checks its requirements."""
+    build = stages(DOCKERFILES[kind])[0]
+    last = [ins.args for ins in build if ins.keyword == "RUN"][-1]
+    steps = [step.strip() for step in last.split("&&")]
+    assert steps[0].endswith("install --no-deps ."), steps
+    assert "python requirements.py --verify /opt/venv" in steps[1:], steps
+    assert "python -m pip --python /opt/venv/bin/python check" in steps[1:], steps
+
+
+def fake_venv(root: Path, dists: dict[str, str]) -> Path:
+    """A virtualenv's site-packages holding only these distributions' metadata."""
+    site = root / "venv" / "lib" / "python3.11" / "site-packages"
+    for name, version in dists.items():
+        info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", encoding="utf-8"
+        )
+    return root / "venv"
+
+
+def test_verify_refuses_what_the_lock_does_not_pin_or_pins_otherwise(tmp_path: Path) -> None:
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("# comment\nhttpx==0.28.1\nH11==0.16.0\n", encoding="utf-8")
+    exact = fake_venv(tmp_path / "exact", {"httpx": "0.28.1", "h11": "0.16.0", "qmill": "0.1.0"})
+    done = run_requirements("--verify", str(exact), lock=lock)
+    assert done.returncode == 0, done.stderr  # the project itself is not in the lock
+    drifted = fake_venv(tmp_path / "drifted", {"httpx": "0.28.2", "anyio": "4.0.0"})
+    done = run_requirements("--verify", str(drifted), lock=lock)
+    assert done.returncode == 2
+    assert "httpx 0.28.2 (the lock has 0.28.1)" in done.stderr
+    assert "anyio 4.0.0 (not in the lock)" in done.stderr
+    missing = run_requirements("--verify", str(tmp_path / "nowhere"), lock=lock)
+    assert missing.returncode == 2 and "not a virtualenv" in missing.stderr
+
+
+@pytest.mark.parametrize("extra", ["server", "worker"])
+def test_the_locked_versions_meet_the_images_ranges(extra: str) -> None:
+    """Each image's requirements, with the lock as constraints, have one solution: the
+    lock's version of each is inside its range (else pip refuses the build)."""
+    done = run_requirements(extra)
+    pins = {
+        canonicalize_name(name): version
+        for name, version in (
+            line.split("==", 1)
+            for line in (REPO / "requirements.lock").read_text(encoding="utf-8").splitlines()
+            if "==" in line and not line.startswith("#")
+        )
+    }
+    for line in done.stdout.splitlines()[1:]:
+        req = Requirement(line)
+        pin = pins[canonicalize_name(req.name)]
+        assert req.specifier.contains(pin, prereleases=True), (line, pin)

@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from qmill.server import bus as bus_module
 from qmill.server import constants
 from qmill.server.bus import Bus
 from qmill.server.config import Settings
@@ -37,9 +38,24 @@ async def test_consumer_settings_follow_config(bus: Bus, settings: Settings) -> 
     await bus.ensure_consumer()
     js = await bus.connect()
     info = await js.consumer_info(constants.STREAM_NAME, constants.WORKER_CONSUMER)
-    assert info.config.max_deliver == settings.worker.max_attempts + 1
+    # Unbounded: a hand-back is a delivery, not an attempt; the worker counts attempts.
+    assert info.config.max_deliver == bus_module.MAX_DELIVER == -1
     assert info.config.ack_wait == pytest.approx(settings.ack_wait_seconds)
     assert _v(info.config.ack_policy) == "explicit"
+
+
+async def test_a_consumer_created_with_a_delivery_bound_loses_it(
+    bus: Bus, settings: Settings
+) -> None:
+    """A deployment upgraded from max_deliver = max_attempts + 1: ensuring the consumers
+    again (a worker, qmill-setup) lifts the bound, or scale-ins would still spend it."""
+    js = await bus.connect()
+    old = bus_module.consumer_config(settings)
+    old.max_deliver = settings.worker.max_attempts + 1
+    await js.add_consumer(constants.STREAM_NAME, old)
+    await bus.ensure_consumer()
+    info = await js.consumer_info(constants.STREAM_NAME, constants.WORKER_CONSUMER)
+    assert info.config.max_deliver == -1
 
 
 async def test_unreachable_nats_is_dependency_unavailable(settings: Settings) -> None:

@@ -326,7 +326,15 @@ async def test_a_result_a_full_redis_refuses_fails_the_task_with_the_reason(
     )
     worker = Worker(settings, full_stores, Bus(settings, name="unused"), None, "w")  # type: ignore[arg-type]
     msg = AckedMessage()
-    ctx = TaskContext(msg, task_id, "w", 0, 1, 3, owner="erin")  # type: ignore[arg-type]
+    ctx = TaskContext(
+        msg,  # type: ignore[arg-type]
+        task_id,
+        "w",
+        state_bytes=0,
+        max_attempts=3,
+        owner="erin",
+        attempt=1,
+    )
     await worker.settle(ctx, Completed(result, 0.5))
     view = await full_stores.tasks.get(task_id)
     assert view.status is TaskStatus.FAILED

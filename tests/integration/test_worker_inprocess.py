@@ -265,7 +265,7 @@ async def test_a_retryable_failure_on_the_last_attempt_fails_the_task(
     w = await start_worker(executor)
     view = await until(stores, task_id, TaskStatus.FAILED)
     assert view.error == CRASH and view.attempts == settings.worker.max_attempts
-    await settled(bus)  # acked: the delivery max_deliver keeps in reserve is not used
+    await settled(bus)  # acked: no delivery after the last attempt
     assert executor.runs == [task_id] * settings.worker.max_attempts
     assert counted("qmill_tasks_failed_total", worker=w.id, reason="crashed") == 1
 
@@ -306,12 +306,13 @@ async def test_a_final_failure_is_not_retried_and_counted_by_its_reason(
 async def test_a_task_whose_attempts_were_all_spent_is_failed_without_running(
     settings: Settings, stores: Stores, bus: Bus, start_worker: StartWorker
 ) -> None:
-    """Workers that crash mid-task never ack nor nak; the delivery after the last
-    attempt (max_deliver is one more) only marks the task failed."""
+    """Workers that crash mid-task started it (an attempt each) and never ack nor nak;
+    the delivery after the last attempt only marks the task failed."""
     task_id = await submit(settings, stores, bus)
     sub = await bus.pull_subscription()
     for _ in range(settings.worker.max_attempts):
         (msg,) = await sub.fetch(batch=1, timeout=5)
+        await stores.tasks.start(task_id, "w-crashed")
         await msg.nak()  # a redelivery now, where a crashed worker's would wait ack_wait
     await sub.unsubscribe()
     executor = FakeExecutor()
@@ -362,10 +363,11 @@ async def test_stop_past_the_grace_period_hands_the_running_task_back(
     await w.stop()
     assert executor.stopped == [task_id]
     assert (await stores.tasks.get(task_id)).status == TaskStatus.PROCESSING
-    # Released at once (nak), not after ack_wait: the next worker finishes it.
+    # Released at once (nak), not after ack_wait: the next worker finishes it, and the
+    # hand-back was not an attempt.
     other = await start_worker(FakeExecutor(), brief)
     view = await until(stores, task_id, TaskStatus.COMPLETED)
-    assert view.worker_id == other.id and view.attempts == 2
+    assert view.worker_id == other.id and view.attempts == 1
     await settled(bus)
 
 

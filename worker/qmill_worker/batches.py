@@ -32,7 +32,15 @@ from qmill.server.store.worker_tasks import Finish
 from qmill.server.workload import Plan
 from qmill_worker import batching
 from qmill_worker.errors import SimulationError
-from qmill_worker.outcomes import Completed, Failed, Outcome, Released, Settled, TaskContext
+from qmill_worker.outcomes import (
+    Completed,
+    Failed,
+    HandedBack,
+    Outcome,
+    Released,
+    Settled,
+    TaskContext,
+)
 from qmill_worker.simulator import SimJob
 
 if TYPE_CHECKING:
@@ -89,7 +97,7 @@ class Batch:
                 if await worker.outcome_stored(ctx.task_id):
                     await self._settle_one(ctx, Settled())
                 else:
-                    await self._settle_one(ctx, Released())
+                    await self._settle_one(ctx, HandedBack(worker.handback_delay()))
             raise
         except Exception:
             log.exception(
@@ -135,6 +143,7 @@ class Batch:
                 early.append((ctx, Settled()))
                 continue
             ctx.owner = start.task.owner
+            ctx.attempt = start.task.attempts
             if ctx.attempts_spent:
                 early.append((ctx, worker.gave_up(ctx)))
                 continue
@@ -223,7 +232,7 @@ class Batch:
         for ctx, other in outcomes:
             if isinstance(other, Settled):
                 acks.append(ctx)
-            elif isinstance(other, Released):
+            elif isinstance(other, Released | HandedBack):
                 await self._settle_one(ctx, other)
         await self._ack_many(acks)
 

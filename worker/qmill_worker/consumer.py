@@ -35,9 +35,18 @@ from qmill_worker.admission import MemoryBudget, Slots
 from qmill_worker.batches import Batch
 from qmill_worker.errors import FailureReason, SimulationError
 from qmill_worker.executors import Executor
-from qmill_worker.outcomes import Completed, Failed, Outcome, Released, Settled, TaskContext
+from qmill_worker.outcomes import (
+    Completed,
+    Failed,
+    HandedBack,
+    Outcome,
+    Released,
+    Settled,
+    TaskContext,
+)
 from qmill_worker.settling import NATS_FAILURES, Settling
 from qmill_worker.simulator import SimJob
+from qmill_worker.stopping import Stopping
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +68,7 @@ def default_worker_id() -> str:
     return "w-" + secrets.token_hex(6)
 
 
-class Worker(Settling):
+class Worker(Settling, Stopping):
     """One worker process's consumer: pulls as many tasks as it has free slots and runs them.
 
     Stores, bus and executor are passed in, so tests run it in their own event loop with
@@ -87,15 +96,12 @@ class Worker(Settling):
         self._stopping = asyncio.Event()
         # When Redis last took this worker's heartbeat (monotonic): what /readyz reads.
         self.redis_answered_at: float | None = None
+        self._pull_open_until = 0.0
 
     @property
     def keep_alive_seconds(self) -> float:
         """How often a held task is marked in progress: well inside ack_wait."""
         return max(1.0, self.settings.ack_wait_seconds / 3)
-
-    def stop(self) -> None:
-        """Stop pulling; `run` then finishes or releases what it holds and returns."""
-        self._stopping.set()
 
     async def run(self) -> None:
         await self.executor.start()
@@ -104,6 +110,7 @@ class Worker(Settling):
             await self._pull_loop()
         finally:
             await self._drain()
+            await self._release_late()
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
@@ -200,6 +207,7 @@ class Worker(Settling):
         once instead of after its fetch's wait. A task the server delivers after that
         stays in the subscription's queue and is released with the other undelivered
         ones (`_release_undelivered`)."""
+        sent = time.monotonic()
         fetch = asyncio.ensure_future(self.bus.fetch_next(subs, FETCH_TIMEOUT_SECONDS))
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
@@ -207,7 +215,9 @@ class Worker(Settling):
         finally:
             stopping.cancel()
         if fetch.done():
-            return fetch.result()
+            return fetch.result()  # its pull request was answered or expired: closed
+        # Its lingering pull request may still deliver a task (see `handback_delay`).
+        self._pull_open_until = sent + FETCH_TIMEOUT_SECONDS
         fetch.cancel()
         await asyncio.wait({fetch})  # unlike `await fetch`, never raises its cancellation
         if fetch.cancelled() or fetch.exception() is not None:
@@ -231,33 +241,6 @@ class Worker(Settling):
                 for msg in held:
                     with contextlib.suppress(*_NATS_FAILURES):
                         await msg.in_progress()
-
-    async def _release_undelivered(self, subs: Subscriptions) -> None:
-        """Stopping: hand back at once what was delivered but never started, rather than
-        leave it to wait out ack_wait."""
-        held = list(self._held)
-        self._held.clear()
-        for sub in subs.values():
-            held += self.bus.undelivered(sub)
-        for msg in held:
-            with contextlib.suppress(*_NATS_FAILURES):
-                await msg.nak()
-
-    async def _drain(self) -> None:
-        """Give running tasks the grace period, then release the rest for redelivery."""
-        running = self.slots.tasks
-        if not running:
-            return
-        grace = self.settings.worker.grace_period_seconds
-        log.info(
-            "stopping: waiting for running tasks",
-            extra={"worker_id": self.worker_id, "running": len(running)},
-        )
-        _, pending = await asyncio.wait(running, timeout=grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
 
     def cancel(self, task_id: str) -> None:
         """A user cancelled ``task_id``: stop it if it runs here (the process executor
@@ -316,7 +299,7 @@ class Worker(Settling):
             if await self.outcome_stored(task_id):
                 await self.settle(ctx, Settled())
                 return
-            await self.settle(ctx, Released())
+            await self.settle(ctx, HandedBack(self.handback_delay()))
             raise
         except Exception:
             log.exception(
@@ -339,11 +322,12 @@ class Worker(Settling):
         """Start the task in Redis and run it, unless Redis says it is already final."""
         outcome = await self._start(ctx)
         if outcome is None:
-            return Released()
+            return HandedBack(self.handback_delay())
         if outcome.task is None:
             log.info("task already %s; acking", outcome.status, extra=ctx.log_extra)
             return Settled()
         ctx.owner = outcome.task.owner
+        ctx.attempt = outcome.task.attempts
         if ctx.attempts_spent:
             return self.gave_up(ctx)
         return await self.execute(ctx, outcome.task)
@@ -361,11 +345,10 @@ class Worker(Settling):
         """Move the task to `processing`, holding the message while Redis is unreachable.
 
         Releasing it (nak) instead would make every queued task cycle through the
-        workers during an outage, each pass costing one of the consumer's
-        ``max_deliver`` deliveries; once they are spent JetStream never delivers the
-        task again and it stays `pending` forever. Held here (the in-progress
-        heartbeat keeps it ours), it costs nothing and starts as soon as Redis is back.
-        Returns None if the worker is stopping meanwhile: the message is then released.
+        workers during an outage, each pass a delivery for nothing. Held here (the
+        in-progress heartbeat keeps it ours), it costs nothing and starts as soon as
+        Redis is back. Returns None if the worker is stopping meanwhile: the message
+        is then handed back (not started, so no attempt counted).
         """
         task_id = ctx.task_id
         delay = 0.25

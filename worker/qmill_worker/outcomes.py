@@ -32,12 +32,15 @@ class TaskContext:
     worker_id: str
     # Simulation state the task needs; it waits for room in the worker's memory budget.
     state_bytes: int
-    # JetStream's delivery count: 1 the first time, 2 on the first redelivery...
-    attempt: int
     max_attempts: int
     owner: str | None = None
     # The X-Request-ID of the request that submitted it (from the message's headers).
     request_id: str | None = None
+    # The task's attempt that this delivery runs (1 the first time), as the start
+    # transition counted it in Redis; 0 until this delivery started the task. Not
+    # JetStream's delivery count: a worker that stops hands its tasks back (`HandedBack`),
+    # and those deliveries are not attempts (``WorkerTasks.release`` takes them back).
+    attempt: int = 0
 
     @classmethod
     def parse(cls, msg: Msg, worker_id: str, max_attempts: int) -> TaskContext:
@@ -48,7 +51,6 @@ class TaskContext:
             task_id=message.task_id,
             worker_id=worker_id,
             state_bytes=message.state_bytes,
-            attempt=msg.metadata.num_delivered,
             max_attempts=max_attempts,
             request_id=logs.valid_request_id((msg.headers or {}).get(REQUEST_ID_HEADER)),
         )
@@ -59,11 +61,17 @@ class TaskContext:
         return self.attempt >= self.max_attempts
 
     @property
-    def attempts_spent(self) -> bool:
-        """Every attempt was delivered and none finished (each worker crashed or stalled).
+    def started(self) -> bool:
+        """This delivery moved the task to `processing` (and counted an attempt)."""
+        return self.attempt > 0
 
-        The consumer's ``max_deliver`` is one more than the attempts, so this delivery
-        exists only to mark the task failed rather than leave it `processing` forever.
+    @property
+    def attempts_spent(self) -> bool:
+        """Every attempt was made and none finished (each worker crashed or stalled).
+
+        The consumer redelivers without bound (``max_deliver`` -1: a hand-back is not an
+        attempt), so the worker is what ends the task: this delivery only marks it
+        failed rather than leave it `processing` forever.
         """
         return self.attempt > self.max_attempts
 
@@ -101,6 +109,8 @@ class Failed:
 @dataclass(frozen=True, slots=True)
 class Released:
     """Nothing stored: hand the message back to JetStream (nak) for another delivery.
+    The attempt counts (a retryable failure, an error, an outcome Redis could not take);
+    a stopping worker's hand-back is `HandedBack`.
 
     ``delay``: seconds before it is delivered again (None: at once). ``retry``: the
     failure the attempt ended with, counted as a retry; None when no attempt ran.
@@ -111,9 +121,20 @@ class Released:
 
 
 @dataclass(frozen=True, slots=True)
+class HandedBack:
+    """The worker is stopping (scale-in, a platform's termination deadline) before the
+    task ended: record the release (the attempt does not count, `WorkerTasks.release`)
+    if this delivery started it, then nak it for another worker at once (``delay``:
+    only while a pull request of this worker may still be open, see
+    `Worker.handback_delay`)."""
+
+    delay: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Settled:
     """Redis already holds the task's final state (a redelivery of a finished task, or
     a task its user cancelled): nothing to store, just ack."""
 
 
-Outcome = Completed | Failed | Released | Settled
+Outcome = Completed | Failed | Released | HandedBack | Settled

@@ -20,8 +20,17 @@ from qmill.server.config import Settings
 from qmill.server.errors import DependencyUnavailable, StoreFull
 from qmill.server.store import Outcome as Stored
 from qmill.server.store import Stores
+from qmill.server.store.worker_tasks import WorkerTasks
 from qmill_worker.errors import FailureReason
-from qmill_worker.outcomes import Completed, Failed, Outcome, Released, Settled, TaskContext
+from qmill_worker.outcomes import (
+    Completed,
+    Failed,
+    HandedBack,
+    Outcome,
+    Released,
+    Settled,
+    TaskContext,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +44,7 @@ class Settling:
     settings: Settings
     stores: Stores
     worker_id: str
+    worker_tasks: WorkerTasks
 
     async def settle(self, ctx: TaskContext, outcome: Outcome) -> None:
         """The one place a delivery ends: store the outcome, then ack; or hand it back.
@@ -57,8 +67,38 @@ class Settling:
                     metrics.TASKS_RETRIED.labels(self.worker_id, retry.value).inc()
                 with contextlib.suppress(*NATS_FAILURES):
                     await ctx.msg.nak(delay=delay)
+            case HandedBack(delay=delay):
+                await self._hand_back(ctx, delay)
             case _:
                 assert_never(outcome)
+
+    async def _hand_back(self, ctx: TaskContext, delay: float | None) -> None:
+        """A stopping worker's hand-back: the release recorded first (so the attempt it
+        started is not counted), then the nak, so another worker starts the task now
+        rather than after ack_wait. If Redis cannot record it the attempt counts, as a
+        crash's would; if the nak is lost the task comes back after ack_wait."""
+        releases = 0
+        if ctx.started:
+            try:
+                releases = await self.worker_tasks.release(ctx.task_id, self.worker_id)
+            except DependencyUnavailable as exc:
+                log.warning(
+                    "release not recorded; the attempt counts",
+                    extra={**ctx.log_extra, "error": str(exc)},
+                )
+        try:
+            await ctx.msg.nak(delay=delay)
+        except NATS_FAILURES as exc:
+            log.warning(
+                "hand-back not sent; redelivered after ack_wait",
+                extra={**ctx.log_extra, "error": str(exc)},
+            )
+            return
+        metrics.TASKS_HANDED_BACK.labels(self.worker_id).inc()
+        log.info(
+            "task handed back",
+            extra={**ctx.log_extra, "started": ctx.started, "releases": releases, "delay": delay},
+        )
 
     async def _record(self, ctx: TaskContext, outcome: Completed | Failed) -> bool | Failed:
         """Write the outcome to Redis and count it; False if Redis could not be reached.

@@ -9,7 +9,7 @@ waits behind every other tenant's first tasks instead of in front of them.
 Only task ids travel on the bus. A publish carries ``Nats-Msg-Id: <task_id>``, so a
 publish retried after a lost ack is stored once. Workers ack only after the result
 is in Redis, with a confirmed ack; a task nobody acks is redelivered after
-``ack_wait``, at most ``max_deliver`` times.
+``ack_wait``, without a delivery bound (`MAX_DELIVER`): the worker counts attempts.
 """
 
 from __future__ import annotations
@@ -98,16 +98,25 @@ class Lane(StrEnum):
         return constants.WORKER_CONSUMER if self is Lane.NORMAL else constants.BULK_WORKER_CONSUMER
 
 
+# The consumers' max_deliver: unbounded. A stopping worker (scale-in, a platform's
+# termination deadline) hands its running tasks back, and a hand-back is a delivery
+# but not an attempt; with max_deliver = max_attempts + 1 every scale-in burnt one of a
+# task's attempts, and JetStream silently dropped a task whose deliveries were spent
+# (left `processing` for ever). The worker bounds attempts instead, from the task
+# record (the start transition counts one, a hand-back takes it back:
+# ``WorkerTasks.release``): the delivery after ``[worker] max_attempts`` attempts only
+# marks the task failed, so a task that kills every worker that runs it still ends.
+MAX_DELIVER = -1
+
+
 def consumer_config(settings: Settings, lane: Lane = Lane.NORMAL) -> js_api.ConsumerConfig:
-    # One delivery more than the attempts: the last one only marks the task failed, so a
-    # task that kills every worker that runs it still ends `failed` instead of hanging.
     return js_api.ConsumerConfig(
         name=lane.consumer,
         durable_name=lane.consumer,
         ack_policy=js_api.AckPolicy.EXPLICIT,
         deliver_policy=js_api.DeliverPolicy.ALL,
         ack_wait=settings.ack_wait_seconds,
-        max_deliver=settings.worker.max_attempts + 1,
+        max_deliver=MAX_DELIVER,
         filter_subject=lane.subject,
         max_ack_pending=-1,
     )
@@ -446,5 +455,6 @@ def describe(settings: Settings) -> dict[str, Any]:
         "bulk_consumer": constants.BULK_WORKER_CONSUMER,
         "tenant_priority_tasks": settings.nats.tenant_priority_tasks,
         "ack_wait_seconds": settings.ack_wait_seconds,
-        "max_deliver": settings.worker.max_attempts + 1,
+        "max_deliver": MAX_DELIVER,
+        "max_attempts": settings.worker.max_attempts,
     }

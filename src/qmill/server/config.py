@@ -263,9 +263,14 @@ class WorkerSettings(_Section):
     executor: Literal["thread", "process"] = "process"
     # Worker processes started by the embedded run (`make run`).
     processes: int = Field(1, ge=1, le=64)
-    # On SIGTERM: how long running tasks may take to finish before they are released.
+    # On SIGTERM: how long running tasks may take to finish before they are handed back
+    # (released for another worker at once, not counted as an attempt). Where the
+    # platform allows, deployments set it above limits.max_execution_seconds so a run
+    # always finishes; Cloud Run's 10 s stop leaves 8 s (the hand-back takes ms).
     grace_period_seconds: float = Field(20.0, ge=0)
-    # Attempts per task; a task whose attempts all failed or crashed ends `failed`.
+    # Attempts per task; a task whose attempts all failed or crashed ends `failed`. A
+    # stopping worker's hand-back is not an attempt; the worker counts them in the task
+    # record (JetStream's delivery count, which includes hand-backs, is unbounded).
     max_attempts: int = Field(3, ge=1, le=20)
     # Aer's OpenMP threads per simulation; 0 shares the cores among concurrent simulations.
     aer_threads: int = Field(0, ge=0, le=1024)

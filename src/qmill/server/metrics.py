@@ -39,6 +39,10 @@ TASKS_FAILED = Counter(
 TASKS_RETRIED = Counter(
     "qmill_tasks_retried_total", "Attempts released for redelivery", ["worker", "reason"]
 )
+# A stopping worker's hand-backs (scale-in, termination): not attempts, unlike retries.
+TASKS_HANDED_BACK = Counter(
+    "qmill_tasks_handed_back_total", "Tasks handed back unfinished by a stopping worker", ["worker"]
+)
 TASKS_IN_FLIGHT = Gauge("qmill_tasks_in_flight", "Tasks a worker holds", ["worker"])
 QUEUE_DEPTH = Gauge(
     "qmill_queue_depth", "Tasks queued or unacked on the workers' JetStream consumer", ["worker"]

@@ -7,6 +7,9 @@ the finish script, instead of two round trips per task. The scripts are the ones
 all a transition needs: tasks do not depend on each other), so every guarantee of
 `qmill.server.store.tasks` holds: a terminal state is never overwritten, every
 transition is announced, a finished task leaves its owner's in-flight set.
+
+`WorkerTasks.release` records a hand-back (a worker stopping: scale-in, a platform's
+termination deadline), which is not an attempt: see `_RELEASE`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,20 @@ from qmill.server.store.tasks import _EVENT_PREFIXES, TaskStore
 log = logging.getLogger(__name__)
 
 _OOM = "OOM command not allowed"
+
+# KEYS: task. ARGV: the releasing worker's id. A task this worker started (still
+# `processing` under its id) is handed back: the start transition's attempt is taken
+# back (``attempts`` counts only attempts that crashed, stalled, failed or finished:
+# what ``[worker] max_attempts`` bounds) and ``releases`` counts the hand-back. The
+# status stays `processing` until the redelivery starts it again (no change event).
+# Returns the task's releases so far, or 0 when nothing was changed (the task is final,
+# gone, or another worker holds it now).
+_RELEASE = """
+local f = redis.call('HMGET', KEYS[1], 'status', 'worker_id', 'attempts')
+if f[1] ~= 'processing' or f[2] ~= ARGV[1] or tonumber(f[3] or '0') < 1 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'attempts', -1)
+return redis.call('HINCRBY', KEYS[1], 'releases', 1)
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +68,7 @@ class WorkerTasks:
     def __init__(self, tasks: TaskStore) -> None:
         self._tasks = tasks
         self._redis = tasks._redis
+        self._release = self._redis.register_script(_RELEASE)
 
     async def start_many(self, task_ids: Sequence[str], worker_id: str) -> list[StartOutcome]:
         """Each task moved to `processing` unless final or gone, as `TaskStore.start`;
@@ -67,6 +85,14 @@ class WorkerTasks:
         async with guard():
             replies = await pipe.execute()
         return [started(task_id, reply) for task_id, reply in zip(task_ids, replies, strict=True)]
+
+    async def release(self, task_id: str, worker_id: str) -> int:
+        """Record that ``worker_id`` hands back the task it started, unfinished, because
+        it is stopping: its attempt does not count (see `_RELEASE`). Returns the task's
+        releases so far, 0 if nothing was recorded; DependencyUnavailable if Redis
+        cannot be reached (the attempt then counts, as a crash's would)."""
+        async with guard():
+            return int(await self._release(keys=[constants.task_key(task_id)], args=[worker_id]))
 
     async def finish_many(self, finishes: Sequence[Finish]) -> list[Outcome | StoreFull]:
         """Record each outcome, as `TaskStore.complete` or `fail` would, in one round
