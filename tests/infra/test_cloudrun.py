@@ -7,10 +7,12 @@ Each test names the issue-16 defect it would have caught.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
-from tests.infra.hcl import TERRAFORM_DIR, Module, blocks, module
+from qmill.server import routes
+from tests.infra.hcl import TERRAFORM_DIR, Module, blocks, dynamic_blocks, module
 
 ENABLEMENT = "google_project_service.apis"
 _REFERENCE = re.compile(r"\b(data\.)?(google_[a-z0-9_]+|random_[a-z_]+)\.([a-z0-9_]+)\b")
@@ -174,3 +176,101 @@ def test_the_example_keeps_its_state_in_a_bucket() -> None:
     text = (TERRAFORM_DIR / "examples" / "cloudrun" / "main.tf").read_text()
     assert re.search(r'^\s*backend "gcs" \{', text, re.M), "no GCS backend in the example"
     assert "secret" in text.lower()
+
+
+# --- metrics (Managed Service for Prometheus sidecar) and probes -----------------------
+
+SIDECAR_HOSTS = {
+    "functions": ("google_cloud_run_v2_service", "function"),
+    "worker": ("google_cloud_run_v2_worker_pool", "worker"),
+}
+
+
+def test_functions_and_workers_are_scraped_by_the_gmp_sidecar() -> None:
+    """Cloud Run scraped nothing: no worker or function metric left an instance."""
+    cloudrun = module("cloudrun")
+    assert cloudrun.variables["metrics_sidecar"]["default"] is True
+    image = cloudrun.variables["metrics_sidecar_image"]["default"]
+    assert image.startswith("us-docker.pkg.dev/cloud-ops-agents-artifacts/cloud-run-gmp-sidecar/")
+    assert re.fullmatch(r"\d+\.\d+\.\d+", image.rsplit(":", 1)[1]), image  # pinned
+    ports = {"functions": "function_port", "worker": "worker_metrics_port"}
+    for target, (kind, name) in SIDECAR_HOSTS.items():
+        config = cloudrun.locals["gmp_configs"][target]
+        assert (config["apiVersion"], config["kind"]) == (
+            "monitoring.googleapis.com/v1beta",
+            "RunMonitoring",
+        )
+        (endpoint,) = config["spec"]["endpoints"]
+        assert endpoint["port"] == f"${{tostring(local.{ports[target]})}}", target
+        assert cloudrun.resolve(endpoint["path"]) == routes.METRICS_PATH
+        template = cloudrun.resource(kind, name)["template"][0]
+        (main,) = template["containers"]  # the qmill container, always there
+        (sidecar,) = list(dynamic_blocks(template, "containers"))
+        assert sidecar["for_each"] == f'${{var.metrics_sidecar ? ["{target}"] : []}}'
+        (content,) = sidecar["content"]
+        assert content["image"] == "${var.metrics_sidecar_image}"
+        assert "ports" not in content  # the qmill container stays the ingress container
+        assert content["depends_on"] == [main["name"]], target
+        (mount,) = content["volume_mounts"]
+        assert cloudrun.resolve(mount["mount_path"]) == "/etc/rungmp"  # entrypoint.go
+        (volume,) = list(dynamic_blocks(template, "volumes"))
+        (secret,) = volume["content"][0]["secret"]
+        assert secret["secret"] == (
+            "${google_secret_manager_secret.gmp_config[volumes.value].secret_id}"
+        )
+        assert cloudrun.resolve(secret["items"][0]["path"]) == "config.yaml"
+        assert volume["content"][0]["name"] == mount["name"]
+        depends = str(cloudrun.resource(kind, name)["depends_on"])
+        assert "google_secret_manager_secret_version.gmp_config" in depends
+        assert "google_secret_manager_secret_iam_member.gmp_config" in depends
+    # The scraped ports are the ones the processes listen on.
+    assert cloudrun.resolve("${local.function_port}") == 8080
+    assert cloudrun.resolve("${local.worker_metrics_port}") == 9100
+    (functions,) = cloudrun.resource("google_cloud_run_v2_service", "function")["template"][0][
+        "containers"
+    ]
+    assert functions["ports"][0]["container_port"] == "${local.function_port}"
+
+
+def test_the_sidecars_may_write_metrics_and_read_their_config() -> None:
+    cloudrun = module("cloudrun")
+    writer = cloudrun.resource("google_project_iam_member", "metric_writer")
+    assert writer["role"] == "roles/monitoring.metricWriter"
+    assert writer["for_each"] == "${local.gmp_targets}"
+    accounts = cloudrun.locals["gmp_service_accounts"]
+    assert accounts == {
+        "functions": "${google_service_account.functions.email}",
+        "worker": "${google_service_account.worker.email}",
+    }
+    reader = cloudrun.resource("google_secret_manager_secret_iam_member", "gmp_config")
+    assert reader["role"] == "roles/secretmanager.secretAccessor"
+    assert reader["member"] == writer["member"]
+    assert "metrics_sidecar" in cloudrun.locals["gmp_targets"]
+    version = cloudrun.resource("google_secret_manager_secret_version", "gmp_config")
+    assert version["secret_data"] == "${yamlencode(each.value)}"
+    apis = str(cloudrun.resource("google_project_service", "apis")["for_each"])
+    assert "monitoring.googleapis.com" in apis
+
+
+def test_function_liveness_probe_is_livez_on_the_function_port() -> None:
+    cloudrun = module("cloudrun")
+    service = cloudrun.resource("google_cloud_run_v2_service", "function")
+    (container,) = service["template"][0]["containers"]
+    (probe,) = container["liveness_probe"]
+    (http,) = probe["http_get"]
+    assert cloudrun.resolve(http["path"]) == routes.LIVEZ_PATH
+    assert http["port"] == "${local.function_port}"
+    # A function whose NATS or Redis is down still starts (and answers 503).
+    assert container["startup_probe"][0]["tcp_socket"][0]["port"] == "${local.function_port}"
+
+
+def test_the_worker_pool_has_no_probe_because_the_provider_has_none() -> None:
+    """google-beta 6.50 has no probes on worker pool containers; once a bump brings
+    liveness_probe, this fails: probe GET /livez on the worker's metrics port then."""
+    schema = json.loads((TERRAFORM_DIR / "schemas" / "google-beta.json").read_text())
+    pool = schema["resource"]["google_cloud_run_v2_worker_pool"]
+    containers = pool["blocks"]["template"]["blocks"]["containers"]
+    assert "liveness_probe" not in containers["blocks"], "add the worker's /livez probe"
+    assert "depends_on" in containers["arguments"]  # several containers: the sidecar fits
+    readme = (module("cloudrun").path / "README.md").read_text()
+    assert "liveness_probe" in readme

@@ -116,6 +116,64 @@ resource "google_cloud_run_v2_service" "function" {
         period_seconds    = 2
         failure_threshold = 30
       }
+
+      # /livez answers 200 while the process serves HTTP and asks nothing of NATS or
+      # Redis (qmill.server.probes), so an outage of either never restarts the functions;
+      # a hung event loop does (3 x 10 s). /readyz is for load balancers, not restarts.
+      liveness_probe {
+        http_get {
+          path = local.livez_path
+          port = local.function_port
+        }
+        period_seconds    = 10
+        timeout_seconds   = 5
+        failure_threshold = 3
+      }
+    }
+
+    # Managed Service for Prometheus's sidecar scrapes this function's /metrics (metrics.tf).
+    # The function container above is the ingress container (the only one with ports);
+    # the collector starts once the function passed its startup probe.
+    dynamic "containers" {
+      for_each = var.metrics_sidecar ? ["functions"] : []
+      content {
+        name       = local.gmp_sidecar_name
+        image      = var.metrics_sidecar_image
+        depends_on = [each.key]
+
+        volume_mounts {
+          name       = local.gmp_config_volume
+          mount_path = local.gmp_config_path
+        }
+
+        resources {
+          limits = local.gmp_sidecar_limits
+        }
+
+        # The collector's own health endpoint (run-service.yaml upstream).
+        liveness_probe {
+          http_get {
+            path = "/liveness"
+            port = local.gmp_liveness_port
+          }
+          period_seconds  = 30
+          timeout_seconds = 30
+        }
+      }
+    }
+
+    dynamic "volumes" {
+      for_each = var.metrics_sidecar ? ["functions"] : []
+      content {
+        name = local.gmp_config_volume
+        secret {
+          secret = google_secret_manager_secret.gmp_config[volumes.value].secret_id
+          items {
+            version = "latest"
+            path    = local.gmp_config_file
+          }
+        }
+      }
     }
   }
 
@@ -133,6 +191,8 @@ resource "google_cloud_run_v2_service" "function" {
     google_secret_manager_secret_version.nats_url,
     google_secret_manager_secret_iam_member.api_key_hashes,
     google_secret_manager_secret_version.api_key_hashes,
+    google_secret_manager_secret_iam_member.gmp_config,
+    google_secret_manager_secret_version.gmp_config,
   ]
 }
 

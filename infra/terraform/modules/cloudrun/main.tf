@@ -70,6 +70,8 @@ resource "google_project_service" "apis" {
     "compute.googleapis.com",
     "dns.googleapis.com",
     "iam.googleapis.com",
+    # Managed Service for Prometheus: the metrics sidecar writes to Cloud Monitoring.
+    "monitoring.googleapis.com",
     "parametermanager.googleapis.com",
     "redis.googleapis.com",
     "run.googleapis.com",

@@ -141,3 +141,15 @@ variable "labels" {
   type        = map(string)
   default     = {}
 }
+
+variable "metrics_sidecar" {
+  description = "Run Google Cloud Managed Service for Prometheus's Cloud Run sidecar (run-gmp-sidecar) next to every function and worker, scraping their /metrics into Cloud Monitoring (metrics.tf). False: no sidecar, no metrics leave the instances."
+  type        = bool
+  default     = true
+}
+
+variable "metrics_sidecar_image" {
+  description = "The run-gmp-sidecar collector image, pinned to a release (GoogleCloudPlatform/run-gmp-sidecar tag 1.7.0)."
+  type        = string
+  default     = "us-docker.pkg.dev/cloud-ops-agents-artifacts/cloud-run-gmp-sidecar/cloud-run-gmp-sidecar:1.7.0"
+}

@@ -80,6 +80,44 @@ resource "google_cloud_run_v2_worker_pool" "worker" {
           memory = "${module.shared.worker_memory_mib}Mi"
         }
       }
+
+      # No probes: the pinned google-beta (6.50) has no liveness_probe or startup_probe
+      # (nor ports) on a worker pool's containers, so the worker's /livez on
+      # QMILL_WORKER__METRICS_PORT cannot be wired up here (README.md).
+    }
+
+    # Managed Service for Prometheus's sidecar scrapes the worker's /metrics on
+    # [worker] metrics_port (metrics.tf); a worker pool takes several containers.
+    dynamic "containers" {
+      for_each = var.metrics_sidecar ? ["worker"] : []
+      content {
+        name       = local.gmp_sidecar_name
+        image      = var.metrics_sidecar_image
+        depends_on = ["worker"]
+
+        volume_mounts {
+          name       = local.gmp_config_volume
+          mount_path = local.gmp_config_path
+        }
+
+        resources {
+          limits = local.gmp_sidecar_limits
+        }
+      }
+    }
+
+    dynamic "volumes" {
+      for_each = var.metrics_sidecar ? ["worker"] : []
+      content {
+        name = local.gmp_config_volume
+        secret {
+          secret = google_secret_manager_secret.gmp_config[volumes.value].secret_id
+          items {
+            version = "latest"
+            path    = local.gmp_config_file
+          }
+        }
+      }
     }
   }
 
@@ -106,5 +144,7 @@ resource "google_cloud_run_v2_worker_pool" "worker" {
     google_secret_manager_secret_version.redis_url,
     google_secret_manager_secret_iam_member.nats_url,
     google_secret_manager_secret_version.nats_url,
+    google_secret_manager_secret_iam_member.gmp_config,
+    google_secret_manager_secret_version.gmp_config,
   ]
 }
