@@ -34,11 +34,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 
 from qmill.server import constants
-from qmill.server.bus import Bus, Lane
+from qmill.server.bus import Bus, Lane, stream_config
 from qmill.server.config import Settings
+from qmill.server.jetstream import ensure_stream
+from qmill.server.models.requests import TaskMessage
 from tests.clusters.nats import NODES, NatsCluster
 from tests.infra import hcl
 from tests.infra.keda_nats import (
@@ -151,7 +154,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
 @pytest.fixture(scope="module")
 def queued(cluster: NatsCluster) -> NatsCluster:
     """The cluster after a function queued `QUEUED` tasks, with no worker ever started."""
-    bus_run(cluster, create_consumers=False, publish=True)
+    queue_without_consumers(cluster)
     return cluster
 
 
@@ -180,6 +183,28 @@ def bus_run(cluster: NatsCluster, *, create_consumers: bool, publish: bool) -> N
                         await bus.publish(f"keda-{lane}-{index}", lane=lane)
         finally:
             await bus.close()
+
+    asyncio.run(run())
+
+
+def queue_without_consumers(cluster: NatsCluster) -> None:
+    """What NATS held before the fix, when only a running worker created the consumers:
+    the stream, with tasks, and no consumer. A `Bus` now creates the consumers when it
+    connects, so this makes the stream and publishes with a bare client."""
+
+    async def run() -> None:
+        settings = settings_for(cluster)
+        client = await nats.connect(servers=[node.url for node in cluster.nodes])
+        try:
+            js = client.jetstream()
+            await ensure_stream(js, stream_config(settings))
+            await asyncio.to_thread(until, lambda: _has(cluster.stream_leader))
+            for lane, count in QUEUED.items():
+                for index in range(count):
+                    message = TaskMessage(task_id=f"keda-{lane}-{index}", state_bytes=0)
+                    await js.publish(lane.subject, message.model_dump_json().encode())
+        finally:
+            await client.close()
 
     asyncio.run(run())
 
