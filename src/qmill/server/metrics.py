@@ -13,7 +13,8 @@ forth between the processes' totals (40 requests scraped as 35, 35, 5, 5). So wh
 prometheus_client's multiprocess mode: every process writes its values to mmapped files in
 `SHARED_DIR`, one directory per function instance, and `exposition` sums the files of all
 of them, dead ones included (a restarted process does not reset a counter). The combined
-topology and a worker are one process and keep the plain in-memory registry.
+topology and a worker are one process, given no ``WORKERS``, and keep the plain in-memory
+registry.
 
 In multiprocess mode a family is exported once some process has a sample of it (no HELP
 line for a counter never incremented), and the per-process ``process_*`` and ``python_*``
