@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -17,11 +20,16 @@ from tests.openapi_check import off_contract
 pytestmark = pytest.mark.e2e
 
 
-def serve(procs: Processes, name: str) -> str:
+def serve(procs: Processes, name: str, **env: str) -> str:
+    return _serve(procs, name, **env)[0]
+
+
+def _serve(procs: Processes, name: str, **env: str) -> tuple[str, int]:
+    """The function's address, and the pid of its functions-framework (gunicorn's arbiter)."""
     port = free_port()
     cli = shutil.which("functions-framework", path=str(Path(sys.executable).parent))
     assert cli is not None
-    procs.start(
+    proc = procs.start(
         [
             cli,
             "--asgi",
@@ -33,10 +41,11 @@ def serve(procs: Processes, name: str) -> str:
             "127.0.0.1",
             "--port",
             str(port),
-        ]
+        ],
+        **env,
     )
     wait_port(port, timeout=60)
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{port}", proc.pid
 
 
 async def test_each_function_serves_its_route(procs: Processes, stores: Stores, bus: Bus) -> None:
@@ -75,3 +84,41 @@ async def test_each_function_serves_its_route(procs: Processes, stores: Stores, 
             assert (await client.get(f"{result}/health")).status_code == 404
         spec = await client.get(f"{health}/openapi.json")
         assert spec.json()["openapi"] == "3.1.0" and {} in spec.json()["security"]
+
+
+_LISTED = re.compile(
+    r'^qmill_http_requests_total\{function="submit",method="GET",status="200"\} (\S+)$'
+)
+
+
+def _listed(exposition: str) -> float | None:
+    found = [float(m[1]) for line in exposition.splitlines() if (m := _LISTED.match(line))]
+    return found[0] if found else None
+
+
+async def test_a_function_in_several_processes_reports_their_sum(
+    procs: Processes, tmp_path: Path
+) -> None:
+    """Under WORKERS=2 a scrape is answered by either gunicorn process: each counting
+    alone, 40 requests were scraped as 35, 35, 5, 5. Now every scrape gives the sum, from
+    the instance's directory under the temporary directory, which the arbiter empties."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    base, arbiter = _serve(procs, "submit", WORKERS="2", TMPDIR=str(temp))
+    shared = temp / f"qmill-metrics-{arbiter}"
+    sent = 0
+    # Requests, on new connections (no keep-alive), a few at once, until both processes
+    # have counted some: the port opens before gunicorn's processes are ready, and the
+    # first one up may take them all.
+    deadline = time.monotonic() + 30
+    async with httpx.AsyncClient(
+        timeout=10, limits=httpx.Limits(max_keepalive_connections=0)
+    ) as client:
+        while (counted := len(list(shared.glob("counter_*.db")))) < 2 or sent < 10:
+            assert time.monotonic() < deadline, f"{sent} requests, {counted} processes' counts"
+            answers = await asyncio.gather(*(client.get(f"{base}/tasks") for _ in range(5)))
+            assert [a.status_code for a in answers] == [200] * 5
+            sent += 5
+        scraped = [_listed((await client.get(f"{base}/metrics")).text) for _ in range(8)]
+    assert scraped == [float(sent)] * 8
+    assert len(list(shared.glob("counter_*.db"))) == 2  # the two processes', no more

@@ -19,7 +19,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
 
-from qmill.server import routes
+from qmill.server import metrics, routes
 from qmill.server.probes import JSON_TYPE, LIVE_BODY, Readiness
 from qmill_worker.consumer import HEARTBEAT_STALE_SECONDS, Worker
 
@@ -35,12 +35,12 @@ def readiness(worker: Worker) -> Readiness:
 
 def app(worker: Worker) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
     """The WSGI app: the probes by path, the Prometheus registry on any other."""
-    metrics = make_wsgi_app()
+    exposition = make_wsgi_app(metrics.EXPOSED)
 
     def answer(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path not in routes.PROBES:
-            return metrics(environ, start_response)  # type: ignore[no-any-return]
+            return exposition(environ, start_response)  # type: ignore[no-any-return]
         if path == routes.LIVEZ_PATH:
             status, body = "200 OK", LIVE_BODY
         else:

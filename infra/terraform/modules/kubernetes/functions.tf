@@ -149,6 +149,8 @@ resource "kubernetes_deployment_v1" "function" {
             }
           }
 
+          # Writable /tmp under the read-only root: where WORKERS processes share their
+          # metrics (/tmp/qmill-metrics-<pid>, 64 KiB files; qmill.server.metrics).
           volume_mount {
             name       = "tmp"
             mount_path = "/tmp"
