@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -159,6 +160,14 @@ class Node:
     monitor_port: int
     cluster_port: int
     process: Process
+    conf: Path
+
+    @property
+    def advertised(self) -> str:
+        """The client address its config advertises (a test may rewrite the config)."""
+        match = re.search(r'^client_advertise: "([^"]+)"', self.conf.read_text(), re.M)
+        assert match is not None, f"no client_advertise in {self.conf}"
+        return match.group(1)
 
     @property
     def url(self) -> str:
@@ -217,7 +226,7 @@ class NatsCluster:
                 env=env,
                 log=root / f"{name}.log",
             )
-            self.nodes.append(Node(index, name, client, monitor, cluster, process))
+            self.nodes.append(Node(index, name, client, monitor, cluster, process, conf))
 
     @property
     def url(self) -> str:
@@ -230,6 +239,7 @@ class NatsCluster:
         for node in self.nodes:
             node.process.wait_ready()
         self.wait_meta_leader()
+        self.wait_gossip()
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -269,6 +279,24 @@ class NatsCluster:
                         return str(leaders.pop())
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"no JetStream meta leader after {timeout} s")
+            time.sleep(0.1)
+
+    def wait_gossip(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        """Until every live server tells its clients about every live server
+        (``connect_urls``), which follows the routes by a moment."""
+        deadline = time.monotonic() + timeout
+        while True:
+            live = self.alive()
+            wanted = {node.advertised for node in live}
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                told = [
+                    set(node.monitor("/varz").get("connect_urls") or []) | {node.advertised}
+                    for node in live
+                ]
+                if all(urls >= wanted for urls in told):
+                    return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"servers not told of each other after {timeout} s")
             time.sleep(0.1)
 
     def stream_leader(self, stream: str = constants.STREAM_NAME) -> Node:
