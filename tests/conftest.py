@@ -185,6 +185,17 @@ async def wait_for(predicate: Callable[[], object], timeout: float, interval: fl
     raise TimeoutError("condition not met in time")
 
 
+def wait_until(
+    predicate: Callable[[], object], timeout: float, seen: Callable[[], object] = lambda: None
+) -> None:
+    """`wait_for` for code that is not async: poll a predicate until truthy, failing
+    with what ``seen`` reports when it is not within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"not within {timeout} s; seen: {seen()}"
+        time.sleep(0.05)
+
+
 async def submit_task(
     settings: Settings, stores: Stores, bus: Bus, circuit: str = BELL, shots: int = 1024
 ) -> str:

@@ -16,7 +16,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,7 +26,7 @@ import redis
 
 from qmill.server import constants
 from qmill.server.launcher import Launcher
-from tests.conftest import BELL, wait_for
+from tests.conftest import BELL, wait_for, wait_until
 
 POLL_CAP = 300
 # The functions answer only requests addressed to this machine ([server] allowed_hosts).
@@ -226,7 +226,7 @@ def test_event_streams_are_bounded_and_one_that_is_never_read_is_closed(
         started = time.monotonic()
         silent = [_open_stream(system, task_id) for _ in range(STREAM_CAP)]  # never read
         try:
-            wait_for_sync(lambda: store.zcard(key) == STREAM_CAP, 10)
+            wait_until(lambda: store.zcard(key) == STREAM_CAP, 10)
             refused = client.get("/events", params={"task": task_id})
             assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
             assert "max_event_streams_per_tenant" in refused.json()["detail"]
@@ -234,7 +234,7 @@ def test_event_streams_are_bounded_and_one_that_is_never_read_is_closed(
             assert client.get("/health").status_code == 200
             assert time.monotonic() - health_started < 5
             # The server closes each at the end of its lifetime (the client would resume).
-            wait_for_sync(lambda: store.zcard(key) == 0, STREAM_SECONDS + 10)
+            wait_until(lambda: store.zcard(key) == 0, STREAM_SECONDS + 10)
             assert time.monotonic() - started < STREAM_SECONDS + 10
             received = silent[0].recv(1 << 20)
         finally:
@@ -243,10 +243,3 @@ def test_event_streams_are_bounded_and_one_that_is_never_read_is_closed(
         assert b"text/event-stream" in received and b": ping" in received
         assert b"status" in received and b"event: end" not in received  # still pending
     store.close()
-
-
-def wait_for_sync(predicate: Callable[[], object], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)

@@ -13,9 +13,8 @@ import gzip
 import os
 import signal
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -30,7 +29,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from qmill.server.launcher import Launcher
 from qmill.server.processes import Process
 from qmill.server.telemetry import TRACES_PATH
-from tests.conftest import BELL, REPO, free_port
+from tests.conftest import BELL, REPO, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -136,15 +135,6 @@ def system(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iter
         launcher.stop(kill=True)
 
 
-def until(
-    predicate: Callable[[], object], timeout: float, seen: Callable[[], object] = lambda: None
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"not within {timeout} s; seen: {seen()}"
-        time.sleep(0.05)
-
-
 def service(system: Launcher, name: str) -> Process:
     (process,) = [p for p in system.services if p.name == name]
     return process
@@ -179,7 +169,7 @@ def test_a_request_id_and_a_trace_from_submit_to_result(
     submit_lines = [e for e in service(system, "submit").events() if e.get("task_id") == task_id]
     assert [e["message"] for e in submit_lines] == ["task accepted"]
     assert {e.get("request_id") for e in submit_lines} == {request_id}
-    until(lambda: any(e.get("task_id") == task_id for e in system.workers[0].events()), 10)
+    wait_until(lambda: any(e.get("task_id") == task_id for e in system.workers[0].events()), 10)
     worker_lines = [e for e in system.workers[0].events() if e.get("task_id") == task_id]
     assert {"task started", "task completed"} <= {e["message"] for e in worker_lines}
     assert {e.get("request_id") for e in worker_lines} == {request_id}
@@ -190,7 +180,7 @@ def test_a_request_id_and_a_trace_from_submit_to_result(
             return {s.name: s for s in receiver.spans if task_id in s.attributes.values()}
 
     wanted = {"qmill.publish", "qmill.execute", "GET /tasks/{task_id}"}
-    until(lambda: wanted <= set(spans()), 15, lambda: receiver.spans)
+    wait_until(lambda: wanted <= set(spans()), 15, lambda: receiver.spans)
     got = spans()
     with receiver.lock:
         request = next(

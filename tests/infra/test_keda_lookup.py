@@ -29,7 +29,6 @@ import json
 import math
 import re
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from qmill.server.config import Settings
 from qmill.server.jetstream import ensure_stream
 from qmill.server.models.requests import TaskMessage
 from tests.clusters.nats import NODES, NatsCluster
+from tests.conftest import wait_until
 from tests.infra import hcl
 from tests.infra.keda_nats import (
     KedaVersion,
@@ -174,7 +174,7 @@ def bus_run(cluster: NatsCluster, *, create_consumers: bool, publish: bool) -> N
             await bus.connect()
             # An R3 stream takes a moment to elect its leader; a publish before it
             # would be refused (a 503 the client retries).
-            await asyncio.to_thread(until, lambda: _has(cluster.stream_leader))
+            await asyncio.to_thread(wait_until, lambda: _has(cluster.stream_leader), 30)
             if create_consumers:
                 await bus.ensure_consumer()
             if publish:
@@ -198,7 +198,7 @@ def queue_without_consumers(cluster: NatsCluster) -> None:
         try:
             js = client.jetstream()
             await ensure_stream(js, stream_config(settings))
-            await asyncio.to_thread(until, lambda: _has(cluster.stream_leader))
+            await asyncio.to_thread(wait_until, lambda: _has(cluster.stream_leader), 30)
             for lane, count in QUEUED.items():
                 for index in range(count):
                     message = TaskMessage(task_id=f"keda-{lane}-{index}", state_bytes=0)
@@ -207,13 +207,6 @@ def queue_without_consumers(cluster: NatsCluster) -> None:
             await client.close()
 
     asyncio.run(run())
-
-
-def until(condition: Callable[[], object], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def _has(lookup: Callable[[], object]) -> bool:
@@ -316,7 +309,7 @@ def test_with_the_consumers_created_at_deploy_keda_activates_with_no_worker_ever
     bus_run(cluster, create_consumers=True, publish=False)  # qmill-setup / functions' startup
     # Each consumer (R3, as its stream) elects a leader of its own; until then /jsz names
     # none and KEDA's lookup, like any client, has no one to ask.
-    until(lambda: len([n for n in consumer_leaders(cluster).values() if n]) == len(Lane))
+    wait_until(lambda: len([n for n in consumer_leaders(cluster).values() if n]) == len(Lane), 30)
     leaders = consumer_leaders(cluster)
     assert set(leaders) == {lane.consumer for lane in Lane}
     expected_lag = {lane.consumer: count for lane, count in QUEUED.items()}

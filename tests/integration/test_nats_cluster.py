@@ -7,8 +7,7 @@ JetStream cluster, and a partitioned server loses its routes and gets them back.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -17,19 +16,13 @@ from qmill.server.bus import Bus, Lane
 from qmill.server.config import Settings
 from qmill.server.errors import DependencyUnavailable
 from tests.clusters.nats import NODES, NatsCluster, nats_cluster
+from tests.conftest import wait_until
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
     with nats_cluster(tmp_path_factory.mktemp("nats-cluster")) as started:
         yield started
-
-
-def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 def test_rendered_from_the_deployment_template(cluster: NatsCluster) -> None:
@@ -62,13 +55,13 @@ def test_partition_cuts_a_servers_routes_and_heal_restores_them(cluster: NatsClu
     node = cluster.nodes[2]
     cluster.partition(node)
     try:
-        until(lambda: routes(cluster)[2] == 0)
+        wait_until(lambda: routes(cluster)[2] == 0, 20)
         # The other two still route to each other; clients still reach the cut server.
         assert all(count > 0 for count in routes(cluster)[:2])
         assert node.monitor("/varz")["server_name"] == "nats-2"
     finally:
         cluster.heal(node)
-    until(lambda: all(count > 0 for count in routes(cluster)))
+    wait_until(lambda: all(count > 0 for count in routes(cluster)), 20)
     cluster.wait_meta_leader()
 
 
