@@ -50,7 +50,6 @@ LOAD_SENSITIVE = (
     "tests/integration/test_batches_rollback.py",  # publish timeouts at once, not in turn
     "tests/integration/test_batches.py",  # a batch long-poll woken within 2 s
     "tests/integration/test_executors.py",  # a busy simulation stopped within 5 s
-    "tests/integration/test_redis_sentinel.py",  # a Redis failover within 30 s (Sentinel timers)
     "tests/integration/test_worker_release.py",  # a late hand-back seen within 3 s, not ack_wait
 )
 DEFAULT_SYSTEM_UNIT = "e2e-default-system"

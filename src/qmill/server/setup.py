@@ -24,6 +24,8 @@ import sys
 import nats
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
 from qmill.server import bus, constants, jetstream
@@ -93,30 +95,39 @@ async def apply(settings: Settings, wait: float) -> list[str]:
 async def _apply(settings: Settings, wait: float) -> list[str]:
     nc = await connect(settings, wait)
     try:
-        js = nc.jetstream(timeout=max(5.0, settings.nats.publish_timeout_seconds))
-        stream_config = bus.stream_config(settings)
-        stream = await jetstream.ensure_stream(js, stream_config)
-        replicas = settings.nats.stream_replicas
-        placed = await jetstream.wait_placed(
-            js, constants.STREAM_NAME, replicas, PLACEMENT_TIMEOUT_SECONDS
-        )
-        say(
-            f"stream {stream.name} {stream.change} (R{replicas}: leader {placed.leader or 'none'}, "
-            f"{placed.replicas} of {replicas} replicas current)"
-        )
-        if not placed.complete:
-            return [
-                f"stream {stream.name} has {placed.replicas} of {replicas} replicas current "
-                f"after {PLACEMENT_TIMEOUT_SECONDS:g} s"
-            ]
-        configs = [bus.consumer_config(settings, lane) for lane in bus.Lane]
-        for consumer in await jetstream.ensure_consumers(
-            js, constants.STREAM_NAME, configs, update=True
-        ):
-            say(f"consumer {consumer.name} {consumer.change}")
-        return await check(js, settings)
+        return await _ensure(nc, settings)
+    except (NatsTimeoutError, NoRespondersError) as exc:
+        # A JetStream API that does not answer yet (a cluster that has just elected its
+        # meta leader, a server rejoining) is an outage to wait out, like no connection.
+        raise DependencyUnavailable("nats", f"JetStream did not answer: {exc!r}") from exc
     finally:
         await nc.close()
+
+
+async def _ensure(nc: NATS, settings: Settings) -> list[str]:
+    """Create or update the stream and consumers over ``nc``; the problems left."""
+    js = nc.jetstream(timeout=max(5.0, settings.nats.publish_timeout_seconds))
+    stream_config = bus.stream_config(settings)
+    stream = await jetstream.ensure_stream(js, stream_config)
+    replicas = settings.nats.stream_replicas
+    placed = await jetstream.wait_placed(
+        js, constants.STREAM_NAME, replicas, PLACEMENT_TIMEOUT_SECONDS
+    )
+    say(
+        f"stream {stream.name} {stream.change} (R{replicas}: leader {placed.leader or 'none'}, "
+        f"{placed.replicas} of {replicas} replicas current)"
+    )
+    if not placed.complete:
+        return [
+            f"stream {stream.name} has {placed.replicas} of {replicas} replicas current "
+            f"after {PLACEMENT_TIMEOUT_SECONDS:g} s"
+        ]
+    configs = [bus.consumer_config(settings, lane) for lane in bus.Lane]
+    for consumer in await jetstream.ensure_consumers(
+        js, constants.STREAM_NAME, configs, update=True
+    ):
+        say(f"consumer {consumer.name} {consumer.change}")
+    return await check(js, settings)
 
 
 async def check(js: JetStreamContext, settings: Settings) -> list[str]:
