@@ -10,9 +10,9 @@ max_deliver, one more than the attempts, ended its deliveries and it stayed
 `processing` for ever), it still completes, once, with ``attempts`` 1 and the hand-backs
 counted in its record's ``releases``.
 
-Run by `make faults` only (the hand-back itself is in `make test` through
-tests/integration/test_worker_release.py): ``max_attempts`` 3, 5 stops, then a
-SIGKILL of the holder: a crash, unlike a hand-back, costs an attempt.
+Short form (`make test`, ~11 s): ``max_attempts`` 1 and 2 stops, so each stop past the
+first would have ended the task before. Full form (`make faults`): ``max_attempts`` 3,
+5 stops, then a SIGKILL of the holder: a crash, unlike a hand-back, costs an attempt.
 """
 
 from __future__ import annotations
@@ -22,13 +22,11 @@ import statistics
 import time
 
 import httpx
-import pytest
 import redis.asyncio as aioredis
 
 from qmill.server import constants
 from tests.faults.harness import (
     BASE_SETTINGS,
-    FULL,
     Checker,
     Cluster,
     LoadStats,
@@ -38,12 +36,6 @@ from tests.faults.harness import (
     post_task,
     scaled,
 )
-
-# `make test` keeps the hand-back's behaviour in tests/integration/test_worker_release.py
-# (a task handed back more often than it has attempts completes; a poison task still
-# fails) and test_graceful_stop's; this scenario's real processes and repeated stops run
-# in `make faults`, which keeps `make test` within its time.
-pytestmark = pytest.mark.skipif(not FULL, reason="full form only: make faults")
 
 GRACE = 0.5
 # Attempts are the workers' to count (the consumer's max_deliver is unbounded), so the
