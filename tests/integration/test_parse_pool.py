@@ -39,11 +39,22 @@ _CHAIN = "gate g0 a { x a; x a; } " + " ".join(
 )
 SLOW = Q3 + _CHAIN + " qubit q; bit c; " + "g13 q; " * 30 + "c = measure q;"
 DEADLINE = 2.0
+# SLOW builds 16384 gates per call: under the default max_gates (20,000) its second call
+# meets the gate limit after ~1.9 s here, a race with the deadline. With this bound only
+# the deadline can stop it.
+GATES = 30 * 16384 + 1
 
 
 def limits(**values: object) -> Settings:
     return Settings.model_validate(
-        {"limits": {"max_parse_seconds": DEADLINE, "max_parse_wait_seconds": 0.3, **values}}
+        {
+            "limits": {
+                "max_parse_seconds": DEADLINE,
+                "max_parse_wait_seconds": 0.3,
+                "max_gates": GATES,
+                **values,
+            }
+        }
     )
 
 
