@@ -10,8 +10,8 @@ max_deliver, one more than the attempts, ended its deliveries and it stayed
 `processing` for ever), it still completes, once, with ``attempts`` 1 and the hand-backs
 counted in its record's ``releases``.
 
-Short form (`make test`, ~11 s): ``max_attempts`` 1 and 2 stops, so each stop past the
-first would have ended the task before. Full form (`make faults`): ``max_attempts`` 3,
+Short form (`make test`, ~11 s): ``max_attempts`` 1 and 2 stops; when a stop still cost
+an attempt, the first one alone failed the task. Full form (`make faults`): ``max_attempts`` 3,
 5 stops, then a SIGKILL of the holder: a crash, unlike a hand-back, costs an attempt.
 """
 
